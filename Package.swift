@@ -1,0 +1,37 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+
+let package = Package(
+    name: "Switchboard",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "switchboard", targets: ["switchboard"]),
+        .library(name: "SwitchboardProtocol", targets: ["SwitchboardProtocol"]),
+    ],
+    dependencies: [
+        // The standard command-line parser for Swift; used only by the executable target.
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CSystem"),
+        .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
+        .target(name: "SwitchboardProtocol"),
+        .target(name: "WebSocketCore", dependencies: ["CZlib", "COpenSSL"]),
+        .target(name: "SocketServer", dependencies: ["WebSocketCore", "COpenSSL", "CSystem"]),
+        .target(name: "SwitchboardServer", dependencies: ["SwitchboardProtocol", "SocketServer", "WebSocketCore"]),
+        .executableTarget(
+            name: "switchboard",
+            dependencies: [
+                "SwitchboardServer", "SocketServer", "SwitchboardProtocol",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(name: "SwitchboardProtocolTests", dependencies: ["SwitchboardProtocol"]),
+        .testTarget(name: "WebSocketCoreTests", dependencies: ["WebSocketCore"]),
+        .testTarget(name: "SocketServerTests", dependencies: ["SocketServer", "WebSocketCore"]),
+        .testTarget(name: "SwitchboardServerTests", dependencies: ["SwitchboardServer", "SwitchboardProtocol"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

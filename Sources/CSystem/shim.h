@@ -1,0 +1,11 @@
+#ifndef SWITCHBOARD_CSYSTEM_SHIM_H
+#define SWITCHBOARD_CSYSTEM_SHIM_H
+// Linux APIs that Swift's Glibc module does not export.
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+// accept4 is declared only under _GNU_SOURCE, which the Glibc module is built without.
+extern int accept4(int sockfd, struct sockaddr *addr, socklen_t *addrlen, int flags);
+#endif

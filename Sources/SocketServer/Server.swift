@@ -1,0 +1,154 @@
+import Glibc
+import CSystem
+import WebSocketCore
+
+public struct ServerConfiguration: Sendable {
+    public var hosts: [String] = ["127.0.0.1"]
+    public var port: Int = 8080
+    public var maxFrameSize = 16 << 20
+    public var maxMessageSize = 16 << 20
+    public var httpLimits = HTTPRequestParser.Limits()
+    /// From accept to a complete request head (and for idle keep-alive connections).
+    public var handshakeTimeoutMs = 10_000
+    public var idleHTTPTimeoutMs = 30_000
+    public var pingIntervalMs = 20_000
+    public var deadPeerTimeoutMs = 40_000
+    /// How long to wait for the peer's close frame, or for a half-closed socket to finish.
+    public var closeTimeoutMs = 5_000
+    public var maxQueuedBytes = 8 << 20
+    public var readPauseHighWater = 1 << 20
+    public var readPauseLowWater = 256 << 10
+    /// permessage-deflate; nil turns it off.
+    public var deflate: DeflatePolicy? = DeflatePolicy()
+
+    public init() {}
+
+    /// How often connections are swept for pings and deadlines.
+    var tickIntervalMs: Int {
+        max(10, min(1000, min(pingIntervalMs, deadPeerTimeoutMs, handshakeTimeoutMs, closeTimeoutMs) / 4))
+    }
+}
+
+/// Listening sockets plus the connections they accepted, all on one event loop.
+public final class Server: @unchecked Sendable {
+    // Confined to `loop` after `start`.
+    public let loop: EventLoop
+    public let configuration: ServerConfiguration
+    public weak var delegate: ServerDelegate?
+    private var listeners: [Listener] = []
+    public private(set) var boundPorts: [Int] = []
+    public private(set) var connectionCount = 0
+    public private(set) var acceptedTotal = 0
+    private var accepting = true
+    private var sweepTimer: Timer?
+    private var inflaterShared: Inflater?
+    private var deflatersShared: [Int: Deflater] = [:]
+
+
+    public init(loop: EventLoop, configuration: ServerConfiguration) {
+        self.loop = loop
+        self.configuration = configuration
+    }
+
+    /// Binds every configured host (synchronously, so errors reach the caller), then starts
+    /// accepting on the loop. Port 0 binds a free port (the same one on every host when possible).
+    public func bind() throws(SystemError) {
+        var port = configuration.port
+        for host in configuration.hosts {
+            let fd = try Socket.listen(host: host, port: port)
+            let bound = Socket.boundPort(fd)
+            if port == 0 { port = bound }
+            boundPorts.append(bound)
+            listeners.append(Listener(fd: fd, server: self))
+        }
+    }
+
+    public var port: Int { boundPorts.first ?? configuration.port }
+
+    /// Registers the listeners and the sweep. Call on the loop.
+    public func start() throws(SystemError) {
+        for l in listeners { try loop.register(l, interest: .read) }
+        scheduleSweep()
+    }
+
+    private func scheduleSweep() {
+        sweepTimer = loop.schedule(afterMillis: configuration.tickIntervalMs) { [weak self] in
+            guard let self else { return }
+            let now = self.loop.now
+            self.loop.forEachRegistered { ($0 as? Connection)?.tick(now: now) }
+            self.scheduleSweep()
+        }
+    }
+
+    func accept(from listener: Listener) {
+        guard accepting else { return }
+        // Bounded per wake-up so a connection storm cannot starve established peers.
+        for _ in 0..<256 {
+            guard let (fd, remote) = Socket.accept(listener.fd) else { return }
+            let c = Connection(fd: fd, remote: remote, server: self)
+            do {
+                try loop.register(c, interest: .read)
+            } catch {
+                Glibc.close(fd)
+                continue
+            }
+            connectionCount += 1
+            acceptedTotal += 1
+        }
+    }
+
+    func connectionClosed(_ c: Connection) {
+        connectionCount -= 1
+        if !accepting && connectionCount == 0, let done = drained {
+            drained = nil
+            done()
+        }
+    }
+
+    /// The loop's shared zlib streams, used by connections that agreed to no context takeover.
+    func sharedInflater() -> Inflater {
+        if let i = inflaterShared { return i }
+        let i = Inflater(resetAfterMessage: true)
+        inflaterShared = i
+        return i
+    }
+
+    func sharedDeflater(windowBits: Int) -> Deflater {
+        if let d = deflatersShared[windowBits] { return d }
+        let d = Deflater(windowBits: windowBits, memLevel: configuration.deflate?.memLevel ?? 8, resetAfterMessage: true)
+        deflatersShared[windowBits] = d
+        return d
+    }
+
+    private var drained: (() -> Void)?
+
+    /// Stops accepting, closes every WebSocket with `code` (1001 by default) and every idle HTTP
+    /// connection, and calls `completion` on the loop when all are gone or `deadlineMs` passed.
+    public func shutdown(code: CloseCode = .goingAway, deadlineMs: Int = 10_000, completion: @escaping () -> Void) {
+        accepting = false
+        for l in listeners { loop.deregister(l); Glibc.close(l.fd) }
+        listeners.removeAll()
+        var finished = false
+        let finish = { [weak self] in
+            guard !finished else { return }
+            finished = true
+            self?.sweepTimer?.cancel()
+            completion()
+        }
+        drained = finish
+        loop.forEachRegistered { ($0 as? Connection)?.close(code, reason: "server shutting down") }
+        if connectionCount == 0 { drained = nil; finish(); return }
+        loop.schedule(afterMillis: deadlineMs) { [weak self] in
+            self?.loop.forEachRegistered { ($0 as? Connection)?.teardown() }
+            finish()
+        }
+    }
+}
+
+final class Listener: Selectable {
+    let fd: Int32
+    unowned let server: Server
+    init(fd: Int32, server: Server) { self.fd = fd; self.server = server }
+    func readable() { server.accept(from: self) }
+    func writable() {}
+}

@@ -1,0 +1,1 @@
+public enum SwitchboardProtocolVersion { public static let current = 1 }

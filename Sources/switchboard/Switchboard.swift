@@ -1,0 +1,75 @@
+import ArgumentParser
+import Dispatch
+import Glibc
+import SocketServer
+import WebSocketCore
+
+@main
+struct Switchboard: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "switchboard",
+        abstract: "A session relay between automation workers and browser clients over WebSocket.",
+        subcommands: [Echo.self]
+    )
+}
+
+/// Writes a line to standard output at once (no buffering: scripts wait for these lines).
+func say(_ line: String) {
+    let bytes = Array((line + "\n").utf8)
+    bytes.withUnsafeBytes { _ = write(1, $0.baseAddress, $0.count) }
+}
+
+/// Runs `server` on the main thread until SIGTERM / SIGINT, then drains it.
+func runUntilSignalled(loop: EventLoop, server: Server, drainMs: Int, onStop: @escaping @Sendable () -> Void = {}) {
+    let signalQueue = DispatchQueue(label: "switchboard.signals")
+    var sources: [DispatchSourceSignal] = []
+    for sig in [SIGTERM, SIGINT] {
+        signal(sig, SIG_IGN)
+        let src = DispatchSource.makeSignalSource(signal: sig, queue: signalQueue)
+        src.setEventHandler {
+            loop.execute {
+                server.shutdown(code: .goingAway, deadlineMs: drainMs) {
+                    onStop()
+                    loop.stop()
+                }
+            }
+        }
+        src.resume()
+        sources.append(src)
+    }
+    loop.run()
+    withExtendedLifetime(sources) {}
+}
+
+struct Echo: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a WebSocket echo endpoint on the server's stack (for conformance runs).",
+        discussion: "Every text or binary message is sent back unchanged. Listens on 127.0.0.1 unless told otherwise."
+    )
+
+    @Option(help: "Address to listen on (IPv4 or IPv6 literal).") var host = "127.0.0.1"
+    @Option(help: "Port to listen on (0 picks a free one and prints it).") var port = 9001
+    @Flag(help: "Do not offer permessage-deflate.") var noCompression = false
+    @Option(help: "Largest message in bytes.") var maxMessageSize = 16 << 20
+
+    func run() throws {
+        Socket.ignoreSIGPIPE()
+        var config = ServerConfiguration()
+        config.hosts = [host]
+        config.port = port
+        config.maxMessageSize = maxMessageSize
+        config.maxFrameSize = maxMessageSize
+        if noCompression { config.deflate = nil }
+        let loop = try EventLoop()
+        let server = Server(loop: loop, configuration: config)
+        let delegate = EchoDelegate()
+        server.delegate = delegate
+        do { try server.bind() } catch {
+            throw ValidationError("cannot listen on \(host):\(port): \(error)")
+        }
+        loop.execute { try? server.start() }
+        say("switchboard echo listening on ws://\(host.contains(":") ? "[\(host)]" : host):\(server.port)/")
+        runUntilSignalled(loop: loop, server: server, drainMs: 2000)
+        withExtendedLifetime(delegate) {}
+    }
+}
