@@ -20,7 +20,7 @@ let package = Package(
         .target(name: "SwitchboardProtocol"),
         .target(name: "WebSocketCore", dependencies: ["CZlib", "COpenSSL"]),
         .target(name: "SocketServer", dependencies: ["WebSocketCore", "COpenSSL", "CSystem"]),
-        .target(name: "SwitchboardServer", dependencies: ["SwitchboardProtocol", "SocketServer", "WebSocketCore"]),
+        .target(name: "SwitchboardServer", dependencies: ["SwitchboardProtocol", "SocketServer", "WebSocketCore", "COpenSSL"]),
         .executableTarget(
             name: "switchboard",
             dependencies: [

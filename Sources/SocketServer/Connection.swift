@@ -293,6 +293,8 @@ public final class Connection: Selectable, @unchecked Sendable {
 
     // MARK: Write queue
 
+    func enqueueFrame(_ bytes: [UInt8], from start: Int) { enqueue(bytes, from: start) }
+
     private func enqueue(_ bytes: [UInt8], from start: Int) {
         guard phase == .http || phase == .webSocket, start < bytes.count else { return }
         if queueHead == queue.count {
@@ -305,12 +307,15 @@ public final class Connection: Selectable, @unchecked Sendable {
             queue.append((bytes, start + written))
             queuedBytes += bytes.count - start - written
         } else {
+            // A backlog: the peer has not taken what was queued before. One message may be
+            // larger than the limit; a message that arrives while the queue already holds
+            // more than the limit means the peer is too slow.
+            if queuedBytes > config.maxQueuedBytes && phase == .webSocket && closer.isOpen {
+                overflow()
+                return
+            }
             queue.append((bytes, start))
             queuedBytes += bytes.count - start
-        }
-        if queuedBytes > config.maxQueuedBytes && phase == .webSocket && closer.isOpen {
-            overflow()
-            return
         }
         updateInterest()
     }
@@ -462,5 +467,18 @@ public final class Connection: Selectable, @unchecked Sendable {
             return
         }
         if now &- lastPing >= UInt64(config.pingIntervalMs) * 1_000_000 { sendPing() }
+    }
+}
+
+extension Connection {
+    /// Sends a message whose header `seal` already wrote (the same frame may be retained
+    /// elsewhere, e.g. for replay). Compresses it instead when deflate applies.
+    public func sendSealed(_ message: OutboundMessage) {
+        guard isOpen else { return }
+        if deflate != nil, let policy = server.configuration.deflate, message.payloadCount >= policy.threshold {
+            send(message, opcode: .text)
+            return
+        }
+        enqueueFrame(message.storage, from: message.start)
     }
 }

@@ -86,6 +86,15 @@ public enum Socket {
         String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
+    /// Raises the open-file soft limit to the hard limit (one descriptor per connection).
+    public static func raiseFileLimit() {
+        var rl = rlimit()
+        if getrlimit(Int32(RLIMIT_NOFILE.rawValue), &rl) == 0 && rl.rlim_cur < rl.rlim_max {
+            rl.rlim_cur = rl.rlim_max
+            setrlimit(Int32(RLIMIT_NOFILE.rawValue), &rl)
+        }
+    }
+
     /// Ignore SIGPIPE process-wide: a write to a reset socket must return EPIPE, not kill us.
     public static func ignoreSIGPIPE() { signal(SIGPIPE, SIG_IGN) }
 }

@@ -3,13 +3,15 @@ import Dispatch
 import Glibc
 import SocketServer
 import WebSocketCore
+import SwitchboardServer
+import SwitchboardProtocol
 
 @main
 struct Switchboard: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "switchboard",
         abstract: "A session relay between automation workers and browser clients over WebSocket.",
-        subcommands: [Echo.self]
+        subcommands: [Serve.self, Tail.self, Echo.self, Version.self]
     )
 }
 
@@ -20,7 +22,8 @@ func say(_ line: String) {
 }
 
 /// Runs `server` on the main thread until SIGTERM / SIGINT, then drains it.
-func runUntilSignalled(loop: EventLoop, server: Server, drainMs: Int, onStop: @escaping @Sendable () -> Void = {}) {
+func runUntilSignalled(loop: EventLoop, server: Server, drainMs: Int, beforeDrain: @escaping @Sendable () -> Void = {},
+                       onStop: @escaping @Sendable () -> Void = {}) {
     let signalQueue = DispatchQueue(label: "switchboard.signals")
     var sources: [DispatchSourceSignal] = []
     for sig in [SIGTERM, SIGINT] {
@@ -28,6 +31,7 @@ func runUntilSignalled(loop: EventLoop, server: Server, drainMs: Int, onStop: @e
         let src = DispatchSource.makeSignalSource(signal: sig, queue: signalQueue)
         src.setEventHandler {
             loop.execute {
+                beforeDrain()
                 server.shutdown(code: .goingAway, deadlineMs: drainMs) {
                     onStop()
                     loop.stop()
@@ -51,6 +55,8 @@ struct Echo: ParsableCommand {
     @Option(help: "Port to listen on (0 picks a free one and prints it).") var port = 9001
     @Flag(help: "Do not offer permessage-deflate.") var noCompression = false
     @Option(help: "Largest message in bytes.") var maxMessageSize = 16 << 20
+    @Option(help: "Milliseconds between server pings.") var pingIntervalMs = 20_000
+    @Option(help: "Close a connection with 4008 after this many milliseconds without a frame.") var deadPeerMs = 40_000
 
     func run() throws {
         Socket.ignoreSIGPIPE()
@@ -59,7 +65,10 @@ struct Echo: ParsableCommand {
         config.port = port
         config.maxMessageSize = maxMessageSize
         config.maxFrameSize = maxMessageSize
+        config.pingIntervalMs = pingIntervalMs
+        config.deadPeerTimeoutMs = deadPeerMs
         if noCompression { config.deflate = nil }
+        Socket.raiseFileLimit()
         let loop = try EventLoop()
         let server = Server(loop: loop, configuration: config)
         let delegate = EchoDelegate()

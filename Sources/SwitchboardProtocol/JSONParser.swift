@@ -1,0 +1,225 @@
+/// Why a text is not acceptable JSON.
+public struct JSONParseError: Error, Equatable, Sendable, CustomStringConvertible {
+    public var message: String
+    public var offset: Int
+    public var description: String { "\(message) at byte \(offset)" }
+}
+
+/// A strict RFC 8259 parser over UTF-8 bytes, with a nesting limit. It can also report the
+/// byte range of every top-level member, so values can be relayed verbatim.
+public struct JSONParser: ~Copyable {
+    private let base: UnsafePointer<UInt8>
+    private let end: Int
+    private var i = 0
+    private let maxDepth: Int
+
+    public static let defaultMaxDepth = 64
+
+    private init(_ bytes: UnsafeRawBufferPointer, maxDepth: Int) {
+        base = bytes.baseAddress?.assumingMemoryBound(to: UInt8.self) ?? UnsafePointer(bitPattern: 1)!
+        end = bytes.count
+        self.maxDepth = maxDepth
+    }
+
+    public static func parse(_ bytes: UnsafeRawBufferPointer, maxDepth: Int = defaultMaxDepth) throws(JSONParseError) -> JSON {
+        var p = JSONParser(bytes, maxDepth: maxDepth)
+        p.skipSpace()
+        let v = try p.value(depth: 0)
+        p.skipSpace()
+        guard p.i == p.end else { throw p.error("trailing characters") }
+        return v
+    }
+
+    public static func parse(_ bytes: [UInt8], maxDepth: Int = defaultMaxDepth) throws(JSONParseError) -> JSON {
+        let r = bytes.withUnsafeBytes { b in Result { () throws(JSONParseError) in try parse(b, maxDepth: maxDepth) } }
+        return try r.get()
+    }
+
+    public static func parse(_ string: String) throws(JSONParseError) -> JSON { try parse(Array(string.utf8)) }
+
+    /// Parses a top-level object and returns, with it, the byte range of each member's value.
+    /// Nil for valid JSON that is not an object.
+    public static func parseObject(_ bytes: UnsafeRawBufferPointer, maxDepth: Int = defaultMaxDepth) throws(JSONParseError) -> (object: JSONObject, ranges: [Range<Int>])? {
+        var p = JSONParser(bytes, maxDepth: maxDepth)
+        p.skipSpace()
+        guard p.i < p.end, p.base[p.i] == UInt8(ascii: "{") else {
+            _ = try parse(bytes, maxDepth: maxDepth)
+            return nil
+        }
+        var ranges: [Range<Int>] = []
+        let obj = try p.object(depth: 0, ranges: &ranges)
+        p.skipSpace()
+        guard p.i == p.end else { throw p.error("trailing characters") }
+        return (obj, ranges)
+    }
+
+    private func error(_ m: String) -> JSONParseError { JSONParseError(message: m, offset: i) }
+
+    private mutating func skipSpace() {
+        while i < end {
+            let c = base[i]
+            if c == 0x20 || c == 0x0A || c == 0x0D || c == 0x09 { i += 1 } else { return }
+        }
+    }
+
+    private mutating func value(depth: Int) throws(JSONParseError) -> JSON {
+        guard i < end else { throw error("unexpected end") }
+        switch base[i] {
+        case UInt8(ascii: "{"):
+            var none: [Range<Int>] = []
+            return .object(try object(depth: depth, ranges: &none, record: false))
+        case UInt8(ascii: "["): return try array(depth: depth)
+        case UInt8(ascii: "\""): return .string(try string())
+        case UInt8(ascii: "t"): try literal("true"); return .bool(true)
+        case UInt8(ascii: "f"): try literal("false"); return .bool(false)
+        case UInt8(ascii: "n"): try literal("null"); return .null
+        default: return try number()
+        }
+    }
+
+    private mutating func literal(_ word: StaticString) throws(JSONParseError) {
+        let n = word.utf8CodeUnitCount
+        guard end - i >= n else { throw error("invalid literal") }
+        for k in 0..<n where base[i + k] != word.utf8Start[k] { throw error("invalid literal") }
+        i += n
+    }
+
+    private mutating func object(depth: Int, ranges: inout [Range<Int>], record: Bool = true) throws(JSONParseError) -> JSONObject {
+        guard depth < maxDepth else { throw error("nesting deeper than \(maxDepth)") }
+        i += 1
+        var obj = JSONObject()
+        skipSpace()
+        if i < end && base[i] == UInt8(ascii: "}") { i += 1; return obj }
+        while true {
+            skipSpace()
+            guard i < end, base[i] == UInt8(ascii: "\"") else { throw error("expected a member name") }
+            let key = try string()
+            skipSpace()
+            guard i < end, base[i] == UInt8(ascii: ":") else { throw error("expected ':'") }
+            i += 1
+            skipSpace()
+            let start = i
+            let v = try value(depth: depth + 1)
+            if record { ranges.append(start..<i) }
+            obj.members.append((key: key, value: v))
+            skipSpace()
+            guard i < end else { throw error("unexpected end in object") }
+            if base[i] == UInt8(ascii: ",") { i += 1; continue }
+            if base[i] == UInt8(ascii: "}") { i += 1; return obj }
+            throw error("expected ',' or '}'")
+        }
+    }
+
+    private mutating func array(depth: Int) throws(JSONParseError) -> JSON {
+        guard depth < maxDepth else { throw error("nesting deeper than \(maxDepth)") }
+        i += 1
+        var items: [JSON] = []
+        skipSpace()
+        if i < end && base[i] == UInt8(ascii: "]") { i += 1; return .array(items) }
+        while true {
+            skipSpace()
+            items.append(try value(depth: depth + 1))
+            skipSpace()
+            guard i < end else { throw error("unexpected end in array") }
+            if base[i] == UInt8(ascii: ",") { i += 1; continue }
+            if base[i] == UInt8(ascii: "]") { i += 1; return .array(items) }
+            throw error("expected ',' or ']'")
+        }
+    }
+
+    private mutating func number() throws(JSONParseError) -> JSON {
+        let start = i
+        if i < end && base[i] == UInt8(ascii: "-") { i += 1 }
+        guard i < end, isDigit(base[i]) else { throw error("invalid value") }
+        if base[i] == UInt8(ascii: "0") { i += 1 } else { while i < end && isDigit(base[i]) { i += 1 } }
+        if i < end && base[i] == UInt8(ascii: ".") {
+            i += 1
+            guard i < end, isDigit(base[i]) else { throw error("invalid number") }
+            while i < end && isDigit(base[i]) { i += 1 }
+        }
+        if i < end && (base[i] == UInt8(ascii: "e") || base[i] == UInt8(ascii: "E")) {
+            i += 1
+            if i < end && (base[i] == UInt8(ascii: "+") || base[i] == UInt8(ascii: "-")) { i += 1 }
+            guard i < end, isDigit(base[i]) else { throw error("invalid number") }
+            while i < end && isDigit(base[i]) { i += 1 }
+        }
+        return .number(String(decoding: UnsafeBufferPointer(start: base + start, count: i - start), as: UTF8.self))
+    }
+
+    @inline(__always) private func isDigit(_ c: UInt8) -> Bool { c >= 0x30 && c <= 0x39 }
+
+    private mutating func string() throws(JSONParseError) -> String {
+        i += 1
+        let start = i
+        // Fast path: no escapes.
+        while i < end {
+            let c = base[i]
+            if c == UInt8(ascii: "\"") {
+                let s = UnsafeBufferPointer(start: base + start, count: i - start)
+                i += 1
+                guard let str = String(validating: s, as: UTF8.self) else { throw error("invalid UTF-8 in string") }
+                return str
+            }
+            if c == UInt8(ascii: "\\") { break }
+            if c < 0x20 { throw error("control character in string") }
+            i += 1
+        }
+        var out = [UInt8](UnsafeBufferPointer(start: base + start, count: i - start))
+        while i < end {
+            let c = base[i]
+            if c == UInt8(ascii: "\"") {
+                i += 1
+                guard let str = String(validating: out, as: UTF8.self) else { throw error("invalid UTF-8 in string") }
+                return str
+            }
+            if c < 0x20 { throw error("control character in string") }
+            if c != UInt8(ascii: "\\") { out.append(c); i += 1; continue }
+            i += 1
+            guard i < end else { break }
+            let e = base[i]
+            i += 1
+            switch e {
+            case UInt8(ascii: "\""): out.append(0x22)
+            case UInt8(ascii: "\\"): out.append(0x5C)
+            case UInt8(ascii: "/"): out.append(0x2F)
+            case UInt8(ascii: "b"): out.append(0x08)
+            case UInt8(ascii: "f"): out.append(0x0C)
+            case UInt8(ascii: "n"): out.append(0x0A)
+            case UInt8(ascii: "r"): out.append(0x0D)
+            case UInt8(ascii: "t"): out.append(0x09)
+            case UInt8(ascii: "u"):
+                var scalar = try hex4()
+                if (0xD800...0xDBFF).contains(scalar) {
+                    guard end - i >= 6, base[i] == UInt8(ascii: "\\"), base[i + 1] == UInt8(ascii: "u") else { throw error("lone surrogate") }
+                    i += 2
+                    let low = try hex4()
+                    guard (0xDC00...0xDFFF).contains(low) else { throw error("lone surrogate") }
+                    scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
+                } else if (0xDC00...0xDFFF).contains(scalar) {
+                    throw error("lone surrogate")
+                }
+                out.append(contentsOf: String(Character(Unicode.Scalar(scalar)!)).utf8)
+            default: throw error("invalid escape")
+            }
+        }
+        throw error("unterminated string")
+    }
+
+    private mutating func hex4() throws(JSONParseError) -> UInt32 {
+        guard end - i >= 4 else { throw error("invalid \\u escape") }
+        var v: UInt32 = 0
+        for _ in 0..<4 {
+            let c = base[i]
+            let d: UInt32
+            switch c {
+            case 0x30...0x39: d = UInt32(c - 0x30)
+            case 0x41...0x46: d = UInt32(c - 0x41 + 10)
+            case 0x61...0x66: d = UInt32(c - 0x61 + 10)
+            default: throw error("invalid \\u escape")
+            }
+            v = v << 4 | d
+            i += 1
+        }
+        return v
+    }
+}

@@ -1,0 +1,83 @@
+/// Appends JSON text to a byte buffer. Strings are escaped per RFC 8259; values already in
+/// JSON form (raw relayed bytes) are appended as they are.
+public struct JSONWriter {
+    public var bytes: [UInt8]
+
+    public init(bytes: [UInt8] = []) { self.bytes = bytes }
+
+    public static func serialize(_ value: JSON) -> [UInt8] {
+        var w = JSONWriter()
+        w.write(value)
+        return w.bytes
+    }
+
+    public static func string(_ value: JSON) -> String { String(decoding: serialize(value), as: UTF8.self) }
+
+    public mutating func write(_ value: JSON) {
+        switch value {
+        case .null: bytes.append(contentsOf: "null".utf8)
+        case .bool(let b): bytes.append(contentsOf: (b ? "true" : "false").utf8)
+        case .number(let n): bytes.append(contentsOf: n.utf8)
+        case .string(let s): write(string: s)
+        case .array(let a):
+            bytes.append(UInt8(ascii: "["))
+            for (k, v) in a.enumerated() {
+                if k > 0 { bytes.append(UInt8(ascii: ",")) }
+                write(v)
+            }
+            bytes.append(UInt8(ascii: "]"))
+        case .object(let o): write(object: o)
+        }
+    }
+
+    public mutating func write(object o: JSONObject) {
+        bytes.append(UInt8(ascii: "{"))
+        for (k, m) in o.members.enumerated() {
+            if k > 0 { bytes.append(UInt8(ascii: ",")) }
+            write(string: m.key)
+            bytes.append(UInt8(ascii: ":"))
+            write(m.value)
+        }
+        bytes.append(UInt8(ascii: "}"))
+    }
+
+    private static let hex: [UInt8] = Array("0123456789abcdef".utf8)
+
+    public mutating func write(string s: String) {
+        bytes.append(UInt8(ascii: "\""))
+        var s = s
+        s.withUTF8 { u in
+            var runStart = 0
+            for (k, c) in u.enumerated() where c < 0x20 || c == 0x22 || c == 0x5C {
+                bytes.append(contentsOf: UnsafeBufferPointer(rebasing: u[runStart..<k]))
+                runStart = k + 1
+                switch c {
+                case 0x22: bytes.append(contentsOf: [0x5C, 0x22])
+                case 0x5C: bytes.append(contentsOf: [0x5C, 0x5C])
+                case 0x0A: bytes.append(contentsOf: [0x5C, UInt8(ascii: "n")])
+                case 0x0D: bytes.append(contentsOf: [0x5C, UInt8(ascii: "r")])
+                case 0x09: bytes.append(contentsOf: [0x5C, UInt8(ascii: "t")])
+                default: bytes.append(contentsOf: [0x5C, UInt8(ascii: "u"), 0x30, 0x30, JSONWriter.hex[Int(c >> 4)], JSONWriter.hex[Int(c & 0xF)]])
+                }
+            }
+            bytes.append(contentsOf: UnsafeBufferPointer(rebasing: u[runStart...]))
+        }
+        bytes.append(UInt8(ascii: "\""))
+    }
+
+    /// Appends `"key":` (with a leading comma unless `first`).
+    public mutating func key(_ k: StaticString, first: Bool = false) {
+        if !first { bytes.append(UInt8(ascii: ",")) }
+        bytes.append(UInt8(ascii: "\""))
+        bytes.append(contentsOf: UnsafeBufferPointer(start: k.utf8Start, count: k.utf8CodeUnitCount))
+        bytes.append(contentsOf: [UInt8(ascii: "\""), UInt8(ascii: ":")])
+    }
+
+    public mutating func raw(_ b: StaticString) {
+        bytes.append(contentsOf: UnsafeBufferPointer(start: b.utf8Start, count: b.utf8CodeUnitCount))
+    }
+
+    public mutating func raw<C: Collection>(_ b: C) where C.Element == UInt8 { bytes.append(contentsOf: b) }
+
+    public mutating func int(_ v: Int) { bytes.append(contentsOf: String(v).utf8) }
+}

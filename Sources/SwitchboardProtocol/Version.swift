@@ -1,1 +1,0 @@
-public enum SwitchboardProtocolVersion { public static let current = 1 }

@@ -1,0 +1,76 @@
+import SwitchboardProtocol
+
+/// Counters for `/metrics` (Prometheus text format). Loop-confined.
+public final class Metrics {
+    public var commands = 0
+    public var replays = 0
+    public var incompleteReplays = 0
+    public var sessionsCreated = 0
+    var phases: [Phase: Int] = [:]
+    var messagesOut: [String: Int] = [:]
+    var errors: [String: Int] = [:]
+    /// Command round-trip histogram buckets in ms.
+    static let buckets: [Int] = [1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000]
+    var rttCounts = [Int](repeating: 0, count: buckets.count + 1)
+    var rttSum = 0
+
+    public init() {}
+
+    func phaseChanged(from: Phase?, to: Phase) {
+        if let from { phases[from, default: 0] -= 1 }
+        phases[to, default: 0] += 1
+    }
+
+    func countOut(_ type: String) { messagesOut[type, default: 0] += 1 }
+    func countError(_ code: String) { errors[code, default: 0] += 1 }
+
+    func observeRoundTrip(ms: Int) {
+        rttSum += ms
+        let i = Metrics.buckets.firstIndex { ms <= $0 } ?? Metrics.buckets.count
+        rttCounts[i] += 1
+    }
+
+    func render(connections: Int, extra: [(String, String, Int)]) -> String {
+        var out = ""
+        func line(_ s: String) { out += s + "\n" }
+        line("# HELP switchboard_sessions Sessions by phase.")
+        line("# TYPE switchboard_sessions gauge")
+        for p in Phase.allCases { line("switchboard_sessions{phase=\"\(p.rawValue)\"} \(phases[p] ?? 0)") }
+        line("# HELP switchboard_sessions_created_total Sessions created.")
+        line("# TYPE switchboard_sessions_created_total counter")
+        line("switchboard_sessions_created_total \(sessionsCreated)")
+        line("# HELP switchboard_connections Open TCP connections.")
+        line("# TYPE switchboard_connections gauge")
+        line("switchboard_connections \(connections)")
+        line("# HELP switchboard_commands_total Commands accepted.")
+        line("# TYPE switchboard_commands_total counter")
+        line("switchboard_commands_total \(commands)")
+        line("# HELP switchboard_messages_out_total Messages sent by type.")
+        line("# TYPE switchboard_messages_out_total counter")
+        for (t, n) in messagesOut.sorted(by: { $0.key < $1.key }) { line("switchboard_messages_out_total{type=\"\(t)\"} \(n)") }
+        line("# HELP switchboard_errors_total server.error messages by code.")
+        line("# TYPE switchboard_errors_total counter")
+        for (c, n) in errors.sorted(by: { $0.key < $1.key }) { line("switchboard_errors_total{code=\"\(c)\"} \(n)") }
+        line("# HELP switchboard_replays_total Replays sent, and those with complete:false.")
+        line("# TYPE switchboard_replays_total counter")
+        line("switchboard_replays_total \(replays)")
+        line("# TYPE switchboard_replays_incomplete_total counter")
+        line("switchboard_replays_incomplete_total \(incompleteReplays)")
+        line("# HELP switchboard_command_rtt_ms Command round trip, worker send to client response.")
+        line("# TYPE switchboard_command_rtt_ms histogram")
+        var cumulative = 0
+        for (i, b) in Metrics.buckets.enumerated() {
+            cumulative += rttCounts[i]
+            line("switchboard_command_rtt_ms_bucket{le=\"\(b)\"} \(cumulative)")
+        }
+        cumulative += rttCounts[Metrics.buckets.count]
+        line("switchboard_command_rtt_ms_bucket{le=\"+Inf\"} \(cumulative)")
+        line("switchboard_command_rtt_ms_sum \(rttSum)")
+        line("switchboard_command_rtt_ms_count \(cumulative)")
+        for (name, type, value) in extra {
+            line("# TYPE \(name) \(type)")
+            line("\(name) \(value)")
+        }
+        return out
+    }
+}

@@ -1,0 +1,328 @@
+import Glibc
+import SocketServer
+import SwitchboardProtocol
+import WebSocketCore
+
+/// Server-wide settings of the relay (what `serve` reads from configuration).
+public struct RelaySettings: Sendable {
+    public var apiKeys: [String] = []
+    /// Base of `websocketUrl` in responses; derived from the listening address when nil.
+    public var publicURL: String? = nil
+    public var defaults = SessionTimeouts()
+    public var maxima: SessionTimeouts = {
+        var m = SessionTimeouts()
+        m.connectTimeoutMs = 86_400_000
+        m.sessionDurationMs = 86_400_000
+        m.disconnectGracePeriodMs = 3_600_000
+        m.commandTimeoutMs = 600_000
+        return m
+    }()
+    public var helloTimeoutMs = 10_000
+    public var maxDebugConnections = 8
+    public var ratePerSecond = 1000
+    public var rateBurst = 2000
+    public var replayMaxMessages = 1000
+    public var replayMaxBytes = 8 << 20
+    public var maxSessions = 100_000
+    public var injectionScripts: [JSON] = []
+    public init() {}
+}
+
+/// The application: registry of sessions, REST API and the WebSocket endpoint, all on one
+/// event loop.
+public final class Relay: ServerDelegate, @unchecked Sendable {
+    public static let version = "0.1.0"
+
+    public let loop: EventLoop
+    public let settings: RelaySettings
+    public let log: TrafficLog
+    public let metrics = Metrics()
+    public weak var server: Server?
+    private var apiKeyHashes: [[UInt8]]
+    private var sessions: [String: Session] = [:]
+    private var order: [Session] = []
+    private var ordinal = 0
+    public private(set) var draining = false
+
+    public init(loop: EventLoop, settings: RelaySettings, log: TrafficLog) {
+        self.loop = loop
+        self.settings = settings
+        self.log = log
+        apiKeyHashes = settings.apiKeys.map { Crypto.sha256($0) }
+    }
+
+    public func startDraining() { draining = true }
+
+    func sessionEnded(_ session: Session) {}
+
+    // MARK: HTTP
+
+    public func handle(_ request: HTTPRequest, on connection: Connection) {
+        let response = route(request)
+        connection.respond(response, headOnly: request.method == "HEAD")
+    }
+
+    static func error(_ status: Int, _ code: String, _ message: String, issues: [ValidationIssue]? = nil) -> HTTPResponse {
+        var body: JSONObject = ["code": .string(code), "message": .string(message)]
+        if let issues { body["issues"] = .array(issues.map { .object(["path": .string($0.path), "message": .string($0.message)]) }) }
+        return HTTPResponse(status: status, json: JSONWriter.string(.object(["error": .object(body)])))
+    }
+
+    static func json(_ status: Int, _ value: JSON) -> HTTPResponse {
+        HTTPResponse(status: status, json: JSONWriter.string(value))
+    }
+
+    private func authorized(_ request: HTTPRequest) -> Bool {
+        guard let auth = request.headers["Authorization"], auth.hasPrefix("Bearer ") else { return false }
+        let h = Crypto.sha256(String(auth.dropFirst(7)).trimmingCharacters())
+        var ok = false
+        for k in apiKeyHashes where Crypto.constantTimeEqual(k, h) { ok = true }
+        return ok
+    }
+
+    func route(_ request: HTTPRequest) -> HTTPResponse {
+        let path = request.path
+        let parts = path.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
+        let method = request.method == "HEAD" ? "GET" : request.method
+        switch (method, parts) {
+        case ("GET", ["healthz"]): return Relay.json(200, .object(["status": .string("ok")]))
+        case ("GET", ["readyz"]):
+            return draining ? Relay.error(503, "draining", "the server is shutting down") : Relay.json(200, .object(["status": .string("ready")]))
+        case ("GET", ["version"]):
+            return Relay.json(200, .object(["version": .string(Relay.version), "protocolVersion": .int(ProtocolVersion.current)]))
+        case ("GET", ["metrics"]):
+            let text = metrics.render(connections: server?.connectionCount ?? 0, extra: processGauges())
+            return HTTPResponse(status: 200, text: text, contentType: "text/plain; version=0.0.4; charset=utf-8")
+        default: break
+        }
+        guard parts.first == "v1", parts.count >= 2, parts[1] == "sessions" else {
+            return Relay.error(404, "not_found", "no route for \(request.method) \(path)")
+        }
+        guard authorized(request) else { return Relay.error(401, "unauthorized", "missing or wrong API key (Authorization: Bearer …)") }
+        switch (method, parts.count) {
+        case ("POST", 2): return createSession(request)
+        case ("GET", 2): return listSessions(request)
+        case ("GET", 3):
+            guard let s = sessions[parts[2]] else { return Relay.error(404, "not_found", "no session \(parts[2])") }
+            return Relay.json(200, infoJSON(s))
+        case ("DELETE", 3):
+            guard let s = sessions[parts[2]] else { return Relay.error(404, "not_found", "no session \(parts[2])") }
+            s.assumeIsolated { $0.lifecycle(.cancel) }
+            return Relay.json(200, infoJSON(s))
+        case (_, 2), (_, 3):
+            return Relay.error(405, "method_not_allowed", "\(request.method) is not allowed on \(path)")
+        default:
+            return Relay.error(404, "not_found", "no route for \(request.method) \(path)")
+        }
+    }
+
+    private func infoJSON(_ s: Session) -> JSON {
+        let info = s.assumeIsolated { $0.info() }
+        var o: JSONObject = [:]
+        o["sessionId"] = .string(info.sessionId)
+        o["phase"] = .string(info.phase.rawValue)
+        o["reason"] = info.reason.map { .string($0.rawValue) } ?? .null
+        o["createdAt"] = .int64(info.createdAt)
+        o["expiresAt"] = .int64(info.expiresAt)
+        o["workerConnected"] = .bool(info.workerConnected)
+        o["clientConnected"] = .bool(info.clientConnected)
+        o["interactive"] = .bool(info.interactive)
+        if let p = info.pending {
+            var po: JSONObject = ["id": .string(p.id), "kind": .string(p.kind)]
+            if let c = p.command { po["command"] = .string(c) }
+            o["pending"] = .object(po)
+        } else { o["pending"] = .null }
+        o["metadata"] = info.metadata.map { .object($0) } ?? .null
+        o["result"] = info.result ?? .null
+        o["error"] = info.error ?? .null
+        o["counts"] = .object(["commands": .int(info.counts.commands), "events": .int(info.counts.events)])
+        return .object(o)
+    }
+
+    private func createSession(_ request: HTTPRequest) -> HTTPResponse {
+        if draining { return Relay.error(503, "draining", "the server is shutting down") }
+        var body = JSONObject()
+        if !request.body.isEmpty {
+            guard let parsed = try? JSONParser.parse(request.body), let o = parsed.objectValue else {
+                return Relay.error(400, "validation_error", "the body must be a JSON object", issues: [ValidationIssue(path: "", message: "must be a JSON object")])
+            }
+            body = o
+        }
+        var issues: [ValidationIssue] = []
+        var timeouts = settings.defaults
+        var metadata: JSONObject? = nil
+        if let m = body["metadata"], !m.isNull {
+            if let mo = m.objectValue { metadata = mo } else { issues.append(ValidationIssue(path: "metadata", message: "must be an object")) }
+        }
+        var clientConfig: JSONObject = [:]
+        clientConfig["eventFilter"] = .null
+        clientConfig["capture"] = .object(["snapshots": .object(["enabled": .bool(false), "delayMs": .int(500)]),
+                                           "screenshots": .object(["enabled": .bool(false), "intervalMs": .int(5000)])])
+        clientConfig["debug"] = .bool(false)
+        clientConfig["injectionScripts"] = .array(settings.injectionScripts)
+        func positive(_ v: JSON, _ path: String, max: Int) -> Int? {
+            guard let i = v.intValue, i > 0, v.doubleValue.map({ $0 == $0.rounded() }) == true else {
+                issues.append(ValidationIssue(path: path, message: "must be a positive integer")); return nil
+            }
+            guard i <= max else { issues.append(ValidationIssue(path: path, message: "must be at most \(max)")); return nil }
+            return i
+        }
+        if let t = body["timeout"], !t.isNull {
+            if let secs = positive(t, "timeout", max: settings.maxima.sessionDurationMs / 1000) { timeouts.sessionDurationMs = secs * 1000 }
+        }
+        if let c = body["config"], !c.isNull {
+            guard let co = c.objectValue else {
+                return Relay.error(400, "validation_error", "config must be an object", issues: [ValidationIssue(path: "config", message: "must be an object")])
+            }
+            if let v = co["sessionDurationMs"] { if let i = positive(v, "config.sessionDurationMs", max: settings.maxima.sessionDurationMs) { timeouts.sessionDurationMs = i } }
+            if let v = co["connectTimeoutMs"] { if let i = positive(v, "config.connectTimeoutMs", max: settings.maxima.connectTimeoutMs) { timeouts.connectTimeoutMs = i } }
+            if let v = co["disconnectGracePeriodMs"] { if let i = positive(v, "config.disconnectGracePeriodMs", max: settings.maxima.disconnectGracePeriodMs) { timeouts.disconnectGracePeriodMs = i } }
+            if let v = co["commandTimeoutMs"] { if let i = positive(v, "config.commandTimeoutMs", max: settings.maxima.commandTimeoutMs) { timeouts.commandTimeoutMs = i } }
+            if let v = co["eventFilter"], !v.isNull {
+                if let types = v["types"]?.arrayValue, types.allSatisfy({ $0.stringValue != nil }) { clientConfig["eventFilter"] = v }
+                else { issues.append(ValidationIssue(path: "config.eventFilter", message: "must be {\"types\": [string]}")) }
+            }
+            if let v = co["capture"], !v.isNull {
+                if v.objectValue != nil { clientConfig["capture"] = v } else { issues.append(ValidationIssue(path: "config.capture", message: "must be an object")) }
+            }
+            if let v = co["debug"], !v.isNull {
+                if v.boolValue != nil { clientConfig["debug"] = v } else { issues.append(ValidationIssue(path: "config.debug", message: "must be a boolean")) }
+            }
+        }
+        guard issues.isEmpty else { return Relay.error(400, "validation_error", "the request is not valid", issues: issues) }
+        guard sessions.count < settings.maxSessions else { return Relay.error(429, "rate_limited", "too many sessions") }
+        let sid = "sess_" + Crypto.hex(Crypto.randomBytes(12))
+        let workerToken = Crypto.token(prefix: "wt_")
+        let clientToken = Crypto.token(prefix: "ct_")
+        ordinal += 1
+        let session = Session(id: sid, ordinal: ordinal, relay: self, workerTokenHash: Crypto.sha256(workerToken),
+                              clientTokenHash: Crypto.sha256(clientToken), createdAt: epochMillis(), timeouts: timeouts,
+                              metadata: metadata, clientConfig: clientConfig)
+        sessions[sid] = session
+        order.append(session)
+        metrics.sessionsCreated += 1
+        metrics.phaseChanged(from: nil, to: .created)
+        session.assumeIsolated { $0.startTimers() }
+        log.event(session: sid, "created", ["expiresAt": .int64(session.expiresAt)])
+        let base = settings.publicURL ?? "ws://\(request.headers["Host"] ?? "127.0.0.1:\(server?.port ?? 0)")"
+        let wsBase = base.hasPrefix("http://") ? "ws://" + base.dropFirst(7) : (base.hasPrefix("https://") ? "wss://" + base.dropFirst(8) : Substring(base))
+        return Relay.json(201, .object([
+            "sessionId": .string(sid), "workerToken": .string(workerToken), "clientToken": .string(clientToken),
+            "websocketUrl": .string("\(wsBase)/sessions/\(sid)/ws"), "expiresAt": .int64(session.expiresAt), "phase": .string("created"),
+        ]))
+    }
+
+    private func listSessions(_ request: HTTPRequest) -> HTTPResponse {
+        let q = request.query
+        var limit = 50
+        if let l = q["limit"] {
+            guard let v = Int(l), v > 0, v <= 1000 else { return Relay.error(400, "validation_error", "limit must be 1 to 1000", issues: [ValidationIssue(path: "limit", message: "must be an integer from 1 to 1000")]) }
+            limit = v
+        }
+        var phase: Phase? = nil
+        if let p = q["phase"] {
+            guard let ph = Phase(rawValue: p) else { return Relay.error(400, "validation_error", "unknown phase \(p)", issues: [ValidationIssue(path: "phase", message: "unknown phase")]) }
+            phase = ph
+        }
+        var before = Int.max
+        if let c = q["cursor"] {
+            guard let v = Int(c) else { return Relay.error(400, "validation_error", "invalid cursor", issues: [ValidationIssue(path: "cursor", message: "invalid")]) }
+            before = v
+        }
+        var items: [JSON] = []
+        var next: JSON = .null
+        for s in order.reversed() where s.ordinal < before {
+            if let phase, s.assumeIsolated({ $0.state.phase }) != phase { continue }
+            if items.count == limit { next = .string(String(items.isEmpty ? s.ordinal : lastOrdinal)); break }
+            items.append(infoJSON(s))
+            lastOrdinal = s.ordinal
+        }
+        return Relay.json(200, .object(["sessions": .array(items), "next": next]))
+    }
+    private var lastOrdinal = 0
+
+    private func processGauges() -> [(String, String, Int)] {
+        var rss = 0
+        if let f = fopen("/proc/self/statm", "r") {
+            var size = 0, resident = 0
+            withUnsafeMutablePointer(to: &size) { sp in withUnsafeMutablePointer(to: &resident) { rp in
+                _ = withVaList([sp, rp]) { vfscanf(f, "%ld %ld", $0) }
+            } }
+            fclose(f)
+            rss = resident * Int(sysconf(Int32(_SC_PAGESIZE)))
+        }
+        var fds = 0
+        if let d = opendir("/proc/self/fd") {
+            while readdir(d) != nil { fds += 1 }
+            closedir(d)
+            fds -= 2
+        }
+        return [("process_resident_memory_bytes", "gauge", rss), ("process_open_fds", "gauge", fds)]
+    }
+
+    // MARK: WebSocket endpoint
+
+    public func upgrade(_ request: HTTPRequest, on connection: Connection) -> UpgradeDecision {
+        let parts = request.path.split(separator: "/").map(String.init)
+        guard parts.count == 3, parts[0] == "sessions", parts[2] == "ws" else {
+            return .refuse(Relay.error(404, "not_found", "WebSocket endpoint is /sessions/{id}/ws"))
+        }
+        if draining { return .refuse(Relay.error(503, "draining", "the server is shutting down")) }
+        let q = request.query
+        guard let roleName = q["role"], !roleName.isEmpty else { return .refuse(Relay.error(400, "bad_request", "query parameter role is required")) }
+        guard let role = Role(rawValue: roleName) else { return .refuse(Relay.error(400, "bad_request", "unknown role \(roleName)")) }
+        var token = q["token"]
+        if token == nil, let auth = request.headers["Authorization"], auth.hasPrefix("Bearer ") { token = String(auth.dropFirst(7)) }
+        guard let token, !token.isEmpty else { return .refuse(Relay.error(400, "bad_request", "token is required (query or Authorization: Bearer)")) }
+        let session = sessions[parts[1]]
+        // Hash and compare even for an unknown session, so both refusals take the same time.
+        let ok = session?.assumeIsolated { $0.tokenMatches(token, role: role) } ?? Crypto.constantTimeEqual(Crypto.sha256(token), Relay.dummyHash)
+        guard let session, ok else {
+            return session == nil ? .refuse(Relay.error(404, "not_found", "no such session")) : .refuse(Relay.error(401, "unauthorized", "wrong token for this session and role"))
+        }
+        if role == .debug && session.assumeIsolated({ $0.debugs.count }) >= settings.maxDebugConnections {
+            return .refuse(Relay.error(429, "rate_limited", "at most \(settings.maxDebugConnections) debug connections per session"))
+        }
+        return .accept(PeerHandler(session: session, role: role))
+    }
+
+    static let dummyHash = Crypto.sha256("switchboard-unknown-session")
+}
+
+/// Bridges one WebSocket to its session, synchronously on the loop.
+final class PeerHandler: WebSocketHandler {
+    let session: Session
+    let role: Role
+    var peer: Peer?
+
+    init(session: Session, role: Role) { self.session = session; self.role = role }
+
+    func webSocketDidOpen(_ connection: Connection) {
+        let role = self.role
+        peer = session.assumeIsolated { $0.attach(connection, role: role) }
+    }
+
+    func webSocket(_ connection: Connection, didReceiveText message: ReceivedMessage) {
+        guard let peer else { return }
+        session.assumeIsolated { $0.receive(message, from: peer) }
+    }
+
+    func webSocket(_ connection: Connection, didReceiveBinary message: ReceivedMessage) {
+        connection.fail(.unsupportedData, reason: "binary messages are not accepted")
+    }
+
+    func webSocketDidClose(_ connection: Connection, code: CloseCode) {
+        guard let peer else { return }
+        self.peer = nil
+        session.assumeIsolated { $0.connectionClosed(peer, code: code) }
+    }
+}
+
+extension String {
+    func trimmingCharacters() -> String {
+        var s = Substring(self)
+        while let f = s.first, f == " " { s.removeFirst() }
+        while let l = s.last, l == " " { s.removeLast() }
+        return String(s)
+    }
+}

@@ -1,0 +1,628 @@
+import SocketServer
+import SwitchboardProtocol
+import WebSocketCore
+
+/// One connected peer of a session. Confined to the session's loop.
+final class Peer: @unchecked Sendable {
+    // Confined to the session's loop.
+    let role: Role
+    let connection: Connection
+    var helloDone = false
+    var helloTimer: Timer?
+    var capabilities: [String] = []
+    var subscription: Set<String>? = nil
+    // Token bucket for the message rate limit.
+    var tokens: Double
+    var lastRefill: UInt64
+    var dropped = 0
+
+    init(role: Role, connection: Connection, burst: Int) {
+        self.role = role
+        self.connection = connection
+        tokens = Double(burst)
+        lastRefill = monotonicNanos()
+    }
+}
+
+/// A message retained for replay.
+struct Retained {
+    var seq: Int
+    /// The sealed frame storage; the payload starts at `FrameWriter.maxHeaderSize`.
+    var storage: [UInt8]
+    /// For `server.command`: its id (not replayed once the command is no longer pending).
+    var commandId: String?
+    var payloadCount: Int { storage.count - FrameWriter.maxHeaderSize }
+}
+
+/// The outbound stream of one role: its `seq` counter and the retained tail.
+struct OutStream {
+    var seq = 0
+    /// Highest seq handed to a connected peer of this role.
+    var delivered = 0
+    var retained: [Retained] = []
+    var head = 0
+    var retainedBytes = 0
+
+    mutating func retain(_ r: Retained, maxCount: Int, maxBytes: Int) {
+        retained.append(r)
+        retainedBytes += r.payloadCount
+        while retained.count - head > maxCount || (retainedBytes > maxBytes && retained.count - head > 1) {
+            retainedBytes -= retained[head].payloadCount
+            retained[head] = Retained(seq: 0, storage: [])
+            head += 1
+        }
+        if head > 256 && head * 2 > retained.count {
+            retained.removeFirst(head)
+            head = 0
+        }
+    }
+
+    var oldestSeq: Int? { head < retained.count ? retained[head].seq : nil }
+    var live: ArraySlice<Retained> { retained[head...] }
+}
+
+/// The work occupying the session's single pending slot.
+struct Pending {
+    enum Kind: String { case command, yield }
+    var id: String
+    var kind: Kind
+    var command: String
+    var startedAt: UInt64
+    var timer: Timer?
+}
+
+/// One session: the actor that relays commands between its worker and its client. Its
+/// executor is the event loop that owns its connections, so socket callbacks reach it
+/// synchronously with `assumeIsolated` — no hop and no Task per message.
+public actor Session {
+    public nonisolated let id: String
+    public nonisolated let loop: EventLoop
+    nonisolated let workerTokenHash: [UInt8]
+    nonisolated let clientTokenHash: [UInt8]
+    public nonisolated let createdAt: Int64
+    public nonisolated let ordinal: Int
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { loop.asUnownedSerialExecutor() }
+
+    unowned let relay: Relay
+    public private(set) var state = SessionState()
+    let timeouts: SessionTimeouts
+    let metadata: JSONObject?
+    let clientConfig: JSONObject
+
+    var worker: Peer?
+    var client: Peer?
+    var debugs: [Peer] = []
+    var workerStream = OutStream()
+    var clientStream = OutStream()
+    var pending: Pending?
+    var usedIds: Set<String> = []
+    var commandCounter = 0
+    var commandCount = 0
+    var eventCount = 0
+    var lastClientSeq = 0
+    var timers: [Timer] = []
+    var graceTimers: [Role: Timer] = [:]
+
+    init(id: String, ordinal: Int, relay: Relay, workerTokenHash: [UInt8], clientTokenHash: [UInt8],
+         createdAt: Int64, timeouts: SessionTimeouts, metadata: JSONObject?, clientConfig: JSONObject) {
+        self.id = id
+        self.ordinal = ordinal
+        self.relay = relay
+        self.loop = relay.loop
+        self.workerTokenHash = workerTokenHash
+        self.clientTokenHash = clientTokenHash
+        self.createdAt = createdAt
+        self.timeouts = timeouts
+        self.metadata = metadata
+        self.clientConfig = clientConfig
+    }
+
+    public nonisolated var expiresAt: Int64 { createdAt + Int64(timeouts.sessionDurationMs) }
+
+    /// Arms the connect and duration deadlines (measured from creation).
+    func startTimers() {
+        let now = epochMillis()
+        let connectIn = Int(createdAt + Int64(timeouts.connectTimeoutMs) - now)
+        let durationIn = Int(expiresAt - now)
+        timers.append(loop.schedule(afterMillis: connectIn) { [self] in self.assumeIsolated { $0.lifecycle(.connectTimeout) } })
+        timers.append(loop.schedule(afterMillis: durationIn) { [self] in self.assumeIsolated { $0.lifecycle(.sessionTimeout) } })
+    }
+
+    // MARK: Snapshot for REST
+
+    var pendingInfo: PendingInfo? { pending.map { PendingInfo(id: $0.id, kind: $0.kind.rawValue, command: $0.kind == .command ? $0.command : nil) } }
+
+    func info() -> SessionInfo {
+        SessionInfo(sessionId: id, phase: state.phase, reason: state.reason, createdAt: createdAt, expiresAt: expiresAt,
+                    workerConnected: state.workerConnected, clientConnected: state.clientConnected,
+                    interactive: pending?.kind == .yield, pending: pendingInfo, metadata: metadata,
+                    result: state.result, error: state.error, counts: SessionCounts(commands: commandCount, events: eventCount))
+    }
+
+    // MARK: Connections
+
+    func tokenMatches(_ token: String, role: Role) -> Bool {
+        let h = Crypto.sha256(token)
+        return Crypto.constantTimeEqual(h, role == .client ? clientTokenHash : workerTokenHash)
+    }
+
+    /// A new WebSocket for `role`. Replaces an earlier worker or client connection (4001).
+    func attach(_ connection: Connection, role: Role) -> Peer {
+        let peer = Peer(role: role, connection: connection, burst: relay.settings.rateBurst)
+        relay.log.event(session: id, "connect", ["role": .string(role.rawValue), "remote": .string(connection.remoteAddress)])
+        switch role {
+        case .debug:
+            debugs.append(peer)
+            peer.helloDone = true
+            sendUnsequenced(peer, helloMessage(for: .debug))
+        case .worker, .client:
+            if let old = role == .worker ? worker : client {
+                detachPeer(old, reason: "replaced")
+                old.connection.close(.replaced, reason: "replaced by a newer connection")
+            }
+            if role == .worker { worker = peer } else { client = peer }
+            peer.helloTimer = loop.schedule(afterMillis: relay.settings.helloTimeoutMs) { [weak peer] in
+                guard let peer, !peer.helloDone else { return }
+                peer.connection.close(.helloTimeout, reason: "no hello within \(self.relay.settings.helloTimeoutMs) ms")
+            }
+        }
+        return peer
+    }
+
+    /// The socket of `peer` is gone.
+    func connectionClosed(_ peer: Peer, code: CloseCode) {
+        relay.log.event(session: id, "disconnect", ["role": .string(peer.role.rawValue), "code": .int(Int(code.rawValue))])
+        detachPeer(peer, reason: "closed")
+    }
+
+    private func detachPeer(_ peer: Peer, reason: String) {
+        peer.helloTimer?.cancel()
+        switch peer.role {
+        case .debug:
+            debugs.removeAll { $0 === peer }
+        case .worker, .client:
+            let current = peer.role == .worker ? worker : client
+            guard current === peer else { return }
+            if peer.role == .worker { worker = nil } else { client = nil }
+            if peer.helloDone { lifecycle(.disconnected(peer.role)) }
+        }
+    }
+
+    // MARK: Inbound
+
+    func receive(_ message: ReceivedMessage, from peer: Peer) {
+        if peer.role == .debug {
+            sendError(peer, .readOnly, "debug connections are read-only")
+            return
+        }
+        guard allowRate(peer) else { return }
+        let now = epochMillis()
+        let decoded = message.storage.withUnsafeBytes { raw in
+            InboundDecoder.decode(UnsafeRawBufferPointer(rebasing: raw[FrameWriter.maxHeaderSize...]),
+                                  base: message.bytes, role: peer.role, receivedAt: now)
+        }
+        let direction = peer.role == .worker ? "worker_to_server" : "client_to_server"
+        switch decoded {
+        case .failure(.invalidEnvelope(let why)):
+            logInbound(direction, type: "invalid", id: nil, message.bytes, sensitive: false)
+            peer.connection.close(.invalidJSON, reason: String(why.prefix(100)))
+        case .failure(let error):
+            logInbound(direction, type: "unknown", id: nil, message.bytes, sensitive: false)
+            if !peer.helloDone { sendError(peer, .helloRequired, "send your hello first"); return }
+            switch error {
+            case .unknownType(let t): sendError(peer, .unknownMessageType, "'\(t)' is not a message a \(peer.role.rawValue) may send")
+            case .invalidMessage(let m, let id): sendError(peer, .invalidMessage, m, id: id)
+            case .invalidCommand(let id, let issues):
+                sendError(peer, .invalidCommand, "the command is not valid", id: id,
+                          details: ["issues": .array(issues.map { .object(["path": .string($0.path), "message": .string($0.message)]) })])
+            case .invalidEnvelope: break
+            }
+        case .success(let msg):
+            handle(msg, from: peer, bytes: message.bytes, direction: direction)
+        }
+    }
+
+    private func allowRate(_ peer: Peer) -> Bool {
+        let now = loop.now
+        let elapsed = Double(now &- peer.lastRefill) / 1e9
+        peer.lastRefill = now
+        peer.tokens = min(Double(relay.settings.rateBurst), peer.tokens + elapsed * Double(relay.settings.ratePerSecond))
+        if peer.tokens >= 1 {
+            peer.tokens -= 1
+            peer.dropped = 0
+            return true
+        }
+        peer.dropped += 1
+        if peer.dropped == 1 { sendError(peer, .rateLimited, "more than \(relay.settings.ratePerSecond) messages per second") }
+        if peer.dropped > relay.settings.rateBurst { peer.connection.close(.rateLimited, reason: "rate limited") }
+        return false
+    }
+
+    private func logInbound(_ direction: String, type: String, id: String?, _ bytes: ArraySlice<UInt8>, sensitive: Bool) {
+        relay.log.message(session: id == nil ? self.id : self.id, direction: direction, type: type, id: id, seq: nil, bytes: bytes, sensitive: sensitive)
+        if !debugs.isEmpty { journal(direction, bytes) }
+    }
+
+    private func handle(_ msg: PeerMessage, from peer: Peer, bytes: ArraySlice<UInt8>, direction: String) {
+        switch msg {
+        case .hello(let hello):
+            logInbound(direction, type: peer.role == .worker ? "worker.hello" : "client.hello", id: nil, bytes, sensitive: false)
+            handleHello(hello, from: peer)
+            return
+        default:
+            break
+        }
+        guard peer.helloDone else {
+            logInbound(direction, type: "before_hello", id: nil, bytes, sensitive: false)
+            sendError(peer, .helloRequired, "send your hello first")
+            return
+        }
+        switch msg {
+        case .hello: break
+        case .command(let c):
+            logInbound(direction, type: "worker.command", id: c.id, bytes, sensitive: c.command == "fill" || c.command == "type")
+            handleCommand(c)
+        case .cancel(let cid):
+            logInbound(direction, type: "worker.cancel", id: cid, bytes, sensitive: false)
+            handleCancel(cid)
+        case .yield(let y):
+            logInbound(direction, type: "worker.yield_to_user", id: y.id, bytes, sensitive: true)
+            sendError(peer, .invalidCommand, "yield_to_user is not supported by this server yet", id: y.id)
+        case .complete(let result):
+            logInbound(direction, type: "worker.complete", id: nil, bytes, sensitive: false)
+            lifecycle(.complete(result: result), from: peer)
+        case .fail(let error):
+            logInbound(direction, type: "worker.fail", id: nil, bytes, sensitive: false)
+            lifecycle(.fail(error: error), from: peer)
+        case .commandResponse(let r):
+            logInbound(direction, type: "client.command_response", id: r.id, bytes, sensitive: false)
+            handleResponse(r)
+        case .telemetry(let clientSeq, let events):
+            logInbound(direction, type: "client.events", id: nil, bytes, sensitive: false)
+            handleTelemetry(clientSeq: clientSeq, events: events, from: peer)
+        }
+    }
+
+    // MARK: Hello and replay
+
+    private func handleHello(_ hello: HelloMessage, from peer: Peer) {
+        if peer.helloDone { sendError(peer, .invalidMessage, "hello was already received on this connection"); return }
+        guard (ProtocolVersion.min...ProtocolVersion.max).contains(hello.protocolVersion) else {
+            sendError(peer, .unsupportedProtocolVersion, "protocol version \(hello.protocolVersion) is not supported",
+                      details: ["min": .int(ProtocolVersion.min), "max": .int(ProtocolVersion.max)], sequenced: false)
+            peer.connection.close(.unsupportedProtocolVersion, reason: "unsupported protocol version")
+            return
+        }
+        peer.helloDone = true
+        peer.helloTimer?.cancel()
+        peer.capabilities = hello.capabilities
+        if let events = hello.events { peer.subscription = Set(events) }
+        if state.phase.isTerminal {
+            sendUnsequenced(peer, helloMessage(for: peer.role))
+            sendSessionEnd(to: peer)
+            peer.connection.close(.normal, reason: "session ended")
+            return
+        }
+        lifecycle(.connected(peer.role))
+        sendUnsequenced(peer, helloMessage(for: peer.role))
+        replay(to: peer, lastSeq: hello.lastSeq)
+    }
+
+    private func helloMessage(for role: Role) -> [UInt8] {
+        var o = JSONObject()
+        o["type"] = .string("server.hello")
+        let stream = role == .client ? clientStream : workerStream
+        o["currentSeq"] = .int(role == .debug ? 0 : stream.seq)
+        o["sessionId"] = .string(id)
+        o["role"] = .string(role.rawValue)
+        o["protocolVersion"] = .int(ProtocolVersion.current)
+        o["serverVersion"] = .string(Relay.version)
+        o["phase"] = .string(state.phase.rawValue)
+        o["workerConnected"] = .bool(state.workerConnected)
+        o["clientConnected"] = .bool(state.clientConnected)
+        o["interactive"] = .bool(pending?.kind == .yield)
+        if let p = pendingInfo {
+            var po: JSONObject = ["id": .string(p.id), "kind": .string(p.kind)]
+            if let c = p.command { po["command"] = .string(c) }
+            o["pending"] = .object(po)
+        } else {
+            o["pending"] = .null
+        }
+        o["expiresAt"] = .int64(expiresAt)
+        if role == .worker || role == .debug { o["metadata"] = metadata.map { .object($0) } ?? .null }
+        if role == .client {
+            o["lastClientSeq"] = lastClientSeq > 0 ? .int(lastClientSeq) : .null
+            for m in clientConfig { o[m.key] = m.value }
+        }
+        return JSONWriter.serialize(.object(o))
+    }
+
+    /// Sends `server.replay` with every retained message after `lastSeq` (or, without it, the
+    /// messages produced while the role had no connection).
+    private func replay(to peer: Peer, lastSeq: Int?) {
+        let stream = peer.role == .worker ? workerStream : clientStream
+        let after = lastSeq ?? stream.delivered
+        var messages: [Retained] = []
+        for r in stream.live where r.seq > after {
+            if let cid = r.commandId, cid != pending?.id { continue }
+            messages.append(r)
+        }
+        let oldest = stream.oldestSeq ?? (stream.seq + 1)
+        let complete = after >= oldest - 1
+        if peer.role == .worker { workerStream.delivered = stream.seq } else { clientStream.delivered = stream.seq }
+        guard !messages.isEmpty || !complete else { return }
+        var w = JSONWriter(bytes: [UInt8](repeating: 0, count: FrameWriter.maxHeaderSize))
+        w.raw("{\"type\":\"server.replay\",\"fromSeq\":")
+        w.int(messages.first?.seq ?? after + 1)
+        w.raw(",\"toSeq\":")
+        w.int(messages.last?.seq ?? stream.seq)
+        w.raw(",\"complete\":")
+        w.raw(complete ? "true" : "false")
+        w.raw(",\"messages\":[")
+        for (k, m) in messages.enumerated() {
+            if k > 0 { w.raw(",") }
+            w.raw(m.storage[FrameWriter.maxHeaderSize...])
+        }
+        w.raw("]}")
+        relay.metrics.replays += 1
+        if !complete { relay.metrics.incompleteReplays += 1 }
+        send(peer, OutboundMessage(reserved: w.bytes), type: "server.replay", id: nil, seq: nil)
+    }
+
+    // MARK: Commands
+
+    private func handleCommand(_ c: CommandRequest) {
+        guard let worker else { return }
+        if state.phase.isTerminal { sendError(worker, .sessionTerminal, "the session has ended", id: c.id); return }
+        if let p = pending {
+            sendError(worker, .commandPending, "\(p.kind.rawValue) \(p.id) is still pending", id: c.id, details: ["pendingId": .string(p.id)])
+            return
+        }
+        let cid: String
+        if let given = c.id {
+            guard !usedIds.contains(given) else { sendError(worker, .duplicateCommandId, "id \(given) was already used in this session", id: given); return }
+            cid = given
+        } else {
+            repeat { commandCounter += 1 } while usedIds.contains("cmd_\(commandCounter)")
+            cid = "cmd_\(commandCounter)"
+        }
+        usedIds.insert(cid)
+        commandCount += 1
+        relay.metrics.commands += 1
+        let timeout = CommandCatalog.effectiveTimeout(command: c.command, params: c.params, timeoutMs: c.timeoutMs, sessionDefault: timeouts.commandTimeoutMs)
+        var p = Pending(id: cid, kind: .command, command: c.command, startedAt: monotonicNanos())
+        p.timer = loop.schedule(afterMillis: timeout) { [self] in self.assumeIsolated { $0.commandTimedOut(cid) } }
+        pending = p
+        emit(to: .client, type: "server.command", id: cid, commandId: cid, sensitive: c.command == "fill" || c.command == "type") { w in
+            w.raw(",\"id\":"); w.write(string: cid)
+            w.raw(",\"command\":"); w.write(string: c.command)
+            w.raw(",\"params\":")
+            if let raw = c.rawParams { w.raw(raw) } else { w.write(object: c.params) }
+            w.raw(",\"timeoutMs\":"); w.int(timeout)
+        }
+    }
+
+    private func handleResponse(_ r: CommandResponse) {
+        guard let p = pending, p.id == r.id, p.kind == .command else {
+            if usedIds.contains(r.id) {
+                relay.log.event(session: id, "late_response", ["id": .string(r.id)])
+            } else if let client {
+                sendError(client, .unknownCommandId, "no pending command has id \(r.id)", id: r.id)
+            }
+            return
+        }
+        p.timer?.cancel()
+        pending = nil
+        let durationMs = Int((monotonicNanos() &- p.startedAt) / 1_000_000)
+        relay.metrics.observeRoundTrip(ms: durationMs)
+        emit(to: .worker, type: "server.command_result", id: r.id) { w in
+            w.raw(",\"id\":"); w.write(string: r.id)
+            w.raw(",\"command\":"); w.write(string: p.command)
+            if let e = r.error {
+                w.raw(",\"error\":")
+                var eo: JSONObject = ["code": .string(e.code)]
+                if let m = e.message { eo["message"] = .string(m) }
+                w.write(object: eo)
+            } else {
+                w.raw(",\"result\":")
+                if let raw = r.rawResult { w.raw(raw) } else { w.raw("null") }
+            }
+            w.raw(",\"durationMs\":"); w.int(durationMs)
+        }
+    }
+
+    private func commandTimedOut(_ cid: String) {
+        guard let p = pending, p.id == cid else { return }
+        finishPending(p, errorCode: ResultErrorCode.timeout, message: "no response within the timeout", cancelClient: true)
+    }
+
+    private func handleCancel(_ cid: String) {
+        guard let worker else { return }
+        guard let p = pending, p.id == cid else {
+            sendError(worker, .unknownCommandId, "no pending command or yield has id \(cid)", id: cid)
+            return
+        }
+        finishPending(p, errorCode: ResultErrorCode.cancelled, message: "cancelled by the worker", cancelClient: true)
+    }
+
+    /// Ends the pending work with an error result for the worker (and `server.cancel` for the client).
+    private func finishPending(_ p: Pending, errorCode: String, message: String, cancelClient: Bool) {
+        p.timer?.cancel()
+        pending = nil
+        let durationMs = Int((monotonicNanos() &- p.startedAt) / 1_000_000)
+        emit(to: .worker, type: "server.command_result", id: p.id) { w in
+            w.raw(",\"id\":"); w.write(string: p.id)
+            w.raw(",\"command\":"); w.write(string: p.command)
+            w.raw(",\"error\":"); w.write(object: ["code": .string(errorCode), "message": .string(message)])
+            w.raw(",\"durationMs\":"); w.int(durationMs)
+        }
+        if cancelClient {
+            emit(to: .client, type: "server.cancel", id: p.id) { w in
+                w.raw(",\"id\":"); w.write(string: p.id)
+            }
+        }
+    }
+
+    // MARK: Telemetry (stored in memory; acked once stored)
+
+    private func handleTelemetry(clientSeq: Int?, events: [TelemetryEvent], from peer: Peer) {
+        if let cs = clientSeq {
+            if cs <= lastClientSeq {
+                sendAck(cs)
+                return
+            }
+            lastClientSeq = cs
+        }
+        eventCount += events.count
+        if let cs = clientSeq { sendAck(cs) }
+    }
+
+    private func sendAck(_ cs: Int) {
+        emit(to: .client, type: "server.ack", id: nil) { w in
+            w.raw(",\"clientSeq\":"); w.int(cs)
+        }
+    }
+
+    // MARK: Lifecycle
+
+    func lifecycle(_ event: LifecycleEvent, from peer: Peer? = nil) {
+        let previous = state.phase
+        for effect in state.apply(event) {
+            switch effect {
+            case .phaseChanged(let from, let to):
+                relay.log.event(session: id, "phase", ["from": .string(from.rawValue), "to": .string(to.rawValue)])
+                relay.metrics.phaseChanged(from: from, to: to)
+                if !debugs.isEmpty {
+                    journalRaw("server", JSONWriter.serialize(.object(["type": .string("server.phase"), "phase": .string(to.rawValue)])))
+                }
+            case .ended:
+                ended()
+            case .armGrace(let role):
+                graceTimers[role]?.cancel()
+                graceTimers[role] = loop.schedule(afterMillis: timeouts.disconnectGracePeriodMs) { [self] in
+                    self.assumeIsolated { $0.lifecycle(.graceExpired(role)) }
+                }
+            case .disarmGrace(let role):
+                graceTimers[role]?.cancel()
+                graceTimers[role] = nil
+            case .rejected(let code):
+                if let peer { sendError(peer, code, code == .invalidPhase ? "not allowed in phase \(previous.rawValue)" : "the session has ended") }
+            }
+        }
+    }
+
+    private func ended() {
+        for t in timers { t.cancel() }
+        for t in graceTimers.values { t.cancel() }
+        for peer in [worker, client].compactMap({ $0 }) + debugs where peer.helloDone {
+            sendSessionEnd(to: peer)
+        }
+        if pending == nil {
+            // Nothing pending; the session_end above is all the worker needs.
+        } else if let p = pending {
+            finishPending(p, errorCode: ResultErrorCode.sessionTerminal, message: "the session has ended", cancelClient: false)
+        }
+        for peer in [worker, client].compactMap({ $0 }) + debugs {
+            peer.connection.close(.normal, reason: "session ended")
+        }
+        relay.sessionEnded(self)
+    }
+
+    private func sendSessionEnd(to peer: Peer) {
+        if peer.role == .debug {
+            var o: JSONObject = ["type": .string("server.session_end"), "phase": .string(state.phase.rawValue),
+                                 "reason": .string(state.reason?.rawValue ?? "")]
+            if state.phase == .complete { o["result"] = state.result ?? .null } else { o["error"] = state.error ?? .null }
+            sendUnsequenced(peer, JSONWriter.serialize(.object(o)))
+            return
+        }
+        emit(to: peer.role, type: "server.session_end", id: nil) { w in
+            w.raw(",\"phase\":"); w.write(string: self.state.phase.rawValue)
+            w.raw(",\"reason\":"); w.write(string: self.state.reason?.rawValue ?? "")
+            if self.state.phase == .complete {
+                w.raw(",\"result\":"); w.write(self.state.result ?? .null)
+            } else {
+                w.raw(",\"error\":"); w.write(self.state.error ?? .null)
+            }
+        }
+    }
+
+    // MARK: Outbound
+
+    /// Builds a sequenced message for `role`'s stream, retains it for replay, logs it and sends
+    /// it if that role is connected. `fields` writes `,"key":value` pairs after type and seq.
+    func emit(to role: Role, type: StaticString, id: String?, commandId: String? = nil, sensitive: Bool = false,
+              _ fields: (inout JSONWriter) -> Void) {
+        var w = JSONWriter(bytes: [UInt8](repeating: 0, count: FrameWriter.maxHeaderSize))
+        w.bytes.reserveCapacity(256)
+        let seq: Int
+        if role == .worker { workerStream.seq += 1; seq = workerStream.seq } else { clientStream.seq += 1; seq = clientStream.seq }
+        w.raw("{\"type\":\""); w.raw(type); w.raw("\",\"seq\":"); w.int(seq)
+        fields(&w)
+        w.raw("}")
+        var message = OutboundMessage(reserved: w.bytes)
+        message.seal(.text)
+        let retained = Retained(seq: seq, storage: message.storage, commandId: commandId)
+        let settings = relay.settings
+        if role == .worker { workerStream.retain(retained, maxCount: settings.replayMaxMessages, maxBytes: settings.replayMaxBytes) }
+        else { clientStream.retain(retained, maxCount: settings.replayMaxMessages, maxBytes: settings.replayMaxBytes) }
+        let direction = role == .worker ? "server_to_worker" : "server_to_client"
+        let typeName = type.description
+        relay.log.message(session: self.id, direction: direction, type: typeName, id: id, seq: seq,
+                          bytes: message.storage[FrameWriter.maxHeaderSize...], sensitive: sensitive)
+        if !debugs.isEmpty { journal(direction, message.storage[FrameWriter.maxHeaderSize...]) }
+        relay.metrics.countOut(typeName)
+        if let peer = role == .worker ? worker : client, peer.helloDone {
+            if role == .worker { workerStream.delivered = seq } else { clientStream.delivered = seq }
+            peer.connection.sendSealed(message)
+        }
+    }
+
+    private func send(_ peer: Peer, _ message: OutboundMessage, type: String, id: String?, seq: Int?) {
+        peer.connection.send(message, opcode: .text)
+    }
+
+    private func sendUnsequenced(_ peer: Peer, _ bytes: [UInt8]) {
+        var storage = [UInt8](repeating: 0, count: FrameWriter.maxHeaderSize)
+        storage.append(contentsOf: bytes)
+        let direction = peer.role == .worker ? "server_to_worker" : (peer.role == .client ? "server_to_client" : "server_to_debug")
+        if peer.role != .debug {
+            relay.log.message(session: id, direction: direction, type: "server.hello", id: nil, seq: nil, bytes: bytes[...], sensitive: false)
+            if !debugs.isEmpty { journal(direction, bytes[...]) }
+        }
+        peer.connection.send(OutboundMessage(reserved: storage), opcode: .text)
+    }
+
+    /// `server.error`: sequenced once the peer's hello was accepted, unsequenced before.
+    func sendError(_ peer: Peer, _ code: ErrorCode, _ message: String, id: String? = nil, details: JSONObject? = nil, sequenced: Bool = true) {
+        relay.metrics.countError(code.rawValue)
+        func fields(_ w: inout JSONWriter) {
+            w.raw(",\"code\":"); w.write(string: code.rawValue)
+            w.raw(",\"message\":"); w.write(string: message)
+            if let id { w.raw(",\"id\":"); w.write(string: id) }
+            if let details { w.raw(",\"details\":"); w.write(object: details) }
+        }
+        if sequenced && peer.helloDone && peer.role != .debug && (peer === worker || peer === client) {
+            emit(to: peer.role, type: "server.error", id: id) { fields(&$0) }
+        } else {
+            var w = JSONWriter()
+            w.raw("{\"type\":\"server.error\"")
+            fields(&w)
+            w.raw("}")
+            sendUnsequenced(peer, w.bytes)
+        }
+    }
+
+    // MARK: Debug viewers (live envelopes)
+
+    private func journal(_ direction: String, _ bytes: ArraySlice<UInt8>) {
+        var w = JSONWriter(bytes: [UInt8](repeating: 0, count: FrameWriter.maxHeaderSize))
+        w.raw("{\"direction\":\""); w.raw(Array(direction.utf8)); w.raw("\",\"ts\":")
+        w.write(string: ISO8601.format(epochMillis()))
+        w.raw(",\"message\":"); w.raw(bytes); w.raw("}")
+        let m = OutboundMessage(reserved: w.bytes)
+        for d in debugs { d.connection.send(m, opcode: .text) }
+    }
+
+    private func journalRaw(_ direction: String, _ bytes: [UInt8]) { journal(direction, bytes[...]) }
+}

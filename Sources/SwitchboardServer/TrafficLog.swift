@@ -1,0 +1,174 @@
+import Glibc
+import Synchronization
+import SwitchboardProtocol
+import SocketServer
+
+/// The operator log (PROTOCOL.md section 13): one JSON object per line, appended by a
+/// background writer thread so the event loop only formats and enqueues; rotated by size.
+public final class TrafficLog: @unchecked Sendable {
+    public struct Options: Sendable {
+        public var path: String
+        public var maxBytes: Int = 64 << 20
+        public var keep: Int = 5
+        public var redact = true
+        public var maxString = 1024
+        public init(path: String) { self.path = path }
+    }
+
+    public let options: Options
+    private let buffer = Mutex<[UInt8]>([])
+    private let reopenRequested = Mutex<Bool>(false)
+    private let stopped = Mutex<Bool>(false)
+    private let wake = Mutex<Int32>(-1)
+    private var fd: Int32 = -1
+    private var size = 0
+    private var thread: pthread_t? = nil
+    private let done = Mutex<Bool>(false)
+
+    public init(options: Options) throws(SystemError) {
+        self.options = options
+        try open()
+    }
+
+    private func open() throws(SystemError) {
+        let f = Glibc.open(options.path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640)
+        guard f >= 0 else { throw SystemError("open(\(options.path))") }
+        fd = f
+        var st = stat()
+        fstat(f, &st)
+        size = Int(st.st_size)
+    }
+
+    /// Starts the writer thread.
+    public func start() {
+        let box = Unmanaged.passRetained(self)
+        var tid = pthread_t()
+        pthread_create(&tid, nil, { arg in
+            let log = Unmanaged<TrafficLog>.fromOpaque(arg!).takeRetainedValue()
+            log.writerLoop()
+            return nil
+        }, box.toOpaque())
+        thread = tid
+    }
+
+    /// Appends one line (without newline). Cheap: copies into the shared buffer.
+    public func append(_ line: [UInt8]) {
+        buffer.withLock { b in
+            b.append(contentsOf: line)
+            b.append(0x0A)
+        }
+    }
+
+    /// Reopens the file at its path (after logrotate moved it).
+    public func reopen() { reopenRequested.withLock { $0 = true } }
+
+    /// Writes everything buffered and stops the writer.
+    public func close() {
+        stopped.withLock { $0 = true }
+        if let thread { pthread_join(thread, nil) } else { flush() }
+        thread = nil
+    }
+
+    private func writerLoop() {
+        while true {
+            let stop = stopped.withLock { $0 }
+            flush()
+            if stop { break }
+            usleep(20_000)
+        }
+        Glibc.close(fd)
+    }
+
+    private func flush() {
+        if reopenRequested.withLock({ r in let v = r; r = false; return v }) {
+            Glibc.close(fd)
+            try? open()
+        }
+        let data = buffer.withLock { b -> [UInt8] in
+            let d = b
+            b.removeAll(keepingCapacity: true)
+            return d
+        }
+        guard !data.isEmpty else { return }
+        if size + data.count > options.maxBytes && size > 0 { rotate() }
+        data.withUnsafeBytes { raw in
+            var off = 0
+            while off < raw.count {
+                let n = write(fd, raw.baseAddress! + off, raw.count - off)
+                if n <= 0 { if errno == EINTR { continue }; break }
+                off += n
+            }
+        }
+        size += data.count
+    }
+
+    private func rotate() {
+        Glibc.close(fd)
+        if options.keep > 0 {
+            for i in stride(from: options.keep - 1, through: 1, by: -1) {
+                rename("\(options.path).\(i)", "\(options.path).\(i + 1)")
+            }
+            rename(options.path, "\(options.path).1")
+        } else {
+            unlink(options.path)
+        }
+        try? open()
+    }
+
+    // MARK: Formatting
+
+    /// A `message` line. `message` is the JSON text; it is embedded as is when it is small
+    /// and needs no redaction, otherwise re-written with secrets redacted and long strings cut.
+    public func message(session: String, direction: String, type: String, id: String?, seq: Int?, bytes: ArraySlice<UInt8>, sensitive: Bool) {
+        var w = JSONWriter()
+        w.bytes.reserveCapacity(bytes.count + 160)
+        w.raw("{\"ts\":")
+        w.write(string: ISO8601.format(epochMillis()))
+        w.raw(",\"session\":"); w.write(string: session)
+        w.raw(",\"event\":\"message\",\"direction\":"); w.write(string: direction)
+        w.raw(",\"type\":"); w.write(string: type)
+        w.raw(",\"id\":"); if let id { w.write(string: id) } else { w.raw("null") }
+        w.raw(",\"seq\":"); if let seq { w.int(seq) } else { w.raw("null") }
+        w.raw(",\"bytes\":"); w.int(bytes.count)
+        w.raw(",\"message\":")
+        if bytes.count <= options.maxString && !(sensitive && options.redact) {
+            w.raw(bytes)
+        } else if let v = try? bytes.withUnsafeBytes({ try JSONParser.parse($0) }) {
+            w.write(scrub(v, redact: sensitive && options.redact, path: []))
+        } else {
+            w.write(string: "[unparsable: \(bytes.count) bytes]")
+        }
+        w.raw("}")
+        append(w.bytes)
+    }
+
+    /// Any other event line: `{"ts","session","event",...fields}`.
+    public func event(session: String?, _ event: String, _ fields: JSONObject) {
+        var o = JSONObject()
+        o["ts"] = .string(ISO8601.format(epochMillis()))
+        if let session { o["session"] = .string(session) }
+        o["event"] = .string(event)
+        for m in fields { o[m.key] = m.value }
+        append(JSONWriter.serialize(.object(o)))
+    }
+
+    static let secretKeys: Set<String> = ["value", "text", "body", "bodyContains"]
+
+    /// Redacts user input (`fill.value`, `type.text`, network bodies) and cuts long strings.
+    func scrub(_ v: JSON, redact: Bool, path: [String]) -> JSON {
+        switch v {
+        case .string(let s):
+            if redact, let last = path.last, TrafficLog.secretKeys.contains(last) {
+                return .string("[redacted: \(s.count) chars]")
+            }
+            if s.utf8.count > options.maxString {
+                let cut = String(decoding: s.utf8.prefix(options.maxString), as: UTF8.self)
+                return .string(cut + "…[cut: \(s.utf8.count) bytes]")
+            }
+            return v
+        case .array(let a): return .array(a.map { scrub($0, redact: redact, path: path) })
+        case .object(let o): return .object(JSONObject(o.members.map { ($0.key, scrub($0.value, redact: redact, path: path + [$0.key])) }))
+        default: return v
+        }
+    }
+}

@@ -1,0 +1,103 @@
+import ArgumentParser
+import Glibc
+import SocketServer
+import SwitchboardProtocol
+import SwitchboardServer
+
+struct Serve: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the Switchboard daemon (REST API and session WebSockets on one port).",
+        discussion: """
+        With no options it listens on 127.0.0.1:8080 and keeps its data in ./switchboard-data. \
+        When no API key is given, one is generated on first start, stored in the data directory \
+        and printed once; later starts reuse it. Stop with SIGTERM or SIGINT: the server drains \
+        (new connections refused, peers closed with 1001) before it exits.
+        """
+    )
+
+    @Option(help: "Address to listen on. Repeat for several (e.g. 127.0.0.1 and ::1).") var host: [String] = []
+    @Option(help: "Port to listen on (0 picks a free one).") var port: Int = 8080
+    @Option(help: "Directory for the API key file and the traffic log.") var dataDir = "switchboard-data"
+    @Option(name: .customLong("api-key"), help: "An API key for the REST API. Repeatable.") var apiKeys: [String] = []
+    @Option(help: "Public base URL for websocketUrl in responses (e.g. wss://relay.example.com).") var publicUrl: String?
+    @Flag(help: "Do not offer permessage-deflate.") var noCompression = false
+    @Flag(help: "Write user input (fill values, typed text, bodies) to the traffic log unredacted.") var noRedaction = false
+    @Option(help: "Milliseconds to wait for a hello before closing with 4003.") var helloTimeoutMs = 10_000
+    @Option(help: "Milliseconds between server pings.") var pingIntervalMs = 20_000
+    @Option(help: "Close a connection with 4008 after this many milliseconds without a frame.") var deadPeerMs = 40_000
+    @Option(help: "Milliseconds SIGTERM waits for peers to close before exiting.") var drainMs = 10_000
+
+    func run() throws {
+        Socket.ignoreSIGPIPE()
+        Socket.raiseFileLimit()
+        if mkdir(dataDir, 0o750) != 0 && errno != EEXIST {
+            throw ValidationError("cannot create data directory \(dataDir): errno \(errno)")
+        }
+        var keys = apiKeys
+        if keys.isEmpty { keys = [try loadOrCreateKey()] }
+
+        var config = ServerConfiguration()
+        config.hosts = host.isEmpty ? ["127.0.0.1"] : host
+        config.port = port
+        config.pingIntervalMs = pingIntervalMs
+        config.deadPeerTimeoutMs = deadPeerMs
+        if noCompression { config.deflate = nil }
+
+        var settings = RelaySettings()
+        settings.apiKeys = keys
+        settings.publicURL = publicUrl
+        settings.helloTimeoutMs = helloTimeoutMs
+
+        var logOptions = TrafficLog.Options(path: dataDir + "/traffic.jsonl")
+        logOptions.redact = !noRedaction
+        let log: TrafficLog
+        do { log = try TrafficLog(options: logOptions) } catch { throw ValidationError("cannot open traffic log: \(error)") }
+        log.start()
+
+        let loop = try EventLoop()
+        let server = Server(loop: loop, configuration: config)
+        let relay = Relay(loop: loop, settings: settings, log: log)
+        relay.server = server
+        server.delegate = relay
+        do { try server.bind() } catch { throw ValidationError("cannot listen on \(config.hosts.joined(separator: ", ")) port \(port): \(error)") }
+        loop.execute { try? server.start() }
+        for (h, p) in zip(config.hosts, server.boundPorts) {
+            say("switchboard \(Relay.version) listening on http://\(h.contains(":") ? "[\(h)]" : h):\(p) (data: \(dataDir))")
+        }
+        log.event(session: nil, "start", ["version": .string(Relay.version), "port": .int(server.port)])
+        runUntilSignalled(loop: loop, server: server, drainMs: drainMs, beforeDrain: { relay.startDraining() }) {
+            log.event(session: nil, "stop", [:])
+            log.close()
+        }
+    }
+
+    private func loadOrCreateKey() throws -> String {
+        let path = dataDir + "/api-key"
+        if let f = fopen(path, "r") {
+            defer { fclose(f) }
+            var buf = [CChar](repeating: 0, count: 512)
+            if fgets(&buf, 512, f) != nil {
+                let key = String(decoding: buf.prefix { $0 != 0 && $0 != 10 && $0 != 13 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+                if !key.isEmpty {
+                    say("using the API key stored in \(path)")
+                    return key
+                }
+            }
+        }
+        let key = Crypto.token(prefix: "sk_", bits: 192)
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        guard fd >= 0 else { throw ValidationError("cannot write \(path): errno \(errno)") }
+        let bytes = Array((key + "\n").utf8)
+        _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        close(fd)
+        say("generated an API key (stored in \(path), shown only now): \(key)")
+        return key
+    }
+}
+
+struct Version: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print the server and protocol versions.")
+    func run() {
+        say("switchboard \(Relay.version) (protocol \(ProtocolVersion.current))")
+    }
+}
