@@ -25,9 +25,13 @@ struct Serve: ParsableCommand {
     @Option(help: "Milliseconds to wait for a hello before closing with 4003.") var helloTimeoutMs = 10_000
     @Option(help: "Milliseconds between server pings.") var pingIntervalMs = 20_000
     @Option(help: "Close a connection with 4008 after this many milliseconds without a frame.") var deadPeerMs = 40_000
+    @Option(help: "Messages per second a peer may send (token bucket rate).") var ratePerSecond = 1000
+    @Option(help: "Messages a peer may send in a burst.") var rateBurst = 2000
+    @Option(help: "Largest WebSocket message in bytes (after decompression).") var maxMessageSize = 16 << 20
     @Option(help: "Milliseconds SIGTERM waits for peers to close before exiting.") var drainMs = 10_000
 
     func run() throws {
+        blockSignals()
         Socket.ignoreSIGPIPE()
         Socket.raiseFileLimit()
         if mkdir(dataDir, 0o750) != 0 && errno != EEXIST {
@@ -41,12 +45,16 @@ struct Serve: ParsableCommand {
         config.port = port
         config.pingIntervalMs = pingIntervalMs
         config.deadPeerTimeoutMs = deadPeerMs
+        config.maxMessageSize = maxMessageSize
+        config.maxFrameSize = maxMessageSize
         if noCompression { config.deflate = nil }
 
         var settings = RelaySettings()
         settings.apiKeys = keys
         settings.publicURL = publicUrl
         settings.helloTimeoutMs = helloTimeoutMs
+        settings.ratePerSecond = ratePerSecond
+        settings.rateBurst = rateBurst
 
         var logOptions = TrafficLog.Options(path: dataDir + "/traffic.jsonl")
         logOptions.redact = !noRedaction
@@ -65,7 +73,8 @@ struct Serve: ParsableCommand {
             say("switchboard \(Relay.version) listening on http://\(h.contains(":") ? "[\(h)]" : h):\(p) (data: \(dataDir))")
         }
         log.event(session: nil, "start", ["version": .string(Relay.version), "port": .int(server.port)])
-        runUntilSignalled(loop: loop, server: server, drainMs: drainMs, beforeDrain: { relay.startDraining() }) {
+        try runUntilSignalled(loop: loop, server: server, drainMs: drainMs, beforeDrain: { relay.startDraining() },
+                              onHangup: { log.reopen() }) {
             log.event(session: nil, "stop", [:])
             log.close()
         }

@@ -1,5 +1,4 @@
 import ArgumentParser
-import Dispatch
 import Glibc
 import SocketServer
 import WebSocketCore
@@ -21,28 +20,26 @@ func say(_ line: String) {
     bytes.withUnsafeBytes { _ = write(1, $0.baseAddress, $0.count) }
 }
 
-/// Runs `server` on the main thread until SIGTERM / SIGINT, then drains it.
-func runUntilSignalled(loop: EventLoop, server: Server, drainMs: Int, beforeDrain: @escaping @Sendable () -> Void = {},
-                       onStop: @escaping @Sendable () -> Void = {}) {
-    let signalQueue = DispatchQueue(label: "switchboard.signals")
-    var sources: [DispatchSourceSignal] = []
-    for sig in [SIGTERM, SIGINT] {
-        signal(sig, SIG_IGN)
-        let src = DispatchSource.makeSignalSource(signal: sig, queue: signalQueue)
-        src.setEventHandler {
-            loop.execute {
-                beforeDrain()
-                server.shutdown(code: .goingAway, deadlineMs: drainMs) {
-                    onStop()
-                    loop.stop()
-                }
-            }
+/// Blocks the signals the daemon handles; call first thing on the main thread, before any
+/// other thread exists (they inherit the mask, so no signal bypasses the loop's signalfd).
+func blockSignals() { SignalSource.block([SIGTERM, SIGINT, SIGHUP]) }
+
+/// Runs `server` on the main thread until SIGTERM / SIGINT, then drains it. SIGHUP calls `onHangup`.
+func runUntilSignalled(loop: EventLoop, server: Server, drainMs: Int, beforeDrain: @escaping () -> Void = {},
+                       onHangup: @escaping () -> Void = {}, onStop: @escaping () -> Void = {}) throws {
+    var stopping = false
+    let signals = try SignalSource(loop: loop, signals: [SIGTERM, SIGINT, SIGHUP]) { sig in
+        if sig == SIGHUP { onHangup(); return }
+        guard !stopping else { return }
+        stopping = true
+        beforeDrain()
+        server.shutdown(code: .goingAway, deadlineMs: drainMs) {
+            onStop()
+            loop.stop()
         }
-        src.resume()
-        sources.append(src)
     }
     loop.run()
-    withExtendedLifetime(sources) {}
+    withExtendedLifetime(signals) {}
 }
 
 struct Echo: ParsableCommand {
@@ -59,6 +56,7 @@ struct Echo: ParsableCommand {
     @Option(help: "Close a connection with 4008 after this many milliseconds without a frame.") var deadPeerMs = 40_000
 
     func run() throws {
+        blockSignals()
         Socket.ignoreSIGPIPE()
         var config = ServerConfiguration()
         config.hosts = [host]
@@ -78,7 +76,7 @@ struct Echo: ParsableCommand {
         }
         loop.execute { try? server.start() }
         say("switchboard echo listening on ws://\(host.contains(":") ? "[\(host)]" : host):\(server.port)/")
-        runUntilSignalled(loop: loop, server: server, drainMs: 2000)
+        try runUntilSignalled(loop: loop, server: server, drainMs: 2000)
         withExtendedLifetime(delegate) {}
     }
 }

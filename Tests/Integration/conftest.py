@@ -79,3 +79,28 @@ def echo_factory():
 @pytest.fixture
 def echo(echo_factory):
     return echo_factory()
+
+
+API_KEY = "test-key"
+
+
+@pytest.fixture
+def serve_factory(tmp_path):
+    procs = []
+
+    def start(*extra, data_dir=None):
+        d = data_dir or str(tmp_path / ("data%d" % len(procs)))
+        p = Proc(["serve", "--host", "127.0.0.1", "--port", "0", "--data-dir", d, "--api-key", API_KEY] + list(extra),
+                 r"listening on http://127\.0\.0\.1:(\d+)")
+        p.data_dir = d
+        procs.append(p)
+        return p
+
+    yield start
+    for p in procs:
+        p.stop()
+
+
+@pytest.fixture
+def server(serve_factory):
+    return serve_factory()

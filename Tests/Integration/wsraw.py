@@ -45,6 +45,8 @@ def http(port, raw, host="127.0.0.1"):
         data += chunk
         if b"\r\n\r\n" in data:
             head, _, body = data.partition(b"\r\n\r\n")
+            if head.startswith(b"HTTP/1.1 101"):
+                break
             m = [l for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")]
             if m and len(body) >= int(m[0].split(b":")[1]):
                 break

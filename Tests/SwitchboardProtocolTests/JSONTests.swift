@@ -1,0 +1,52 @@
+import Testing
+@testable import SwitchboardProtocol
+
+@Suite struct JSONParsing {
+    @Test(arguments: [
+        "{}", "[]", "null", "true", "0", "-1.5e3", "\"a\\u00e9\\n\\\"\"", "{\"a\":[1,{\"b\":null}],\"c\":\"\\ud83d\\ude00\"}",
+    ])
+    func validRoundTrips(_ text: String) throws {
+        let v = try JSONParser.parse(text)
+        let again = try JSONParser.parse(JSONWriter.string(v))
+        #expect(v == again)
+    }
+
+    @Test(arguments: [
+        "", "{", "{\"a\"}", "{\"a\":}", "[1,]", "01", "1.", "-", "tru", "\"\\x\"", "\"\u{01}\"", "\"\\ud800\"", "{} x", "{'a':1}", "NaN",
+    ])
+    func invalidIsRejected(_ text: String) {
+        #expect(throws: JSONParseError.self) { try JSONParser.parse(text) }
+    }
+
+    @Test func nestingIsLimited() {
+        let deep = String(repeating: "[", count: 100) + String(repeating: "]", count: 100)
+        #expect(throws: JSONParseError.self) { try JSONParser.parse(deep) }
+        let ok = String(repeating: "[", count: 60) + String(repeating: "]", count: 60)
+        #expect(throws: Never.self) { try JSONParser.parse(ok) }
+    }
+
+    @Test func rawRangesOfTopLevelMembers() throws {
+        let text = Array(#"{"type":"x", "params" : {"a": [1, 2]} ,"n":5}"#.utf8)
+        let parsed = try text.withUnsafeBytes { try JSONParser.parseObject($0) }
+        let (obj, ranges) = try #require(parsed)
+        #expect(obj.keys == ["type", "params", "n"])
+        #expect(String(decoding: text[ranges[1]], as: UTF8.self) == #"{"a": [1, 2]}"#)
+        #expect(String(decoding: text[ranges[2]], as: UTF8.self) == "5")
+    }
+
+    @Test func numbersKeepTheirLiteral() throws {
+        #expect(JSONWriter.string(try JSONParser.parse("[1.50,1e3,-0]")) == "[1.50,1e3,-0]")
+    }
+
+    @Test func writerEscapesControlCharacters() {
+        #expect(JSONWriter.string(.string("a\"b\\c\n\u{01}")) == #""a\"b\\c\n\u0001""#)
+    }
+
+    @Test func iso8601() {
+        #expect(ISO8601.parse("2026-01-01T00:00:00.000Z") == 1_767_225_600_000)
+        #expect(ISO8601.parse("2026-01-01T01:00:00+01:00") == 1_767_225_600_000)
+        #expect(ISO8601.parse("2026-01-01T00:00:00.5Z") == 1_767_225_600_500)
+        #expect(ISO8601.parse("yesterday") == nil)
+        #expect(ISO8601.format(1_767_225_600_123) == "2026-01-01T00:00:00.123Z")
+    }
+}
