@@ -25,6 +25,9 @@ public struct RelaySettings: Sendable {
     public var replayMaxBytes = 8 << 20
     public var maxSessions = 100_000
     public var injectionScripts: [JSON] = []
+    public var journalMaxEntries = 10_000
+    public var journalMaxBytes = 16 << 20
+    public var eventsMaxPerSession = 100_000
     public init() {}
 }
 
@@ -109,7 +112,23 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
             guard let s = sessions[parts[2]] else { return Relay.error(404, "not_found", "no session \(parts[2])") }
             s.assumeIsolated { $0.lifecycle(.cancel) }
             return Relay.json(200, infoJSON(s))
-        case (_, 2), (_, 3):
+        case ("GET", 4) where parts[3] == "events" || parts[3] == "journal":
+            guard let s = sessions[parts[2]] else { return Relay.error(404, "not_found", "no session \(parts[2])") }
+            let q = request.query
+            var after = 0, limit = 100
+            if let a = q["after"] {
+                guard let v = Int(a), v >= 0 else { return Relay.error(400, "validation_error", "after must be a non-negative integer", issues: [ValidationIssue(path: "after", message: "must be a non-negative integer")]) }
+                after = v
+            }
+            if let l = q["limit"] {
+                guard let v = Int(l), (1...1000).contains(v) else { return Relay.error(400, "validation_error", "limit must be 1 to 1000", issues: [ValidationIssue(path: "limit", message: "must be an integer from 1 to 1000")]) }
+                limit = v
+            }
+            let types = q["types"].map { Set($0.split(separator: ",").map(String.init)) }
+            let body = parts[3] == "events" ? s.assumeIsolated { $0.eventsPage(after: after, limit: limit, types: types) }
+                                            : s.assumeIsolated { $0.journalPage(after: after, limit: limit) }
+            return HTTPResponse(status: 200, headers: [("Content-Type", "application/json")], body: body)
+        case (_, 2), (_, 3), (_, 4):
             return Relay.error(405, "method_not_allowed", "\(request.method) is not allowed on \(path)")
         default:
             return Relay.error(404, "not_found", "no route for \(request.method) \(path)")
@@ -283,7 +302,12 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
         if role == .debug && session.assumeIsolated({ $0.debugs.count }) >= settings.maxDebugConnections {
             return .refuse(Relay.error(429, "rate_limited", "at most \(settings.maxDebugConnections) debug connections per session"))
         }
-        return .accept(PeerHandler(session: session, role: role))
+        var since: Int? = nil
+        if role == .debug, let sv = q["since"] {
+            guard let v = Int(sv), v >= 0 else { return .refuse(Relay.error(400, "bad_request", "since must be a non-negative integer")) }
+            since = v
+        }
+        return .accept(PeerHandler(session: session, role: role, since: since))
     }
 
     static let dummyHash = Crypto.sha256("switchboard-unknown-session")
@@ -293,13 +317,14 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
 final class PeerHandler: WebSocketHandler {
     let session: Session
     let role: Role
+    let since: Int?
     var peer: Peer?
 
-    init(session: Session, role: Role) { self.session = session; self.role = role }
+    init(session: Session, role: Role, since: Int?) { self.session = session; self.role = role; self.since = since }
 
     func webSocketDidOpen(_ connection: Connection) {
-        let role = self.role
-        peer = session.assumeIsolated { $0.attach(connection, role: role) }
+        let role = self.role, since = self.since
+        peer = session.assumeIsolated { $0.attach(connection, role: role, since: since) }
     }
 
     func webSocket(_ connection: Connection, didReceiveText message: ReceivedMessage) {

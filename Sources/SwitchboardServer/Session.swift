@@ -10,7 +10,6 @@ final class Peer: @unchecked Sendable {
     var helloDone = false
     var helloTimer: Timer?
     var capabilities: [String] = []
-    var subscription: Set<String>? = nil
     // Token bucket for the message rate limit.
     var tokens: Double
     var lastRefill: UInt64
@@ -69,6 +68,8 @@ struct Pending {
     var command: String
     var startedAt: UInt64
     var timer: Timer?
+    var conditions: [CompiledCondition] = []
+    var optional = false
 }
 
 /// One session: the actor that relays commands between its worker and its client. Its
@@ -98,9 +99,13 @@ public actor Session {
     var usedIds: Set<String> = []
     var commandCounter = 0
     var commandCount = 0
-    var eventCount = 0
     var lastClientSeq = 0
     var timers: [Timer] = []
+    var journalLog = JournalLog()
+    var events = EventLog()
+    var currentURL: String?
+    var workerSubscription: Set<String>?
+    var lastNavigation: StoredEvent?
     var graceTimers: [Role: Timer] = [:]
 
     init(id: String, ordinal: Int, relay: Relay, workerTokenHash: [UInt8], clientTokenHash: [UInt8],
@@ -136,7 +141,7 @@ public actor Session {
         SessionInfo(sessionId: id, phase: state.phase, reason: state.reason, createdAt: createdAt, expiresAt: expiresAt,
                     workerConnected: state.workerConnected, clientConnected: state.clientConnected,
                     interactive: pending?.kind == .yield, pending: pendingInfo, metadata: metadata,
-                    result: state.result, error: state.error, counts: SessionCounts(commands: commandCount, events: eventCount))
+                    result: state.result, error: state.error, counts: SessionCounts(commands: commandCount, events: events.total))
     }
 
     // MARK: Connections
@@ -147,14 +152,17 @@ public actor Session {
     }
 
     /// A new WebSocket for `role`. Replaces an earlier worker or client connection (4001).
-    func attach(_ connection: Connection, role: Role) -> Peer {
+    func attach(_ connection: Connection, role: Role, since: Int? = nil) -> Peer {
         let peer = Peer(role: role, connection: connection, burst: relay.settings.rateBurst)
         relay.log.event(session: id, "connect", ["role": .string(role.rawValue), "remote": .string(connection.remoteAddress)])
         switch role {
         case .debug:
-            debugs.append(peer)
             peer.helloDone = true
             sendUnsequenced(peer, helloMessage(for: .debug))
+            if let since {
+                for entry in journalLog.entries(from: since) { peer.connection.send(JournalLog.envelope(entry), opcode: .text) }
+            }
+            debugs.append(peer)
         case .worker, .client:
             if let old = role == .worker ? worker : client {
                 detachPeer(old, reason: "replaced")
@@ -239,8 +247,8 @@ public actor Session {
     }
 
     private func logInbound(_ direction: String, type: String, id: String?, _ bytes: ArraySlice<UInt8>, sensitive: Bool) {
-        relay.log.message(session: id == nil ? self.id : self.id, direction: direction, type: type, id: id, seq: nil, bytes: bytes, sensitive: sensitive)
-        if !debugs.isEmpty { journal(direction, bytes) }
+        relay.log.message(session: self.id, direction: direction, type: type, id: id, seq: nil, bytes: bytes, sensitive: sensitive)
+        journal(direction, bytes)
     }
 
     private func handle(_ msg: PeerMessage, from peer: Peer, bytes: ArraySlice<UInt8>, direction: String) {
@@ -267,7 +275,7 @@ public actor Session {
             handleCancel(cid)
         case .yield(let y):
             logInbound(direction, type: "worker.yield_to_user", id: y.id, bytes, sensitive: true)
-            sendError(peer, .invalidCommand, "yield_to_user is not supported by this server yet", id: y.id)
+            handleYield(y)
         case .complete(let result):
             logInbound(direction, type: "worker.complete", id: nil, bytes, sensitive: false)
             lifecycle(.complete(result: result), from: peer)
@@ -296,7 +304,9 @@ public actor Session {
         peer.helloDone = true
         peer.helloTimer?.cancel()
         peer.capabilities = hello.capabilities
-        if let events = hello.events { peer.subscription = Set(events) }
+        // The worker's subscription outlives its connection, so events produced while it is
+        // away are in its replay; a later hello with `events` replaces it.
+        if peer.role == .worker, let events = hello.events { workerSubscription = Set(events) }
         if state.phase.isTerminal {
             sendUnsequenced(peer, helloMessage(for: peer.role))
             sendSessionEnd(to: peer)
@@ -321,6 +331,7 @@ public actor Session {
         o["workerConnected"] = .bool(state.workerConnected)
         o["clientConnected"] = .bool(state.clientConnected)
         o["interactive"] = .bool(pending?.kind == .yield)
+        if let p = pending, p.kind == .yield { o["yieldId"] = .string(p.id) }
         if let p = pendingInfo {
             var po: JSONObject = ["id": .string(p.id), "kind": .string(p.kind)]
             if let c = p.command { po["command"] = .string(c) }
@@ -371,22 +382,14 @@ public actor Session {
 
     // MARK: Commands
 
-    private func handleCommand(_ c: CommandRequest) {
+    func handleCommand(_ c: CommandRequest) {
         guard let worker else { return }
         if state.phase.isTerminal { sendError(worker, .sessionTerminal, "the session has ended", id: c.id); return }
         if let p = pending {
             sendError(worker, .commandPending, "\(p.kind.rawValue) \(p.id) is still pending", id: c.id, details: ["pendingId": .string(p.id)])
             return
         }
-        let cid: String
-        if let given = c.id {
-            guard !usedIds.contains(given) else { sendError(worker, .duplicateCommandId, "id \(given) was already used in this session", id: given); return }
-            cid = given
-        } else {
-            repeat { commandCounter += 1 } while usedIds.contains("cmd_\(commandCounter)")
-            cid = "cmd_\(commandCounter)"
-        }
-        usedIds.insert(cid)
+        guard let cid = claimId(c.id, worker: worker) else { return }
         commandCount += 1
         relay.metrics.commands += 1
         let timeout = CommandCatalog.effectiveTimeout(command: c.command, params: c.params, timeoutMs: c.timeoutMs, sessionDefault: timeouts.commandTimeoutMs)
@@ -400,6 +403,23 @@ public actor Session {
             if let raw = c.rawParams { w.raw(raw) } else { w.write(object: c.params) }
             w.raw(",\"timeoutMs\":"); w.int(timeout)
         }
+    }
+
+    /// Takes the worker's id (unless already used in this session) or assigns `cmd_{n}`.
+    func claimId(_ given: String?, worker: Peer) -> String? {
+        let cid: String
+        if let given {
+            guard !usedIds.contains(given) else {
+                sendError(worker, .duplicateCommandId, "id \(given) was already used in this session", id: given)
+                return nil
+            }
+            cid = given
+        } else {
+            repeat { commandCounter += 1 } while usedIds.contains("cmd_\(commandCounter)")
+            cid = "cmd_\(commandCounter)"
+        }
+        usedIds.insert(cid)
+        return cid
     }
 
     private func handleResponse(_ r: CommandResponse) {
@@ -446,7 +466,7 @@ public actor Session {
     }
 
     /// Ends the pending work with an error result for the worker (and `server.cancel` for the client).
-    private func finishPending(_ p: Pending, errorCode: String, message: String, cancelClient: Bool) {
+    func finishPending(_ p: Pending, errorCode: String, message: String, cancelClient: Bool) {
         p.timer?.cancel()
         pending = nil
         let durationMs = Int((monotonicNanos() &- p.startedAt) / 1_000_000)
@@ -456,30 +476,12 @@ public actor Session {
             w.raw(",\"error\":"); w.write(object: ["code": .string(errorCode), "message": .string(message)])
             w.raw(",\"durationMs\":"); w.int(durationMs)
         }
-        if cancelClient {
+        if p.kind == .yield {
+            setInteractiveOff(p.id)
+        } else if cancelClient {
             emit(to: .client, type: "server.cancel", id: p.id) { w in
                 w.raw(",\"id\":"); w.write(string: p.id)
             }
-        }
-    }
-
-    // MARK: Telemetry (stored in memory; acked once stored)
-
-    private func handleTelemetry(clientSeq: Int?, events: [TelemetryEvent], from peer: Peer) {
-        if let cs = clientSeq {
-            if cs <= lastClientSeq {
-                sendAck(cs)
-                return
-            }
-            lastClientSeq = cs
-        }
-        eventCount += events.count
-        if let cs = clientSeq { sendAck(cs) }
-    }
-
-    private func sendAck(_ cs: Int) {
-        emit(to: .client, type: "server.ack", id: nil) { w in
-            w.raw(",\"clientSeq\":"); w.int(cs)
         }
     }
 
@@ -492,9 +494,7 @@ public actor Session {
             case .phaseChanged(let from, let to):
                 relay.log.event(session: id, "phase", ["from": .string(from.rawValue), "to": .string(to.rawValue)])
                 relay.metrics.phaseChanged(from: from, to: to)
-                if !debugs.isEmpty {
-                    journalRaw("server", JSONWriter.serialize(.object(["type": .string("server.phase"), "phase": .string(to.rawValue)])))
-                }
+                journal("server", JSONWriter.serialize(.object(["type": .string("server.phase"), "phase": .string(to.rawValue)]))[...])
             case .ended:
                 ended()
             case .armGrace(let role):
@@ -570,7 +570,7 @@ public actor Session {
         let typeName = type.description
         relay.log.message(session: self.id, direction: direction, type: typeName, id: id, seq: seq,
                           bytes: message.storage[FrameWriter.maxHeaderSize...], sensitive: sensitive)
-        if !debugs.isEmpty { journal(direction, message.storage[FrameWriter.maxHeaderSize...]) }
+        journal(direction, message.storage[FrameWriter.maxHeaderSize...])
         relay.metrics.countOut(typeName)
         if let peer = role == .worker ? worker : client, peer.helloDone {
             if role == .worker { workerStream.delivered = seq } else { clientStream.delivered = seq }
@@ -588,7 +588,7 @@ public actor Session {
         let direction = peer.role == .worker ? "server_to_worker" : (peer.role == .client ? "server_to_client" : "server_to_debug")
         if peer.role != .debug {
             relay.log.message(session: id, direction: direction, type: "server.hello", id: nil, seq: nil, bytes: bytes[...], sensitive: false)
-            if !debugs.isEmpty { journal(direction, bytes[...]) }
+            journal(direction, bytes[...])
         }
         peer.connection.send(OutboundMessage(reserved: storage), opcode: .text)
     }
@@ -613,16 +613,14 @@ public actor Session {
         }
     }
 
-    // MARK: Debug viewers (live envelopes)
+    // MARK: Journal and debug viewers
 
-    private func journal(_ direction: String, _ bytes: ArraySlice<UInt8>) {
-        var w = JSONWriter(bytes: [UInt8](repeating: 0, count: FrameWriter.maxHeaderSize))
-        w.raw("{\"direction\":\""); w.raw(Array(direction.utf8)); w.raw("\",\"ts\":")
-        w.write(string: ISO8601.format(epochMillis()))
-        w.raw(",\"message\":"); w.raw(bytes); w.raw("}")
-        let m = OutboundMessage(reserved: w.bytes)
+    /// Records a message in the journal and sends its envelope to every debug viewer.
+    func journal(_ direction: String, _ bytes: ArraySlice<UInt8>) {
+        let entry = journalLog.append(direction: direction, ts: epochMillis(), bytes: bytes,
+                                      maxCount: relay.settings.journalMaxEntries, maxBytes: relay.settings.journalMaxBytes)
+        guard !debugs.isEmpty else { return }
+        let m = JournalLog.envelope(entry)
         for d in debugs { d.connection.send(m, opcode: .text) }
     }
-
-    private func journalRaw(_ direction: String, _ bytes: [UInt8]) { journal(direction, bytes[...]) }
 }

@@ -28,6 +28,8 @@ struct Serve: ParsableCommand {
     @Option(help: "Messages per second a peer may send (token bucket rate).") var ratePerSecond = 1000
     @Option(help: "Messages a peer may send in a burst.") var rateBurst = 2000
     @Option(help: "Largest WebSocket message in bytes (after decompression).") var maxMessageSize = 16 << 20
+    @Option(help: "Messages retained per stream for replay.") var replayMaxMessages = 1000
+    @Option(help: "Bytes retained per stream for replay.") var replayMaxBytes = 8 << 20
     @Option(help: "Milliseconds SIGTERM waits for peers to close before exiting.") var drainMs = 10_000
 
     func run() throws {
@@ -55,6 +57,8 @@ struct Serve: ParsableCommand {
         settings.helloTimeoutMs = helloTimeoutMs
         settings.ratePerSecond = ratePerSecond
         settings.rateBurst = rateBurst
+        settings.replayMaxMessages = replayMaxMessages
+        settings.replayMaxBytes = replayMaxBytes
 
         var logOptions = TrafficLog.Options(path: dataDir + "/traffic.jsonl")
         logOptions.redact = !noRedaction

@@ -1,0 +1,316 @@
+import SocketServer
+import SwitchboardProtocol
+import WebSocketCore
+
+/// One journal entry: a message as debug viewers see it.
+struct JournalEntry {
+    var n: Int
+    var direction: String
+    var ts: Int64
+    var bytes: ArraySlice<UInt8>
+}
+
+/// The session's message journal (what debug viewers and `GET …/journal` see), bounded by
+/// count and bytes. Entries are numbered from 1; references share the relayed buffers.
+struct JournalLog {
+    private(set) var list: [JournalEntry] = []
+    private var head = 0
+    private var bytes = 0
+    private(set) var last = 0
+
+    mutating func append(direction: String, ts: Int64, bytes b: ArraySlice<UInt8>, maxCount: Int, maxBytes: Int) -> JournalEntry {
+        last += 1
+        let e = JournalEntry(n: last, direction: direction, ts: ts, bytes: b)
+        list.append(e)
+        bytes += b.count
+        while list.count - head > maxCount || (bytes > maxBytes && list.count - head > 1) {
+            bytes -= list[head].bytes.count
+            list[head].bytes = []
+            head += 1
+        }
+        if head > 1024 && head * 2 > list.count { list.removeFirst(head); head = 0 }
+        return e
+    }
+
+    /// Retained entries with `n >= from`.
+    func entries(from: Int) -> ArraySlice<JournalEntry> {
+        let live = list[head...]
+        guard let first = live.first else { return [] }
+        let start = max(0, from - first.n)
+        return start >= live.count ? [] : live.dropFirst(start)
+    }
+
+    static func envelope(_ e: JournalEntry) -> OutboundMessage {
+        var w = JSONWriter(bytes: [UInt8](repeating: 0, count: FrameWriter.maxHeaderSize))
+        w.raw("{\"direction\":"); w.write(string: e.direction)
+        w.raw(",\"ts\":"); w.write(string: ISO8601.format(e.ts))
+        w.raw(",\"message\":"); w.raw(e.bytes); w.raw("}")
+        return OutboundMessage(reserved: w.bytes)
+    }
+
+    static func restEntry(_ e: JournalEntry) -> [UInt8] {
+        var w = JSONWriter()
+        w.raw("{\"n\":"); w.int(e.n)
+        w.raw(",\"direction\":"); w.write(string: e.direction)
+        w.raw(",\"ts\":"); w.write(string: ISO8601.format(e.ts))
+        w.raw(",\"message\":"); w.raw(e.bytes); w.raw("}")
+        return w.bytes
+    }
+}
+
+/// A stored telemetry event.
+struct StoredEvent {
+    var eventSeq: Int
+    var type: String
+    var ts: Int64
+    var serverTs: Int64
+    var source: String
+    var payload: JSONObject
+
+    var json: JSON {
+        .object(["eventSeq": .int(eventSeq), "type": .string(type), "ts": .int64(ts), "serverTs": .int64(serverTs),
+                 "source": .string(source), "payload": .object(payload)])
+    }
+}
+
+/// The session's telemetry events with their `eventSeq`, bounded in memory.
+struct EventLog {
+    private(set) var list: [StoredEvent] = []
+    private var head = 0
+    private(set) var total = 0
+
+    mutating func append(_ e: TelemetryEvent, serverTs: Int64, max: Int) -> StoredEvent {
+        total += 1
+        let stored = StoredEvent(eventSeq: total, type: e.type, ts: e.ts ?? serverTs, serverTs: serverTs,
+                                 source: e.source ?? "client", payload: e.payload ?? [:])
+        list.append(stored)
+        if list.count - head > max { head += 1 }
+        if head > 1024 && head * 2 > list.count { list.removeFirst(head); head = 0 }
+        return stored
+    }
+
+    func page(after: Int, limit: Int, types: Set<String>?) -> (events: [StoredEvent], next: Int?) {
+        var out: [StoredEvent] = []
+        for e in list[head...] where e.eventSeq > after {
+            if let types, !types.contains(e.type) { continue }
+            if out.count == limit { return (out, out.last?.eventSeq) }
+            out.append(e)
+        }
+        return (out, nil)
+    }
+}
+
+/// A yield condition compiled once when the yield starts.
+struct CompiledCondition {
+    var index: Int
+    var type: String
+    var regex: Regex<AnyRegexOutput>?
+    var urlContains: String?
+    var method: String?
+    var successfulOnly = false
+    var bodyContains: String?
+    var captureBody = false
+    var selector: String?
+    var state: String?
+
+    init?(index: Int, _ o: JSONObject) {
+        self.index = index
+        guard let t = o["type"]?.stringValue else { return nil }
+        type = t
+        switch t {
+        case "url":
+            guard let p = o["pattern"]?.stringValue, let r = try? Regex(p) else { return nil }
+            regex = r
+        case "networkRequest":
+            if let p = o["url"]?.stringValue { guard let r = try? Regex(p) else { return nil }; regex = r }
+            urlContains = o["urlContains"]?.stringValue
+            method = o["method"]?.stringValue?.uppercased()
+            successfulOnly = o["successfulOnly"]?.boolValue ?? false
+            bodyContains = o["bodyContains"]?.stringValue
+            captureBody = o["captureBody"]?.boolValue ?? false
+        case "selector":
+            selector = o["selector"]?.stringValue
+            state = o["state"]?.stringValue ?? "visible"
+        default:
+            return nil
+        }
+    }
+
+    /// What the client receives for a condition it evaluates itself.
+    var clientJSON: JSON? {
+        guard type == "selector", let selector else { return nil }
+        return .object(["index": .int(index), "type": .string("selector"), "selector": .string(selector), "state": .string(state ?? "visible")])
+    }
+}
+
+extension Session {
+    static let defaultYieldTimeoutMs = 300_000
+
+    // MARK: Yield to user
+
+    func handleYield(_ y: YieldRequest) {
+        guard let worker else { return }
+        if state.phase.isTerminal { sendError(worker, .sessionTerminal, "the session has ended", id: y.id); return }
+        if let p = pending {
+            sendError(worker, .commandPending, "\(p.kind.rawValue) \(p.id) is still pending", id: y.id, details: ["pendingId": .string(p.id)])
+            return
+        }
+        // Patterns were validated by the decoder; compile them once for the life of the yield.
+        var compiled: [CompiledCondition] = []
+        for (i, c) in y.conditions.enumerated() {
+            guard let o = c.objectValue, let cc = CompiledCondition(index: i, o) else {
+                sendError(worker, .invalidCommand, "condition \(i) is not valid", id: y.id,
+                          details: ["issues": .array([.object(["path": .string("conditions[\(i)]"), "message": .string("invalid")])])])
+                return
+            }
+            compiled.append(cc)
+        }
+        guard let yid = claimId(y.id, worker: worker) else { return }
+        let timeout = y.timeoutMs ?? Session.defaultYieldTimeoutMs
+        var p = Pending(id: yid, kind: .yield, command: "yield_to_user", startedAt: monotonicNanos())
+        p.conditions = compiled
+        p.optional = y.optional
+        p.timer = loop.schedule(afterMillis: timeout) { [self] in self.assumeIsolated { $0.yieldTimedOut(yid) } }
+        pending = p
+        let clientConditions = compiled.compactMap(\.clientJSON)
+        emit(to: .client, type: "server.set_interactive", id: yid) { w in
+            w.raw(",\"interactive\":true,\"yieldId\":"); w.write(string: yid)
+            if let m = y.message { w.raw(",\"message\":"); w.write(string: m) }
+            w.raw(",\"conditions\":"); w.write(.array(clientConditions))
+        }
+        // A url condition may already hold: check the current URL at once.
+        if let nav = lastNavigation, let url = currentURL {
+            for c in compiled where c.type == "url" {
+                if let r = c.regex, url.contains(r) { resolveYield(p, conditionIndex: c.index, event: nav, body: nil); return }
+            }
+        }
+    }
+
+    private func yieldTimedOut(_ yid: String) {
+        guard let p = pending, p.id == yid else { return }
+        if p.optional {
+            p.timer?.cancel()
+            pending = nil
+            sendYieldResult(p, result: .object(["matched": .bool(false)]))
+            setInteractiveOff(yid)
+        } else {
+            finishPending(p, errorCode: ResultErrorCode.timeout, message: "the user did not finish in time", cancelClient: false)
+        }
+    }
+
+    private func resolveYield(_ p: Pending, conditionIndex: Int, event: StoredEvent, body: String?) {
+        p.timer?.cancel()
+        pending = nil
+        var result: JSONObject = ["matched": .bool(true), "conditionIndex": .int(conditionIndex), "event": event.json]
+        if let body { result["body"] = .string(body) }
+        sendYieldResult(p, result: .object(result))
+        setInteractiveOff(p.id)
+    }
+
+    private func sendYieldResult(_ p: Pending, result: JSON) {
+        let durationMs = Int((monotonicNanos() &- p.startedAt) / 1_000_000)
+        emit(to: .worker, type: "server.command_result", id: p.id, sensitive: true) { w in
+            w.raw(",\"id\":"); w.write(string: p.id)
+            w.raw(",\"command\":\"yield_to_user\",\"result\":"); w.write(result)
+            w.raw(",\"durationMs\":"); w.int(durationMs)
+        }
+    }
+
+    func setInteractiveOff(_ yid: String) {
+        emit(to: .client, type: "server.set_interactive", id: yid) { w in
+            w.raw(",\"interactive\":false,\"yieldId\":"); w.write(string: yid)
+        }
+    }
+
+    /// Checks a new event against the pending yield's conditions (first match wins).
+    private func evaluateYield(_ e: StoredEvent) {
+        guard let p = pending, p.kind == .yield else { return }
+        for c in p.conditions {
+            switch c.type {
+            case "url":
+                guard e.type == "navigation", e.payload["isMainFrame"]?.boolValue != false,
+                      let url = e.payload["url"]?.stringValue, let r = c.regex, url.contains(r) else { continue }
+                resolveYield(p, conditionIndex: c.index, event: e, body: nil)
+                return
+            case "networkRequest":
+                guard e.type == "net.response", let url = e.payload["url"]?.stringValue else { continue }
+                if let r = c.regex, !url.contains(r) { continue }
+                if let s = c.urlContains, !url.contains(s) { continue }
+                if let m = c.method, (e.payload["method"]?.stringValue ?? "").uppercased() != m { continue }
+                if c.successfulOnly { guard let st = e.payload["status"]?.intValue, (200...299).contains(st) else { continue } }
+                let body = e.payload["body"]?.stringValue
+                if let s = c.bodyContains { guard let body, body.contains(s) else { continue } }
+                resolveYield(p, conditionIndex: c.index, event: e, body: c.captureBody ? body : nil)
+                return
+            case "selector":
+                guard e.type == "condition.matched", e.payload["yieldId"]?.stringValue == p.id,
+                      e.payload["index"]?.intValue == c.index else { continue }
+                resolveYield(p, conditionIndex: c.index, event: e, body: nil)
+                return
+            default:
+                continue
+            }
+        }
+    }
+
+    // MARK: Telemetry
+
+    func handleTelemetry(clientSeq: Int?, events incoming: [TelemetryEvent], from peer: Peer) {
+        if let cs = clientSeq {
+            // A retransmission of a batch already stored: drop it, ack it again.
+            if cs <= lastClientSeq { sendAck(cs); return }
+            lastClientSeq = cs
+        }
+        let filter = (clientConfig["eventFilter"]?["types"]?.arrayValue).map { Set($0.compactMap(\.stringValue)) }
+        let now = epochMillis()
+        for e in incoming {
+            if e.type == "navigation", e.payload?["isMainFrame"]?.boolValue != false, let url = e.payload?["url"]?.stringValue {
+                currentURL = url
+            }
+            // Protocol events are always kept; others only when the filter wants them.
+            if let filter, !filter.contains(e.type), e.type != "condition.matched" {
+                if e.type == "navigation" { lastNavigation = StoredEvent(eventSeq: 0, type: e.type, ts: e.ts ?? now, serverTs: now, source: e.source ?? "client", payload: e.payload ?? [:]) }
+                continue
+            }
+            let stored = events.append(e, serverTs: now, max: relay.settings.eventsMaxPerSession)
+            if stored.type == "navigation" && stored.payload["isMainFrame"]?.boolValue != false { lastNavigation = stored }
+            evaluateYield(stored)
+            if let sub = workerSubscription, sub.contains(stored.type) {
+                emit(to: .worker, type: "server.event", id: nil) { wr in
+                    wr.raw(",\"event\":"); wr.write(stored.json)
+                }
+            }
+        }
+        if let cs = clientSeq { sendAck(cs) }
+    }
+
+    func sendAck(_ cs: Int) {
+        emit(to: .client, type: "server.ack", id: nil) { w in
+            w.raw(",\"clientSeq\":"); w.int(cs)
+        }
+    }
+
+    // MARK: REST reads
+
+    func eventsPage(after: Int, limit: Int, types: Set<String>?) -> [UInt8] {
+        let page = events.page(after: after, limit: limit, types: types)
+        return JSONWriter.serialize(.object(["events": .array(page.events.map(\.json)), "next": page.next.map { .int($0) } ?? .null]))
+    }
+
+    func journalPage(after: Int, limit: Int) -> [UInt8] {
+        var w = JSONWriter()
+        w.raw("{\"entries\":[")
+        var count = 0
+        var next: Int? = nil
+        for e in journalLog.entries(from: after + 1) {
+            if count == limit { next = e.n - 1; break }
+            if count > 0 { w.raw(",") }
+            w.raw(JournalLog.restEntry(e))
+            count += 1
+        }
+        w.raw("],\"next\":")
+        if let next { w.int(next) } else { w.raw("null") }
+        w.raw("}")
+        return w.bytes
+    }
+}
