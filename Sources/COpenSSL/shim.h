@@ -18,5 +18,23 @@ static inline long sb_SSL_CTX_set_mode(SSL_CTX *ctx, long mode) {
 static inline long sb_SSL_CTX_set_options(SSL_CTX *ctx, long options) {
     return SSL_CTX_set_options(ctx, options);
 }
+static inline void sb_SSL_CTX_set_server_options(SSL_CTX *ctx) {
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+}
 static inline long sb_BIO_pending(BIO *b) { return BIO_ctrl_pending(b); }
+static inline long sb_BIO_set_mem_eof_return(BIO *b, int v) { return BIO_set_mem_eof_return(b, v); }
+
+// ALPN: select "http/1.1" when the client offers it, otherwise continue without ALPN.
+static int sb_alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                          const unsigned char *in, unsigned int inlen, void *arg) {
+    static const unsigned char http11[] = { 8, 'h','t','t','p','/','1','.','1' };
+    (void)ssl; (void)arg;
+    if (SSL_select_next_proto((unsigned char **)out, outlen, http11, sizeof(http11), in, inlen) == OPENSSL_NPN_NEGOTIATED) {
+        return SSL_TLSEXT_ERR_OK;
+    }
+    return SSL_TLSEXT_ERR_NOACK;
+}
+static inline void sb_SSL_CTX_enable_alpn_http11(SSL_CTX *ctx) {
+    SSL_CTX_set_alpn_select_cb(ctx, sb_alpn_select, NULL);
+}
 #endif

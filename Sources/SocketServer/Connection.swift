@@ -65,12 +65,16 @@ public final class Connection: Selectable, @unchecked Sendable {
 
     /// Free for the application (e.g. which session and role this connection serves).
     public var context: AnyObject?
+    /// TLS, when the server has a certificate: bytes pass through it both ways.
+    private let tls: TLSSession?
+    private var firstByteSeen = false
 
     init(fd: Int32, remote: String, server: Server) {
         self.fd = fd
         remoteAddress = remote
         self.server = server
         http = HTTPRequestParser(limits: server.configuration.httpLimits)
+        tls = server.tls.map { TLSSession(context: $0) }
         let now = server.loop.now
         lastReceived = now
         lastPing = now
@@ -89,11 +93,42 @@ public final class Connection: Selectable, @unchecked Sendable {
         if n > 0 {
             lastReceived = loop.now
             bytesIn += n
-            received(UnsafeMutableRawBufferPointer(rebasing: buf[0..<n]))
+            if let tls {
+                receivedCiphertext(UnsafeRawBufferPointer(rebasing: buf[0..<n]), tls)
+            } else {
+                received(UnsafeMutableRawBufferPointer(rebasing: buf[0..<n]))
+            }
         } else if n == 0 {
             teardown()
         } else if errno != EAGAIN && errno != EINTR {
             teardown()
+        }
+    }
+
+    private func receivedCiphertext(_ bytes: UnsafeRawBufferPointer, _ tls: TLSSession) {
+        if !firstByteSeen {
+            firstByteSeen = true
+            // Not a TLS record (0x16): someone speaks plain HTTP to the TLS port. Say so, in plain text.
+            if bytes[0] != 0x16 {
+                keepAlive = false
+                let body = Connection.errorJSON(code: "bad_request", message: "this port speaks TLS: use https:// or wss://")
+                rawEnqueue(HTTPResponse(status: 400, json: body).serialize(keepAlive: false), from: 0)
+                closeAfterFlush = true
+                flushIfIdle()
+                return
+            }
+        }
+        tls.feed(bytes)
+        let plain = loop.plainBuffer
+        while phase != .closed {
+            let m = tls.read(into: plain)
+            guard m > 0 else { break }
+            received(UnsafeMutableRawBufferPointer(rebasing: plain[0..<m]))
+        }
+        if phase != .closed, let out = tls.takeOutput() { rawEnqueue(out, from: 0) }
+        if tls.failed || tls.peerClosed {
+            closeAfterFlush = true
+            flushIfIdle()
         }
     }
 
@@ -295,7 +330,16 @@ public final class Connection: Selectable, @unchecked Sendable {
 
     func enqueueFrame(_ bytes: [UInt8], from start: Int) { enqueue(bytes, from: start) }
 
+    /// Queues bytes for the peer, through TLS when it is on.
     private func enqueue(_ bytes: [UInt8], from start: Int) {
+        guard let tls else { rawEnqueue(bytes, from: start); return }
+        guard phase == .http || phase == .webSocket, start < bytes.count else { return }
+        let ok = bytes.withUnsafeBytes { tls.write(UnsafeRawBufferPointer(rebasing: $0[start...])) }
+        if let out = tls.takeOutput() { rawEnqueue(out, from: 0) }
+        if !ok { scheduleTeardown() }
+    }
+
+    private func rawEnqueue(_ bytes: [UInt8], from start: Int) {
         guard phase == .http || phase == .webSocket, start < bytes.count else { return }
         if queueHead == queue.count {
             // Nothing queued: try to write straight away.
@@ -407,6 +451,10 @@ public final class Connection: Selectable, @unchecked Sendable {
         guard phase != .lingering && phase != .closed else { return }
         let wasWebSocket = phase == .webSocket
         phase = .lingering
+        if let tls {
+            tls.shutdown()
+            if let out = tls.takeOutput() { _ = out.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) } }
+        }
         shutdown(fd, Int32(SHUT_WR))
         deadline = loop.now &+ UInt64(config.closeTimeoutMs) * 1_000_000
         interest = .read

@@ -51,6 +51,8 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
     private var threadID: pthread_t? = nil
     /// One read buffer shared by every connection of this loop: reads happen one at a time.
     public let readBuffer: UnsafeMutableRawBufferPointer
+    /// Where TLS connections of this loop decrypt into.
+    public let plainBuffer: UnsafeMutableRawBufferPointer
     /// Time at the start of the current iteration.
     public private(set) var now: UInt64 = monotonicNanos()
     /// Loop-local objects (shared zlib streams, caches) keyed by name.
@@ -61,9 +63,10 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
     public init(selector: Selector? = nil, readBufferSize: Int = 256 << 10) throws(SystemError) {
         if let selector { self.selector = selector } else { self.selector = try EpollSelector() }
         readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: readBufferSize, alignment: 16)
+        plainBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: readBufferSize, alignment: 16)
     }
 
-    deinit { readBuffer.deallocate() }
+    deinit { readBuffer.deallocate(); plainBuffer.deallocate() }
 
     /// Starts a thread running this loop.
     public static func spawn(name: String = "switchboard-loop") throws(SystemError) -> EventLoop {

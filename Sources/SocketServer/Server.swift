@@ -35,6 +35,8 @@ public final class Server: @unchecked Sendable {
     public let loop: EventLoop
     public let configuration: ServerConfiguration
     public weak var delegate: ServerDelegate?
+    /// TLS for new connections; replaced by `reloadTLS` (open connections keep theirs).
+    public private(set) var tls: TLSContext?
     private var listeners: [Listener] = []
     public private(set) var boundPorts: [Int] = []
     public private(set) var connectionCount = 0
@@ -45,9 +47,22 @@ public final class Server: @unchecked Sendable {
     private var deflatersShared: [Int: Deflater] = [:]
 
 
-    public init(loop: EventLoop, configuration: ServerConfiguration) {
+    public init(loop: EventLoop, configuration: ServerConfiguration, tls: TLSContext? = nil) {
         self.loop = loop
         self.configuration = configuration
+        self.tls = tls
+    }
+
+    /// Loads the certificate and key again from the same files (SIGHUP). On failure the
+    /// current context stays and the error is returned.
+    public func reloadTLS() -> TLSError? {
+        guard let current = tls else { return nil }
+        do {
+            tls = try TLSContext(certificatePath: current.certificatePath, keyPath: current.keyPath)
+            return nil
+        } catch {
+            return error
+        }
     }
 
     /// Binds every configured host (synchronously, so errors reach the caller), then starts

@@ -8,6 +8,8 @@ public struct RelaySettings: Sendable {
     public var apiKeys: [String] = []
     /// Base of `websocketUrl` in responses; derived from the listening address when nil.
     public var publicURL: String? = nil
+    /// The listener speaks TLS: `websocketUrl` defaults to wss://.
+    public var tls = false
     public var defaults = SessionTimeouts()
     public var maxima: SessionTimeouts = {
         var m = SessionTimeouts()
@@ -223,7 +225,7 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
         metrics.phaseChanged(from: nil, to: .created)
         session.assumeIsolated { $0.startTimers() }
         log.event(session: sid, "created", ["expiresAt": .int64(session.expiresAt)])
-        let base = settings.publicURL ?? "ws://\(request.headers["Host"] ?? "127.0.0.1:\(server?.port ?? 0)")"
+        let base = settings.publicURL ?? "\(settings.tls ? "wss" : "ws")://\(request.headers["Host"] ?? "127.0.0.1:\(server?.port ?? 0)")"
         let wsBase = base.hasPrefix("http://") ? "ws://" + base.dropFirst(7) : (base.hasPrefix("https://") ? "wss://" + base.dropFirst(8) : Substring(base))
         return Relay.json(201, .object([
             "sessionId": .string(sid), "workerToken": .string(workerToken), "clientToken": .string(clientToken),

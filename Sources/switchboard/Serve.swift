@@ -20,11 +20,14 @@ struct Serve: ParsableCommand {
     @Option(help: "Directory for the API key file and the traffic log.") var dataDir = "switchboard-data"
     @Option(name: .customLong("api-key"), help: "An API key for the REST API. Repeatable.") var apiKeys: [String] = []
     @Option(help: "Public base URL for websocketUrl in responses (e.g. wss://relay.example.com).") var publicUrl: String?
+    @Option(help: "PEM certificate chain: serve https:// and wss:// on the same port (with --tls-key). Reloaded on SIGHUP.") var tlsCert: String?
+    @Option(help: "PEM private key of --tls-cert.") var tlsKey: String?
     @Flag(help: "Do not offer permessage-deflate.") var noCompression = false
     @Flag(help: "Write user input (fill values, typed text, bodies) to the traffic log unredacted.") var noRedaction = false
     @Option(help: "Milliseconds to wait for a hello before closing with 4003.") var helloTimeoutMs = 10_000
     @Option(help: "Milliseconds between server pings.") var pingIntervalMs = 20_000
     @Option(help: "Close a connection with 4008 after this many milliseconds without a frame.") var deadPeerMs = 40_000
+    @Option(help: "Milliseconds from accept to a complete request head (TLS handshake included).") var handshakeTimeoutMs = 10_000
     @Option(help: "Messages per second a peer may send (token bucket rate).") var ratePerSecond = 1000
     @Option(help: "Messages a peer may send in a burst.") var rateBurst = 2000
     @Option(help: "Largest WebSocket message in bytes (after decompression).") var maxMessageSize = 16 << 20
@@ -37,8 +40,9 @@ struct Serve: ParsableCommand {
         Socket.ignoreSIGPIPE()
         Socket.raiseFileLimit()
         if mkdir(dataDir, 0o750) != 0 && errno != EEXIST {
-            throw ValidationError("cannot create data directory \(dataDir): errno \(errno)")
+            throw StartupError("cannot create data directory \(dataDir): errno \(errno)")
         }
+        let tls = try loadTLS(cert: tlsCert, key: tlsKey)
         var keys = apiKeys
         if keys.isEmpty { keys = [try loadOrCreateKey()] }
 
@@ -48,12 +52,14 @@ struct Serve: ParsableCommand {
         config.pingIntervalMs = pingIntervalMs
         config.deadPeerTimeoutMs = deadPeerMs
         config.maxMessageSize = maxMessageSize
+        config.handshakeTimeoutMs = handshakeTimeoutMs
         config.maxFrameSize = maxMessageSize
         if noCompression { config.deflate = nil }
 
         var settings = RelaySettings()
         settings.apiKeys = keys
         settings.publicURL = publicUrl
+        settings.tls = tls != nil
         settings.helloTimeoutMs = helloTimeoutMs
         settings.ratePerSecond = ratePerSecond
         settings.rateBurst = rateBurst
@@ -63,22 +69,28 @@ struct Serve: ParsableCommand {
         var logOptions = TrafficLog.Options(path: dataDir + "/traffic.jsonl")
         logOptions.redact = !noRedaction
         let log: TrafficLog
-        do { log = try TrafficLog(options: logOptions) } catch { throw ValidationError("cannot open traffic log: \(error)") }
+        do { log = try TrafficLog(options: logOptions) } catch { throw StartupError("cannot open traffic log: \(error)") }
         log.start()
 
         let loop = try EventLoop()
-        let server = Server(loop: loop, configuration: config)
+        let server = Server(loop: loop, configuration: config, tls: tls)
         let relay = Relay(loop: loop, settings: settings, log: log)
         relay.server = server
         server.delegate = relay
-        do { try server.bind() } catch { throw ValidationError("cannot listen on \(config.hosts.joined(separator: ", ")) port \(port): \(error)") }
+        do { try server.bind() } catch { throw StartupError("cannot listen on \(config.hosts.joined(separator: ", ")) port \(port): \(error)") }
         loop.execute { try? server.start() }
         for (h, p) in zip(config.hosts, server.boundPorts) {
-            say("switchboard \(Relay.version) listening on http://\(h.contains(":") ? "[\(h)]" : h):\(p) (data: \(dataDir))")
+            say("switchboard \(Relay.version) listening on \(tls == nil ? "http" : "https")://\(h.contains(":") ? "[\(h)]" : h):\(p) (data: \(dataDir))")
         }
         log.event(session: nil, "start", ["version": .string(Relay.version), "port": .int(server.port)])
         try runUntilSignalled(loop: loop, server: server, drainMs: drainMs, beforeDrain: { relay.startDraining() },
-                              onHangup: { log.reopen() }) {
+                              onHangup: {
+                                  log.reopen()
+                                  if tls != nil {
+                                      let error = server.reloadTLS()
+                                      log.event(session: nil, "tls_reload", error.map { ["error": .string($0.description)] } ?? ["ok": .bool(true)])
+                                  }
+                              }) {
             log.event(session: nil, "stop", [:])
             log.close()
         }
@@ -99,7 +111,7 @@ struct Serve: ParsableCommand {
         }
         let key = Crypto.token(prefix: "sk_", bits: 192)
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        guard fd >= 0 else { throw ValidationError("cannot write \(path): errno \(errno)") }
+        guard fd >= 0 else { throw StartupError("cannot write \(path): errno \(errno)") }
         let bytes = Array((key + "\n").utf8)
         _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
         close(fd)

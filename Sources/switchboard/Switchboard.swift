@@ -20,6 +20,23 @@ func say(_ line: String) {
     bytes.withUnsafeBytes { _ = write(1, $0.baseAddress, $0.count) }
 }
 
+/// A failure at start-up (unreadable file, busy port): printed as "Error: …", exit status 1.
+struct StartupError: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
+}
+
+/// Loads `--tls-cert` / `--tls-key` (both or neither); errors name the file at fault.
+func loadTLS(cert: String?, key: String?) throws -> TLSContext? {
+    switch (cert, key) {
+    case (nil, nil): return nil
+    case (nil, _): throw ValidationError("--tls-key needs --tls-cert")
+    case (_, nil): throw ValidationError("--tls-cert needs --tls-key")
+    case (let c?, let k?):
+        do { return try TLSContext(certificatePath: c, keyPath: k) } catch { throw StartupError("TLS: \(error)") }
+    }
+}
+
 /// Blocks the signals the daemon handles; call first thing on the main thread, before any
 /// other thread exists (they inherit the mask, so no signal bypasses the loop's signalfd).
 func blockSignals() { SignalSource.block([SIGTERM, SIGINT, SIGHUP]) }
@@ -54,6 +71,9 @@ struct Echo: ParsableCommand {
     @Option(help: "Largest message in bytes.") var maxMessageSize = 16 << 20
     @Option(help: "Milliseconds between server pings.") var pingIntervalMs = 20_000
     @Option(help: "Close a connection with 4008 after this many milliseconds without a frame.") var deadPeerMs = 40_000
+    @Option(help: "Milliseconds from accept to a complete request head (TLS handshake included).") var handshakeTimeoutMs = 10_000
+    @Option(help: "PEM certificate chain: serve wss:// (with --tls-key).") var tlsCert: String?
+    @Option(help: "PEM private key of --tls-cert.") var tlsKey: String?
 
     func run() throws {
         blockSignals()
@@ -65,18 +85,20 @@ struct Echo: ParsableCommand {
         config.maxFrameSize = maxMessageSize
         config.pingIntervalMs = pingIntervalMs
         config.deadPeerTimeoutMs = deadPeerMs
+        config.handshakeTimeoutMs = handshakeTimeoutMs
         if noCompression { config.deflate = nil }
         Socket.raiseFileLimit()
+        let tls = try loadTLS(cert: tlsCert, key: tlsKey)
         let loop = try EventLoop()
-        let server = Server(loop: loop, configuration: config)
+        let server = Server(loop: loop, configuration: config, tls: tls)
         let delegate = EchoDelegate()
         server.delegate = delegate
         do { try server.bind() } catch {
-            throw ValidationError("cannot listen on \(host):\(port): \(error)")
+            throw StartupError("cannot listen on \(host):\(port): \(error)")
         }
         loop.execute { try? server.start() }
-        say("switchboard echo listening on ws://\(host.contains(":") ? "[\(host)]" : host):\(server.port)/")
-        try runUntilSignalled(loop: loop, server: server, drainMs: 2000)
+        say("switchboard echo listening on \(tls == nil ? "ws" : "wss")://\(host.contains(":") ? "[\(host)]" : host):\(server.port)/")
+        try runUntilSignalled(loop: loop, server: server, drainMs: 2000, onHangup: { _ = server.reloadTLS() })
         withExtendedLifetime(delegate) {}
     }
 }
