@@ -21,6 +21,9 @@ static inline long sb_SSL_CTX_set_options(SSL_CTX *ctx, long options) {
 static inline void sb_SSL_CTX_set_server_options(SSL_CTX *ctx) {
     SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
 }
+static inline long sb_SSL_CTX_set1_groups_list(SSL_CTX *ctx, const char *list) {
+    return SSL_CTX_set1_groups_list(ctx, list);
+}
 static inline long sb_BIO_pending(BIO *b) { return BIO_ctrl_pending(b); }
 static inline long sb_BIO_set_mem_eof_return(BIO *b, int v) { return BIO_set_mem_eof_return(b, v); }
 

@@ -27,6 +27,9 @@ public final class TLSContext: @unchecked Sendable {
     /// TLS 1.2 suites: ECDHE key exchange with AES-GCM or ChaCha20-Poly1305. TLS 1.3 uses OpenSSL's defaults (all AEAD).
     public static let cipherList = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 
+    /// Key exchange groups (Mozilla "intermediate"): X25519, P-256, P-384.
+    public static let groups = "X25519:P-256:P-384"
+
     public init(certificatePath: String, keyPath: String) throws(TLSError) {
         self.certificatePath = certificatePath
         self.keyPath = keyPath
@@ -36,6 +39,7 @@ public final class TLSContext: @unchecked Sendable {
         guard sb_SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) == 1 else { throw TLSError("cannot require TLS 1.2") }
         guard SSL_CTX_set_cipher_list(ctx, TLSContext.cipherList) == 1 else { throw TLSError("cannot set the cipher list") }
         sb_SSL_CTX_set_server_options(ctx)
+        guard sb_SSL_CTX_set1_groups_list(ctx, TLSContext.groups) == 1 else { throw TLSError("cannot set the key exchange groups") }
         _ = sb_SSL_CTX_set_mode(ctx, Int(SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS))
         guard access(certificatePath, R_OK) == 0 else { throw TLSError("cannot read certificate file \(certificatePath)") }
         guard access(keyPath, R_OK) == 0 else { throw TLSError("cannot read key file \(keyPath)") }

@@ -23,6 +23,7 @@ struct Serve: ParsableCommand {
     @Option(help: "PEM certificate chain: serve https:// and wss:// on the same port (with --tls-key). Reloaded on SIGHUP.") var tlsCert: String?
     @Option(help: "PEM private key of --tls-cert.") var tlsKey: String?
     @Flag(help: "Do not offer permessage-deflate.") var noCompression = false
+    @Flag(help: "Keep deflate contexts between messages (better ratio, ~300 KiB of zlib state per busy connection).") var deflateContextTakeover = false
     @Flag(help: "Write user input (fill values, typed text, bodies) to the traffic log unredacted.") var noRedaction = false
     @Option(help: "Milliseconds to wait for a hello before closing with 4003.") var helloTimeoutMs = 10_000
     @Option(help: "Milliseconds between server pings.") var pingIntervalMs = 20_000
@@ -55,6 +56,7 @@ struct Serve: ParsableCommand {
         config.handshakeTimeoutMs = handshakeTimeoutMs
         config.maxFrameSize = maxMessageSize
         if noCompression { config.deflate = nil }
+        if deflateContextTakeover { config.deflate?.contextTakeover = true }
 
         var settings = RelaySettings()
         settings.apiKeys = keys

@@ -68,6 +68,7 @@ struct Echo: ParsableCommand {
     @Option(help: "Address to listen on (IPv4 or IPv6 literal).") var host = "127.0.0.1"
     @Option(help: "Port to listen on (0 picks a free one and prints it).") var port = 9001
     @Flag(help: "Do not offer permessage-deflate.") var noCompression = false
+    @Flag(help: "Keep deflate contexts between messages (better ratio, ~300 KiB of zlib state per busy connection).") var deflateContextTakeover = false
     @Option(help: "Largest message in bytes.") var maxMessageSize = 16 << 20
     @Option(help: "Milliseconds between server pings.") var pingIntervalMs = 20_000
     @Option(help: "Close a connection with 4008 after this many milliseconds without a frame.") var deadPeerMs = 40_000
@@ -87,6 +88,7 @@ struct Echo: ParsableCommand {
         config.deadPeerTimeoutMs = deadPeerMs
         config.handshakeTimeoutMs = handshakeTimeoutMs
         if noCompression { config.deflate = nil }
+        if deflateContextTakeover { config.deflate?.contextTakeover = true }
         Socket.raiseFileLimit()
         let tls = try loadTLS(cert: tlsCert, key: tlsKey)
         let loop = try EventLoop()
