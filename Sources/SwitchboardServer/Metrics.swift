@@ -7,7 +7,8 @@ public final class Metrics {
     public var incompleteReplays = 0
     public var sessionsCreated = 0
     var phases: [Phase: Int] = [:]
-    var messagesOut: [String: Int] = [:]
+    /// Keyed by the address of the type's static string: no String is made per message.
+    var messagesOut: [Int: (name: StaticString, count: Int)] = [:]
     var errors: [String: Int] = [:]
     /// Command round-trip histogram buckets in ms.
     static let buckets: [Int] = [1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000]
@@ -21,7 +22,10 @@ public final class Metrics {
         phases[to, default: 0] += 1
     }
 
-    func countOut(_ type: String) { messagesOut[type, default: 0] += 1 }
+    func countOut(_ type: StaticString) {
+        let key = Int(bitPattern: type.utf8Start)
+        if let e = messagesOut[key] { messagesOut[key] = (e.name, e.count + 1) } else { messagesOut[key] = (type, 1) }
+    }
     func countError(_ code: String) { errors[code, default: 0] += 1 }
 
     func observeRoundTrip(ms: Int) {
@@ -47,7 +51,9 @@ public final class Metrics {
         line("switchboard_commands_total \(commands)")
         line("# HELP switchboard_messages_out_total Messages sent by type.")
         line("# TYPE switchboard_messages_out_total counter")
-        for (t, n) in messagesOut.sorted(by: { $0.key < $1.key }) { line("switchboard_messages_out_total{type=\"\(t)\"} \(n)") }
+        var byName: [String: Int] = [:]
+        for e in messagesOut.values { byName[e.name.description, default: 0] += e.count }
+        for (t, n) in byName.sorted(by: { $0.key < $1.key }) { line("switchboard_messages_out_total{type=\"\(t)\"} \(n)") }
         line("# HELP switchboard_errors_total server.error messages by code.")
         line("# TYPE switchboard_errors_total counter")
         for (c, n) in errors.sorted(by: { $0.key < $1.key }) { line("switchboard_errors_total{code=\"\(c)\"} \(n)") }

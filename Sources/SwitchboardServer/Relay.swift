@@ -27,8 +27,8 @@ public struct RelaySettings: Sendable {
     public var replayMaxBytes = 8 << 20
     public var maxSessions = 100_000
     public var injectionScripts: [JSON] = []
-    public var journalMaxEntries = 10_000
-    public var journalMaxBytes = 16 << 20
+    public var journalMaxEntries = 1_000
+    public var journalMaxBytes = 1 << 20
     public var eventsMaxPerSession = 100_000
     public init() {}
 }

@@ -209,7 +209,7 @@ public actor Session {
             InboundDecoder.decode(UnsafeRawBufferPointer(rebasing: raw[FrameWriter.maxHeaderSize...]),
                                   base: message.bytes, role: peer.role, receivedAt: now)
         }
-        let direction = peer.role == .worker ? "worker_to_server" : "client_to_server"
+        let direction: StaticString = peer.role == .worker ? "worker_to_server" : "client_to_server"
         switch decoded {
         case .failure(.invalidEnvelope(let why)):
             logInbound(direction, type: "invalid", id: nil, message.bytes, sensitive: false)
@@ -246,12 +246,12 @@ public actor Session {
         return false
     }
 
-    private func logInbound(_ direction: String, type: String, id: String?, _ bytes: ArraySlice<UInt8>, sensitive: Bool) {
+    private func logInbound(_ direction: StaticString, type: StaticString, id: String?, _ bytes: ArraySlice<UInt8>, sensitive: Bool) {
         relay.log.message(session: self.id, direction: direction, type: type, id: id, seq: nil, bytes: bytes, sensitive: sensitive)
         journal(direction, bytes)
     }
 
-    private func handle(_ msg: PeerMessage, from peer: Peer, bytes: ArraySlice<UInt8>, direction: String) {
+    private func handle(_ msg: PeerMessage, from peer: Peer, bytes: ArraySlice<UInt8>, direction: StaticString) {
         switch msg {
         case .hello(let hello):
             logInbound(direction, type: peer.role == .worker ? "worker.hello" : "client.hello", id: nil, bytes, sensitive: false)
@@ -533,7 +533,7 @@ public actor Session {
             var o: JSONObject = ["type": .string("server.session_end"), "phase": .string(state.phase.rawValue),
                                  "reason": .string(state.reason?.rawValue ?? "")]
             if state.phase == .complete { o["result"] = state.result ?? .null } else { o["error"] = state.error ?? .null }
-            sendUnsequenced(peer, JSONWriter.serialize(.object(o)))
+            sendUnsequenced(peer, JSONWriter.serialize(.object(o)), type: "server.session_end")
             return
         }
         emit(to: peer.role, type: "server.session_end", id: nil) { w in
@@ -566,12 +566,11 @@ public actor Session {
         let settings = relay.settings
         if role == .worker { workerStream.retain(retained, maxCount: settings.replayMaxMessages, maxBytes: settings.replayMaxBytes) }
         else { clientStream.retain(retained, maxCount: settings.replayMaxMessages, maxBytes: settings.replayMaxBytes) }
-        let direction = role == .worker ? "server_to_worker" : "server_to_client"
-        let typeName = type.description
-        relay.log.message(session: self.id, direction: direction, type: typeName, id: id, seq: seq,
+        let direction: StaticString = role == .worker ? "server_to_worker" : "server_to_client"
+        relay.log.message(session: self.id, direction: direction, type: type, id: id, seq: seq,
                           bytes: message.storage[FrameWriter.maxHeaderSize...], sensitive: sensitive)
         journal(direction, message.storage[FrameWriter.maxHeaderSize...])
-        relay.metrics.countOut(typeName)
+        relay.metrics.countOut(type)
         if let peer = role == .worker ? worker : client, peer.helloDone {
             if role == .worker { workerStream.delivered = seq } else { clientStream.delivered = seq }
             peer.connection.sendSealed(message)
@@ -582,12 +581,12 @@ public actor Session {
         peer.connection.send(message, opcode: .text)
     }
 
-    private func sendUnsequenced(_ peer: Peer, _ bytes: [UInt8]) {
+    private func sendUnsequenced(_ peer: Peer, _ bytes: [UInt8], type: StaticString = "server.hello") {
         var storage = [UInt8](repeating: 0, count: FrameWriter.maxHeaderSize)
         storage.append(contentsOf: bytes)
-        let direction = peer.role == .worker ? "server_to_worker" : (peer.role == .client ? "server_to_client" : "server_to_debug")
+        let direction: StaticString = peer.role == .worker ? "server_to_worker" : "server_to_client"
         if peer.role != .debug {
-            relay.log.message(session: id, direction: direction, type: "server.hello", id: nil, seq: nil, bytes: bytes[...], sensitive: false)
+            relay.log.message(session: id, direction: direction, type: type, id: nil, seq: nil, bytes: bytes[...], sensitive: false)
             journal(direction, bytes[...])
         }
         peer.connection.send(OutboundMessage(reserved: storage), opcode: .text)
@@ -609,14 +608,14 @@ public actor Session {
             w.raw("{\"type\":\"server.error\"")
             fields(&w)
             w.raw("}")
-            sendUnsequenced(peer, w.bytes)
+            sendUnsequenced(peer, w.bytes, type: "server.error")
         }
     }
 
     // MARK: Journal and debug viewers
 
     /// Records a message in the journal and sends its envelope to every debug viewer.
-    func journal(_ direction: String, _ bytes: ArraySlice<UInt8>) {
+    func journal(_ direction: StaticString, _ bytes: ArraySlice<UInt8>) {
         let entry = journalLog.append(direction: direction, ts: epochMillis(), bytes: bytes,
                                       maxCount: relay.settings.journalMaxEntries, maxBytes: relay.settings.journalMaxBytes)
         guard !debugs.isEmpty else { return }

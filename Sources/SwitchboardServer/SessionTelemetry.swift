@@ -5,7 +5,7 @@ import WebSocketCore
 /// One journal entry: a message as debug viewers see it.
 struct JournalEntry {
     var n: Int
-    var direction: String
+    var direction: StaticString
     var ts: Int64
     var bytes: ArraySlice<UInt8>
 }
@@ -18,7 +18,7 @@ struct JournalLog {
     private var bytes = 0
     private(set) var last = 0
 
-    mutating func append(direction: String, ts: Int64, bytes b: ArraySlice<UInt8>, maxCount: Int, maxBytes: Int) -> JournalEntry {
+    mutating func append(direction: StaticString, ts: Int64, bytes b: ArraySlice<UInt8>, maxCount: Int, maxBytes: Int) -> JournalEntry {
         last += 1
         let e = JournalEntry(n: last, direction: direction, ts: ts, bytes: b)
         list.append(e)
@@ -42,17 +42,17 @@ struct JournalLog {
 
     static func envelope(_ e: JournalEntry) -> OutboundMessage {
         var w = JSONWriter(bytes: [UInt8](repeating: 0, count: FrameWriter.maxHeaderSize))
-        w.raw("{\"direction\":"); w.write(string: e.direction)
-        w.raw(",\"ts\":"); w.write(string: ISO8601.format(e.ts))
-        w.raw(",\"message\":"); w.raw(e.bytes); w.raw("}")
+        w.raw("{\"direction\":\""); w.raw(e.direction)
+        w.raw("\",\"ts\":\""); w.raw(Timestamps.iso(e.ts))
+        w.raw("\",\"message\":"); w.raw(e.bytes); w.raw("}")
         return OutboundMessage(reserved: w.bytes)
     }
 
     static func restEntry(_ e: JournalEntry) -> [UInt8] {
         var w = JSONWriter()
         w.raw("{\"n\":"); w.int(e.n)
-        w.raw(",\"direction\":"); w.write(string: e.direction)
-        w.raw(",\"ts\":"); w.write(string: ISO8601.format(e.ts))
+        w.raw(",\"direction\":\""); w.raw(e.direction)
+        w.raw("\",\"ts\":\""); w.raw(Timestamps.iso(e.ts)); w.raw("\"")
         w.raw(",\"message\":"); w.raw(e.bytes); w.raw("}")
         return w.bytes
     }

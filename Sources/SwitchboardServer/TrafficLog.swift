@@ -3,6 +3,21 @@ import Synchronization
 import SwitchboardProtocol
 import SocketServer
 
+/// ISO-8601 renderings of epoch milliseconds, cached: many lines share a millisecond.
+/// Used from the event loop thread only.
+enum Timestamps {
+    nonisolated(unsafe) private static var cachedMillis: Int64 = -1
+    nonisolated(unsafe) private static var cached: [UInt8] = []
+
+    static func iso(_ millis: Int64) -> [UInt8] {
+        if millis != cachedMillis {
+            cachedMillis = millis
+            cached = Array(ISO8601.format(millis).utf8)
+        }
+        return cached
+    }
+}
+
 /// The operator log (PROTOCOL.md section 13): one JSON object per line, appended by a
 /// background writer thread so the event loop only formats and enqueues; rotated by size.
 public final class TrafficLog: @unchecked Sendable {
@@ -119,14 +134,14 @@ public final class TrafficLog: @unchecked Sendable {
 
     /// A `message` line. `message` is the JSON text; it is embedded as is when it is small
     /// and needs no redaction, otherwise re-written with secrets redacted and long strings cut.
-    public func message(session: String, direction: String, type: String, id: String?, seq: Int?, bytes: ArraySlice<UInt8>, sensitive: Bool) {
+    public func message(session: String, direction: StaticString, type: StaticString, id: String?, seq: Int?, bytes: ArraySlice<UInt8>, sensitive: Bool) {
         var w = JSONWriter()
         w.bytes.reserveCapacity(bytes.count + 160)
-        w.raw("{\"ts\":")
-        w.write(string: ISO8601.format(epochMillis()))
-        w.raw(",\"session\":"); w.write(string: session)
-        w.raw(",\"event\":\"message\",\"direction\":"); w.write(string: direction)
-        w.raw(",\"type\":"); w.write(string: type)
+        w.raw("{\"ts\":\"")
+        w.raw(Timestamps.iso(epochMillis()))
+        w.raw("\",\"session\":"); w.write(string: session)
+        w.raw(",\"event\":\"message\",\"direction\":\""); w.raw(direction)
+        w.raw("\",\"type\":\""); w.raw(type); w.raw("\"")
         w.raw(",\"id\":"); if let id { w.write(string: id) } else { w.raw("null") }
         w.raw(",\"seq\":"); if let seq { w.int(seq) } else { w.raw("null") }
         w.raw(",\"bytes\":"); w.int(bytes.count)
