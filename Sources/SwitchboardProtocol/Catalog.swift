@@ -63,6 +63,15 @@ public enum CommandCatalog {
                              atLeastOne: ["heading", "subheading", "progress"]),
     ]
 
+    /// The params of `command` the catalog looks at (targets included); others are only relayed.
+    public static func paramNames(_ command: String) -> Set<String> {
+        guard let spec = specs[command] else { return [] }
+        var names = Set(spec.params.map(\.name))
+        if spec.target != .none { names.formUnion(["selector", "uid"]) }
+        if command == "select" { names.insert("value") }
+        return names
+    }
+
     /// Every canonical command name.
     public static var names: [String] { specs.keys.sorted() }
 

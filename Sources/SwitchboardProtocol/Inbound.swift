@@ -3,6 +3,7 @@
 public struct CommandRequest: Sendable {
     public var id: String?
     public var command: String
+    /// The params the catalog checks (all of them when `rawParams` is nil).
     public var params: JSONObject
     /// The params exactly as received (a slice of the message), or nil when normalisation
     /// changed them and they must be written anew.
@@ -68,17 +69,20 @@ public enum InboundDecoder {
     /// Decodes one text message from `role` (worker or client). `receivedAt` (epoch ms) stamps
     /// activity entries without a time of their own.
     public static func decode(_ bytes: UnsafeRawBufferPointer, base: ArraySlice<UInt8>, role: Role, receivedAt: Int64) -> Result<PeerMessage, InboundError> {
-        let parsed: (object: JSONObject, ranges: [Range<Int>])?
-        do { parsed = try JSONParser.parseObject(bytes) } catch { return .failure(.invalidEnvelope("invalid JSON: \(error)")) }
-        guard let (obj, ranges) = parsed else { return .failure(.invalidEnvelope("a message must be a JSON object")) }
+        // `params` and `result` are only syntax-checked here: they are relayed as the bytes
+        // received, and built (in part) later only where the server must look inside.
+        let parsed: (members: [(key: String, value: JSON?)], ranges: [Range<Int>])?
+        do { parsed = try JSONParser.parseObject(bytes, build: { $0 != "params" && $0 != "result" }) } catch {
+            return .failure(.invalidEnvelope("invalid JSON: \(error)"))
+        }
+        guard let (members, ranges) = parsed else { return .failure(.invalidEnvelope("a message must be a JSON object")) }
+        var obj = JSONObject()
+        obj.members.reserveCapacity(members.count)
+        for m in members { if let v = m.value { obj.members.append((key: m.key, value: v)) } }
         guard case .string(let type)? = obj["type"] else { return .failure(.invalidEnvelope("missing string field 'type'")) }
         let allowed = role == .worker ? workerTypes : clientTypes
         guard allowed.contains(type) else { return .failure(.unknownType(type)) }
-        func raw(_ key: String) -> ArraySlice<UInt8>? {
-            guard let i = obj.members.lastIndex(where: { $0.key == key }) else { return nil }
-            let r = ranges[i]
-            return base[(base.startIndex + r.lowerBound)..<(base.startIndex + r.upperBound)]
-        }
+        let raw = RawMembers(members: members, ranges: ranges, base: base)
         do {
             return .success(try decode(type: type, obj, raw: raw, receivedAt: receivedAt))
         } catch {
@@ -107,7 +111,7 @@ public enum InboundDecoder {
         return s
     }
 
-    static func decode(type: String, _ o: JSONObject, raw: (String) -> ArraySlice<UInt8>?, receivedAt: Int64) throws(InboundError) -> PeerMessage {
+    static func decode(type: String, _ o: JSONObject, raw: RawMembers, receivedAt: Int64) throws(InboundError) -> PeerMessage {
         switch type {
         case "worker.hello", "client.hello":
             let version = try optionalInt(o, "protocolVersion") ?? ProtocolVersion.current
@@ -132,11 +136,19 @@ public enum InboundDecoder {
             var rawParams: ArraySlice<UInt8>? = nil
             switch o["command"] {
             case .string(let s)?:
-                name = s
-                switch o["params"] {
-                case nil, .null?: params = JSONObject()
-                case .object(let p)?: params = p; rawParams = raw("params")
-                default: throw .invalidCommand(id: cid, issues: [ValidationIssue(path: "params", message: "must be an object")])
+                name = CommandCatalog.canonicalName(s)
+                if let slice = raw["params"], !raw.isNull(slice) {
+                    // Build only the params the catalog checks; the rest are relayed untouched.
+                    let wanted = CommandCatalog.paramNames(name)
+                    let built = slice.withUnsafeBytes { b in Result { () throws(JSONParseError) in try JSONParser.parseObject(b, build: { wanted.contains($0) }) } }
+                    guard case .success(let members?) = built else {
+                        throw .invalidCommand(id: cid, issues: [ValidationIssue(path: "params", message: "must be an object")])
+                    }
+                    params = JSONObject()
+                    for m in members.members { if let v = m.value { params.members.append((key: m.key, value: v)) } }
+                    rawParams = slice
+                } else {
+                    params = JSONObject()
                 }
             case .object(let inner)?:
                 // Older shapes: {"action": "click", ...} or {"type": "click", ...}; the other keys are params.
@@ -148,9 +160,13 @@ public enum InboundDecoder {
             default:
                 throw .invalidCommand(id: cid, issues: [ValidationIssue(path: "command", message: "required: a command name")])
             }
-            let canonical = CommandCatalog.canonicalName(name)
-            if canonical != name { name = canonical }
-            if let p = CommandCatalog.normalizedParams(command: name, params: params) { params = p; rawParams = nil }
+            name = CommandCatalog.canonicalName(name)
+            if CommandCatalog.normalizedParams(command: name, params: params) != nil {
+                // Rewritten params go out as a new object: build all of them first.
+                let full = rawParams.flatMap { (try? JSONParser.parse(Array($0)))?.objectValue } ?? params
+                params = CommandCatalog.normalizedParams(command: name, params: full) ?? full
+                rawParams = nil
+            }
             let issues = CommandCatalog.validate(command: name, params: params)
             guard issues.isEmpty else { throw .invalidCommand(id: cid, issues: issues) }
             return .command(CommandRequest(id: cid, command: name, params: params, rawParams: rawParams, timeoutMs: timeoutMs))
@@ -175,7 +191,7 @@ public enum InboundDecoder {
                                        timeoutMs: try optionalInt(o, "timeoutMs", id: yid, min: 1), message: message))
 
         case "worker.complete":
-            return .complete(result: o["result"])
+            return .complete(result: raw.full("result"))
 
         case "worker.fail":
             return .fail(error: o["error"])
@@ -190,7 +206,7 @@ public enum InboundDecoder {
                 error = CommandError(code: e["code"]?.stringValue ?? ResultErrorCode.commandFailed, message: e["message"]?.stringValue)
             default: throw .invalidMessage("'error' must be an object or a string", id: rid)
             }
-            return .commandResponse(CommandResponse(id: rid, rawResult: error == nil ? (raw("result") ?? nil) : nil, error: error))
+            return .commandResponse(CommandResponse(id: rid, rawResult: error == nil ? raw["result"] : nil, error: error))
 
         case "client.events":
             let clientSeq = try optionalInt(o, "clientSeq", min: 1)
@@ -246,6 +262,28 @@ public enum InboundDecoder {
         case .string(let s)?: return ISO8601.parse(s)
         default: return nil
         }
+    }
+}
+
+/// Byte ranges of a message's top-level members, for values relayed or parsed on demand.
+public struct RawMembers {
+    let members: [(key: String, value: JSON?)]
+    let ranges: [Range<Int>]
+    let base: ArraySlice<UInt8>
+
+    /// The bytes of member `key` (the last one, if repeated).
+    subscript(key: String) -> ArraySlice<UInt8>? {
+        guard let i = members.lastIndex(where: { $0.key == key }) else { return nil }
+        let r = ranges[i]
+        return base[(base.startIndex + r.lowerBound)..<(base.startIndex + r.upperBound)]
+    }
+
+    func isNull(_ slice: ArraySlice<UInt8>) -> Bool { slice.elementsEqual("null".utf8) }
+
+    /// Member `key` as a built value.
+    func full(_ key: String) -> JSON? {
+        guard let slice = self[key] else { return nil }
+        return try? JSONParser.parse(Array(slice))
     }
 }
 

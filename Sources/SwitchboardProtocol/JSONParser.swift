@@ -53,6 +53,122 @@ public struct JSONParser: ~Copyable {
         return (obj, ranges)
     }
 
+    /// Parses a top-level object, but only builds the members for which `build(key)` is true;
+    /// the others are checked for syntax and come back as nil (with their byte range), so
+    /// values that are only relayed are never turned into Swift values. Strings are not
+    /// re-validated as UTF-8 when skipped: callers pass text the WebSocket layer validated.
+    /// Nil for valid JSON that is not an object.
+    public static func parseObject(_ bytes: UnsafeRawBufferPointer, build: (String) -> Bool, maxDepth: Int = defaultMaxDepth) throws(JSONParseError) -> (members: [(key: String, value: JSON?)], ranges: [Range<Int>])? {
+        var p = JSONParser(bytes, maxDepth: maxDepth)
+        p.skipSpace()
+        guard p.i < p.end, p.base[p.i] == UInt8(ascii: "{") else {
+            _ = try parse(bytes, maxDepth: maxDepth)
+            return nil
+        }
+        p.i += 1
+        var members: [(key: String, value: JSON?)] = []
+        var ranges: [Range<Int>] = []
+        p.skipSpace()
+        if p.i < p.end && p.base[p.i] == UInt8(ascii: "}") {
+            p.i += 1
+        } else {
+            while true {
+                p.skipSpace()
+                guard p.i < p.end, p.base[p.i] == UInt8(ascii: "\"") else { throw p.error("expected a member name") }
+                let key = try p.string()
+                p.skipSpace()
+                guard p.i < p.end, p.base[p.i] == UInt8(ascii: ":") else { throw p.error("expected ':'") }
+                p.i += 1
+                p.skipSpace()
+                let start = p.i
+                if build(key) {
+                    members.append((key: key, value: try p.value(depth: 1)))
+                } else {
+                    try p.skipValue(depth: 1)
+                    members.append((key: key, value: nil))
+                }
+                ranges.append(start..<p.i)
+                p.skipSpace()
+                guard p.i < p.end else { throw p.error("unexpected end in object") }
+                if p.base[p.i] == UInt8(ascii: ",") { p.i += 1; continue }
+                if p.base[p.i] == UInt8(ascii: "}") { p.i += 1; break }
+                throw p.error("expected ',' or '}'")
+            }
+        }
+        p.skipSpace()
+        guard p.i == p.end else { throw p.error("trailing characters") }
+        return (members, ranges)
+    }
+
+    /// Checks one value's syntax without building it.
+    private mutating func skipValue(depth: Int) throws(JSONParseError) {
+        guard i < end else { throw error("unexpected end") }
+        switch base[i] {
+        case UInt8(ascii: "{"), UInt8(ascii: "["):
+            guard depth < maxDepth else { throw error("nesting deeper than \(maxDepth)") }
+            let isObject = base[i] == UInt8(ascii: "{")
+            let close = isObject ? UInt8(ascii: "}") : UInt8(ascii: "]")
+            i += 1
+            skipSpace()
+            if i < end && base[i] == close { i += 1; return }
+            while true {
+                skipSpace()
+                if isObject {
+                    guard i < end, base[i] == UInt8(ascii: "\"") else { throw error("expected a member name") }
+                    try skipString()
+                    skipSpace()
+                    guard i < end, base[i] == UInt8(ascii: ":") else { throw error("expected ':'") }
+                    i += 1
+                    skipSpace()
+                }
+                try skipValue(depth: depth + 1)
+                skipSpace()
+                guard i < end else { throw error("unexpected end") }
+                if base[i] == UInt8(ascii: ",") { i += 1; continue }
+                if base[i] == close { i += 1; return }
+                throw error("expected ',' or a closing bracket")
+            }
+        case UInt8(ascii: "\""): try skipString()
+        case UInt8(ascii: "t"): try literal("true")
+        case UInt8(ascii: "f"): try literal("false")
+        case UInt8(ascii: "n"): try literal("null")
+        default: _ = try number()
+        }
+    }
+
+    private mutating func skipString() throws(JSONParseError) {
+        i += 1
+        while i < end {
+            let c = base[i]
+            if c == UInt8(ascii: "\"") { i += 1; return }
+            if c < 0x20 { throw error("control character in string") }
+            if c == UInt8(ascii: "\\") {
+                i += 1
+                guard i < end else { break }
+                switch base[i] {
+                case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"), UInt8(ascii: "b"), UInt8(ascii: "f"),
+                     UInt8(ascii: "n"), UInt8(ascii: "r"), UInt8(ascii: "t"):
+                    i += 1
+                case UInt8(ascii: "u"):
+                    i += 1
+                    let v = try hex4()
+                    if (0xD800...0xDBFF).contains(v) {
+                        guard end - i >= 6, base[i] == UInt8(ascii: "\\"), base[i + 1] == UInt8(ascii: "u") else { throw error("lone surrogate") }
+                        i += 2
+                        guard (0xDC00...0xDFFF).contains(try hex4()) else { throw error("lone surrogate") }
+                    } else if (0xDC00...0xDFFF).contains(v) {
+                        throw error("lone surrogate")
+                    }
+                default:
+                    throw error("invalid escape")
+                }
+                continue
+            }
+            i += 1
+        }
+        throw error("unterminated string")
+    }
+
     private func error(_ m: String) -> JSONParseError { JSONParseError(message: m, offset: i) }
 
     private mutating func skipSpace() {

@@ -135,8 +135,12 @@ public final class TrafficLog: @unchecked Sendable {
     /// A `message` line. `message` is the JSON text; it is embedded as is when it is small
     /// and needs no redaction, otherwise re-written with secrets redacted and long strings cut.
     public func message(session: String, direction: StaticString, type: StaticString, id: String?, seq: Int?, bytes: ArraySlice<UInt8>, sensitive: Bool) {
+        // Formatted straight into the shared buffer (no intermediate copy); the writer thread
+        // only swaps the buffer out, so the lock is held briefly on its side.
+        buffer.withLock { shared in
         var w = JSONWriter()
-        w.bytes.reserveCapacity(bytes.count + 160)
+        swap(&w.bytes, &shared)
+        defer { w.bytes.append(0x0A); swap(&w.bytes, &shared) }
         w.raw("{\"ts\":\"")
         w.raw(Timestamps.iso(epochMillis()))
         w.raw("\",\"session\":"); w.write(string: session)
@@ -154,7 +158,7 @@ public final class TrafficLog: @unchecked Sendable {
             w.write(string: "[unparsable: \(bytes.count) bytes]")
         }
         w.raw("}")
-        append(w.bytes)
+        }
     }
 
     /// Any other event line: `{"ts","session","event",...fields}`.

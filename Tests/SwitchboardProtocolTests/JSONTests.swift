@@ -34,6 +34,20 @@ import Testing
         #expect(String(decoding: text[ranges[2]], as: UTF8.self) == "5")
     }
 
+    @Test func skippedMembersAreCheckedButNotBuilt() throws {
+        let text = Array(#"{"type":"r","result":{"a":[1,"\u00e9",{"b":null}]},"id":"c1"}"#.utf8)
+        let parsed = try text.withUnsafeBytes { try JSONParser.parseObject($0, build: { $0 != "result" }) }
+        let (members, ranges) = try #require(parsed)
+        #expect(members.map(\.key) == ["type", "result", "id"])
+        #expect(members[1].value == nil && members[2].value == .string("c1"))
+        #expect(String(decoding: text[ranges[1]], as: UTF8.self) == #"{"a":[1,"\u00e9",{"b":null}]}"#)
+        for bad in [#"{"result":[1,]}"#, #"{"result":{"a"}}"#, #"{"result":"\x"}"#, #"{"result":"\ud800"}"#, #"{"result":tru}"#] {
+            #expect(throws: JSONParseError.self) { try Array(bad.utf8).withUnsafeBytes { try JSONParser.parseObject($0, build: { _ in false }) } }
+        }
+        let deep = "{\"result\":" + String(repeating: "[", count: 100) + String(repeating: "]", count: 100) + "}"
+        #expect(throws: JSONParseError.self) { try Array(deep.utf8).withUnsafeBytes { try JSONParser.parseObject($0, build: { _ in false }) } }
+    }
+
     @Test func numbersKeepTheirLiteral() throws {
         #expect(JSONWriter.string(try JSONParser.parse("[1.50,1e3,-0]")) == "[1.50,1e3,-0]")
     }
