@@ -68,6 +68,8 @@ public final class Connection: Selectable, @unchecked Sendable {
     /// TLS, when the server has a certificate: bytes pass through it both ways.
     private let tls: TLSSession?
     private var firstByteSeen = false
+    /// Set once upgraded (stays set through closing).
+    public private(set) var wasWebSocket = false
 
     init(fd: Int32, remote: String, server: Server) {
         self.fd = fd
@@ -217,6 +219,8 @@ public final class Connection: Selectable, @unchecked Sendable {
                                            requireMask: true, inflater: inflater)
                 self.handler = handler
                 phase = .webSocket
+                wasWebSocket = true
+                server.webSocketOpened()
                 deadline = 0
                 lastPing = loop.now
                 enqueue(Array(accept.responseHead.utf8), from: 0)

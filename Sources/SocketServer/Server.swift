@@ -41,6 +41,8 @@ public final class Server: @unchecked Sendable {
     public private(set) var boundPorts: [Int] = []
     public private(set) var connectionCount = 0
     public private(set) var acceptedTotal = 0
+    public private(set) var webSocketCount = 0
+    public private(set) var draining = false
     private var accepting = true
     private var sweepTimer: Timer?
     private var inflaterShared: Inflater?
@@ -114,10 +116,20 @@ public final class Server: @unchecked Sendable {
 
     func connectionClosed(_ c: Connection) {
         connectionCount -= 1
-        if !accepting && connectionCount == 0, let done = drained {
+        if c.wasWebSocket { webSocketCount -= 1 }
+        if draining && webSocketCount == 0, let done = drained {
             drained = nil
+            closeListeners()
             done()
         }
+    }
+
+    func webSocketOpened() { webSocketCount += 1 }
+
+    private func closeListeners() {
+        accepting = false
+        for l in listeners { loop.deregister(l); Glibc.close(l.fd) }
+        listeners.removeAll()
     }
 
     /// The loop's shared zlib streams, used by connections that agreed to no context takeover.
@@ -137,12 +149,14 @@ public final class Server: @unchecked Sendable {
 
     private var drained: (() -> Void)?
 
-    /// Stops accepting, closes every WebSocket with `code` (1001 by default) and every idle HTTP
-    /// connection, and calls `completion` on the loop when all are gone or `deadlineMs` passed.
-    public func shutdown(code: CloseCode = .goingAway, deadlineMs: Int = 10_000, completion: @escaping () -> Void) {
-        accepting = false
-        for l in listeners { loop.deregister(l); Glibc.close(l.fd) }
-        listeners.removeAll()
+    /// Closes every WebSocket with `code` (1001 by default) and every idle HTTP connection, and
+    /// calls `completion` on the loop when all WebSockets are gone or `deadlineMs` passed.
+    /// With `keepListening`, plain HTTP is still served meanwhile (so `/readyz` can say 503)
+    /// and the delegate refuses new work; otherwise the listeners close at once.
+    public func shutdown(code: CloseCode = .goingAway, deadlineMs: Int = 10_000, keepListening: Bool = false,
+                         completion: @escaping () -> Void) {
+        if !keepListening { closeListeners() }
+        draining = true
         var finished = false
         let finish = { [weak self] in
             guard !finished else { return }
@@ -151,9 +165,13 @@ public final class Server: @unchecked Sendable {
             completion()
         }
         drained = finish
-        loop.forEachRegistered { ($0 as? Connection)?.close(code, reason: "server shutting down") }
-        if connectionCount == 0 { drained = nil; finish(); return }
+        loop.forEachRegistered { c in
+            guard let c = c as? Connection, c.isWebSocket else { return }
+            c.close(code, reason: "server shutting down")
+        }
+        if webSocketCount == 0 { drained = nil; closeListeners(); finish(); return }
         loop.schedule(afterMillis: deadlineMs) { [weak self] in
+            self?.closeListeners()
             self?.loop.forEachRegistered { ($0 as? Connection)?.teardown() }
             finish()
         }

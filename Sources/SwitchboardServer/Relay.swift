@@ -27,6 +27,9 @@ public struct RelaySettings: Sendable {
     public var replayMaxBytes = 8 << 20
     public var maxSessions = 100_000
     public var injectionScripts: [JSON] = []
+    /// Origins a client connection may come from; empty allows any. A connection without an
+    /// Origin header (a native SDK) is not a browser page and is allowed.
+    public var allowedOrigins: [String] = []
     public var journalMaxEntries = 1_000
     public var journalMaxBytes = 1 << 20
     public var eventsMaxPerSession = 100_000
@@ -300,6 +303,9 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
         let ok = session?.assumeIsolated { $0.tokenMatches(token, role: role) } ?? Crypto.constantTimeEqual(Crypto.sha256(token), Relay.dummyHash)
         guard let session, ok else {
             return session == nil ? .refuse(Relay.error(404, "not_found", "no such session")) : .refuse(Relay.error(401, "unauthorized", "wrong token for this session and role"))
+        }
+        if role == .client, !settings.allowedOrigins.isEmpty, let origin = request.headers["Origin"], !settings.allowedOrigins.contains(origin) {
+            return .refuse(Relay.error(403, "forbidden", "origin \(origin) is not allowed"))
         }
         if role == .debug && session.assumeIsolated({ $0.debugs.count }) >= settings.maxDebugConnections {
             return .refuse(Relay.error(429, "rate_limited", "at most \(settings.maxDebugConnections) debug connections per session"))

@@ -10,7 +10,7 @@ struct Switchboard: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "switchboard",
         abstract: "A session relay between automation workers and browser clients over WebSocket.",
-        subcommands: [Serve.self, Tail.self, Echo.self, Version.self]
+        subcommands: [Serve.self, SessionCommand.self, Tail.self, Echo.self, Version.self]
     )
 }
 
@@ -41,8 +41,14 @@ func loadTLS(cert: String?, key: String?) throws -> TLSContext? {
 /// other thread exists (they inherit the mask, so no signal bypasses the loop's signalfd).
 func blockSignals() { SignalSource.block([SIGTERM, SIGINT, SIGHUP]) }
 
+/// Writes a line to standard error.
+func sayError(_ line: String) {
+    let bytes = Array((line + "\n").utf8)
+    bytes.withUnsafeBytes { _ = write(2, $0.baseAddress, $0.count) }
+}
+
 /// Runs `server` on the main thread until SIGTERM / SIGINT, then drains it. SIGHUP calls `onHangup`.
-func runUntilSignalled(loop: EventLoop, server: Server, drainMs: Int, beforeDrain: @escaping () -> Void = {},
+func runUntilSignalled(loop: EventLoop, server: Server, drainMs: Int, keepListening: Bool = false, beforeDrain: @escaping () -> Void = {},
                        onHangup: @escaping () -> Void = {}, onStop: @escaping () -> Void = {}) throws {
     var stopping = false
     let signals = try SignalSource(loop: loop, signals: [SIGTERM, SIGINT, SIGHUP]) { sig in
@@ -50,7 +56,7 @@ func runUntilSignalled(loop: EventLoop, server: Server, drainMs: Int, beforeDrai
         guard !stopping else { return }
         stopping = true
         beforeDrain()
-        server.shutdown(code: .goingAway, deadlineMs: drainMs) {
+        server.shutdown(code: .goingAway, deadlineMs: drainMs, keepListening: keepListening) {
             onStop()
             loop.stop()
         }

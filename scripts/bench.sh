@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Side-by-side relay benchmark: builds Switchboard (release), copies ../shared/bench to a
+# scratch directory, builds the peers it can (Go, tcp floor, Python, Node; Hummingbird unless
+# PEERS says otherwise), runs the shared load generator against each (relay pinned to CPU 0,
+# load generator to CPU 1), then the reconnect storm, and prints the median table.
+#   scripts/bench.sh [REPS]          env: PEERS="sb tcp go hb node py", STORM_SESSIONS=8000
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+REPS="${1:-1}"
+ROOT="$PWD"
+SHARED="${SHARED_BENCH:-$(cd .. && pwd)/shared/bench}"
+WORK="${BENCH_DIR:-/tmp/switchboard-bench}"
+export PEERS="${PEERS:-sb tcp go hb node py}"
+# One benchmark session sends ~3 000 messages/s per peer, over the protocol's default
+# per-peer rate limit (1 000/s, burst 2 000); lift the limit for the measurement.
+export SWITCHBOARD_RATE_PER_SECOND="${SWITCHBOARD_RATE_PER_SECOND:-10000000}" SWITCHBOARD_RATE_BURST="${SWITCHBOARD_RATE_BURST:-10000000}"
+RESULTS="${RESULTS:-$WORK/results.jsonl}"
+export RESULTS
+
+scripts/install-deps.sh
+need=()
+for pkg in golang-go golang-github-gorilla-websocket-dev node-ws gcc python3-venv; do dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg"); done
+if [ ${#need[@]} -gt 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null; fi
+
+swift build -c release --product switchboard
+mkdir -p "$WORK"
+[ -x "$WORK/loadgen/loadgen" ] || { rm -rf "$WORK"; cp -r "$SHARED" "$WORK"; }
+(cd "$WORK" && loadgen/build.sh && go-relay/build.sh && tcp-floor/build.sh && py-relay/setup.sh)
+case " $PEERS " in *" hb "*) [ -x "$WORK/hb-relay/.build/release/HBRelay" ] || (cd "$WORK" && hb-relay/build.sh) ;; esac
+(cd scripts/storm && GOFLAGS=-mod=mod GOPROXY=off GOSUMDB=off go build -o "$WORK/storm" .)
+
+cp .build/release/switchboard "$WORK/switchboard"
+rm -f "$RESULTS"
+mkdir -p /tmp/peer-results
+(cd "$WORK" && SWITCHBOARD_BIN="$WORK/switchboard" bench/run-all.sh "$REPS")
+
+# Reconnect storm against Switchboard, relay pinned like the others.
+ulimit -n "$(ulimit -Hn)"
+PORT=21999
+taskset -c 0 "$WORK/switchboard" serve --port "$PORT" --data-dir "$(mktemp -d)" --api-key bench-key > "$WORK/storm-relay.log" 2>&1 &
+RPID=$!
+trap 'kill $RPID 2>/dev/null || true' EXIT
+sleep 1
+taskset -c 1 "$WORK/storm" -url "http://127.0.0.1:$PORT" -api-key bench-key -sessions "${STORM_SESSIONS:-8000}" | tee "$WORK/storm.out"
+kill $RPID
+
+python3 "$WORK/bench/summarize.py" "$RESULTS"
