@@ -308,17 +308,31 @@ public actor Session {
         // away are in its replay; a later hello with `events` replaces it.
         if peer.role == .worker, let events = hello.events { workerSubscription = Set(events) }
         if state.phase.isTerminal {
-            sendUnsequenced(peer, helloMessage(for: peer.role))
+            sendHello(peer)
             sendSessionEnd(to: peer)
             peer.connection.close(.normal, reason: "session ended")
             return
         }
         lifecycle(.connected(peer.role))
-        sendUnsequenced(peer, helloMessage(for: peer.role))
+        sendHello(peer)
         replay(to: peer, lastSeq: hello.lastSeq)
     }
 
-    private func helloMessage(for role: Role) -> [UInt8] {
+    /// The hello goes out whole; the journal and the log get it with each injection script's
+    /// source replaced by its size (static configuration, ~10 KB, not session traffic).
+    private func sendHello(_ peer: Peer) {
+        let wire = helloMessage(for: peer.role)
+        guard peer.role == .client, case .array(let scripts)? = clientConfig["injectionScripts"], !scripts.isEmpty else {
+            sendUnsequenced(peer, wire)
+            return
+        }
+        let summary = scripts.map { s -> JSON in
+            .object(["name": s["name"] ?? .null, "bytes": .int(s["source"]?.stringValue?.utf8.count ?? 0)])
+        }
+        sendUnsequenced(peer, wire, record: helloMessage(for: .client, scripts: .array(summary)))
+    }
+
+    private func helloMessage(for role: Role, scripts: JSON? = nil) -> [UInt8] {
         var o = JSONObject()
         o["type"] = .string("server.hello")
         let stream = role == .client ? clientStream : workerStream
@@ -344,6 +358,7 @@ public actor Session {
         if role == .client {
             o["lastClientSeq"] = lastClientSeq > 0 ? .int(lastClientSeq) : .null
             for m in clientConfig { o[m.key] = m.value }
+            if let scripts { o["injectionScripts"] = scripts }
         }
         return JSONWriter.serialize(.object(o))
     }
@@ -581,13 +596,16 @@ public actor Session {
         peer.connection.send(message, opcode: .text)
     }
 
-    private func sendUnsequenced(_ peer: Peer, _ bytes: [UInt8], type: StaticString = "server.hello") {
+    /// Sends a message outside the peer's stream. `record` is what the log and journal keep
+    /// when it differs from what is sent.
+    private func sendUnsequenced(_ peer: Peer, _ bytes: [UInt8], type: StaticString = "server.hello", record: [UInt8]? = nil) {
         var storage = [UInt8](repeating: 0, count: FrameWriter.maxHeaderSize)
         storage.append(contentsOf: bytes)
         let direction: StaticString = peer.role == .worker ? "server_to_worker" : "server_to_client"
         if peer.role != .debug {
-            relay.log.message(session: id, direction: direction, type: type, id: nil, seq: nil, bytes: bytes[...], sensitive: false)
-            journal(direction, bytes[...])
+            let kept = record ?? bytes
+            relay.log.message(session: id, direction: direction, type: type, id: nil, seq: nil, bytes: kept[...], sensitive: false)
+            journal(direction, kept[...])
         }
         peer.connection.send(OutboundMessage(reserved: storage), opcode: .text)
     }
