@@ -21,7 +21,7 @@ let package = Package(
         .target(name: "SwitchboardProtocol"),
         .target(name: "WebSocketCore", dependencies: ["CZlib", "COpenSSL"]),
         .target(name: "SocketServer", dependencies: ["WebSocketCore", "COpenSSL", "CSystem"]),
-        .target(name: "SwitchboardServer", dependencies: ["SwitchboardProtocol", "SocketServer", "WebSocketCore", "COpenSSL"]),
+        .target(name: "SwitchboardServer", dependencies: ["SwitchboardProtocol", "SocketServer", "WebSocketCore", "COpenSSL", "CSQLite"]),
         .executableTarget(
             name: "switchboard",
             dependencies: [

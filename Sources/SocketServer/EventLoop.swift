@@ -254,3 +254,10 @@ private final class ThreadBox {
     let body: () -> Void
     init(_ body: @escaping () -> Void) { self.body = body }
 }
+
+/// A value that belongs to the event loop thread, carried through another thread (e.g. the
+/// store's writer) that only hands it back to the loop without touching it.
+public struct LoopBound<T>: @unchecked Sendable {
+    public let value: T
+    public init(_ value: T) { self.value = value }
+}

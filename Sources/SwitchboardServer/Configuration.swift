@@ -63,6 +63,8 @@ public struct ServeConfiguration: Sendable, Equatable {
     public var maxDisconnectGraceMs = 3_600_000
     public var maxCommandTimeoutMs = 600_000
     public var injectionScripts: [String] = ["telemetry", "network", "console", "interaction"]
+    public var store = "sqlite"
+    public var retentionHours = 168
 
     public init() {}
 
@@ -113,6 +115,8 @@ public struct ServeConfiguration: Sendable, Equatable {
         Key(name: "max_disconnect_grace_ms", kind: .int(ms)) { c, v in if case .int(let i) = v { c.maxDisconnectGraceMs = i } },
         Key(name: "max_command_timeout_ms", kind: .int(ms)) { c, v in if case .int(let i) = v { c.maxCommandTimeoutMs = i } },
         Key(name: "injection_scripts", kind: .list) { c, v in if case .list(let l) = v { c.injectionScripts = l } },
+        Key(name: "store", kind: .string) { c, v in if case .string(let s) = v { c.store = s } },
+        Key(name: "retention_hours", kind: .int(1...87_600)) { c, v in if case .int(let i) = v { c.retentionHours = i } },
     ]
 
     public static var keyNames: [String] { keys.map(\.name) }
@@ -165,6 +169,9 @@ public struct ServeConfiguration: Sendable, Equatable {
         if (tlsCert == nil) != (tlsKey == nil) {
             throw ConfigError(key: tlsCert == nil ? "tls_cert" : "tls_key", value: "(unset)", source: "configuration",
                               problem: "tls_cert and tls_key go together")
+        }
+        if store != "sqlite" && store != "memory" {
+            throw ConfigError(key: "store", value: "\"\(store)\"", source: "configuration", problem: "must be \"sqlite\" or \"memory\"")
         }
         if host.isEmpty { throw ConfigError(key: "host", value: "[]", source: "configuration", problem: "give at least one address") }
         for (d, m, name) in [(defaultConnectTimeoutMs, maxConnectTimeoutMs, "default_connect_timeout_ms"),

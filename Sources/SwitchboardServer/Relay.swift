@@ -33,6 +33,10 @@ public struct RelaySettings: Sendable {
     public var journalMaxEntries = 1_000
     public var journalMaxBytes = 1 << 20
     public var eventsMaxPerSession = 100_000
+    /// Journal entries kept per session in the store (the memory keeps `journalMaxEntries`).
+    public var journalStoredEntries = 100_000
+    /// Terminal sessions are deleted from the store this long after they ended.
+    public var retentionMs: Int64 = 7 * 86_400_000
     public init() {}
 }
 
@@ -45,6 +49,8 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
     public let settings: RelaySettings
     public let log: TrafficLog
     public let metrics = Metrics()
+    /// Durable sessions; nil keeps everything in memory only.
+    public let store: SessionStore?
     public weak var server: Server?
     private var apiKeyHashes: [[UInt8]]
     private var sessions: [String: Session] = [:]
@@ -52,11 +58,60 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
     private var ordinal = 0
     public private(set) var draining = false
 
-    public init(loop: EventLoop, settings: RelaySettings, log: TrafficLog) {
+    public init(loop: EventLoop, settings: RelaySettings, log: TrafficLog, store: SessionStore? = nil) {
         self.loop = loop
         self.settings = settings
         self.log = log
+        self.store = store
         apiKeyHashes = settings.apiKeys.map { Crypto.sha256($0) }
+    }
+
+    /// Brings back every session the store holds (on the loop, before accepting): rows and
+    /// deadlines now, replay tails, events and journals on first use. Then schedules retention.
+    public func restore() throws {
+        guard let store else { return }
+        let records = try store.loadSessions()
+        for r in records {
+            let session = Session(id: r.id, ordinal: r.ordinal, relay: self, workerTokenHash: r.workerTokenHash,
+                                  clientTokenHash: r.clientTokenHash, createdAt: r.createdAt, timeouts: r.timeouts,
+                                  metadata: r.metadata, clientConfig: r.clientConfig)
+            sessions[r.id] = session
+            order.append(session)
+            ordinal = max(ordinal, r.ordinal)
+            metrics.phaseChanged(from: nil, to: r.phase)
+            session.assumeIsolated { $0.restore(r) }
+        }
+        if !records.isEmpty {
+            log.event(session: nil, "restored", ["sessions": .int(records.count),
+                                                 "live": .int(records.filter { !$0.phase.isTerminal }.count)])
+        }
+        scheduleRetention()
+    }
+
+    private func scheduleRetention() {
+        loop.schedule(afterMillis: 3_600_000) { [weak self] in
+            self?.purge()
+            self?.scheduleRetention()
+        }
+        purge()
+    }
+
+    /// Runs `body` on the loop once `ops` and everything submitted before are committed.
+    func afterCommit(_ ops: [StoreOp] = [], _ body: @escaping () -> Void) {
+        let bound = LoopBound(body)
+        store?.submit(ops) { bound.value() }
+    }
+
+    /// Deletes terminal sessions that ended more than the retention period ago.
+    public func purge() {
+        guard let store else { return }
+        let cutoff = epochMillis() - settings.retentionMs
+        if let n = try? store.purgeTerminal(endedBefore: cutoff), n > 0 {
+            let gone = Set(order.filter { s in s.assumeIsolated { $0.state.phase.isTerminal && $0.endedAt.map { $0 < cutoff } ?? false } }.map(\.id))
+            order.removeAll { gone.contains($0.id) }
+            for id in gone { sessions[id] = nil }
+            log.event(session: nil, "purged", ["sessions": .int(n)])
+        }
     }
 
     public func startDraining() { draining = true }
@@ -66,8 +121,8 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
     // MARK: HTTP
 
     public func handle(_ request: HTTPRequest, on connection: Connection) {
-        let response = route(request)
-        connection.respond(response, headOnly: request.method == "HEAD")
+        let headOnly = request.method == "HEAD"
+        route(request) { response in connection.respond(response, headOnly: headOnly) }
     }
 
     static func error(_ status: Int, _ code: String, _ message: String, issues: [ValidationIssue]? = nil) -> HTTPResponse {
@@ -88,7 +143,13 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
         return ok
     }
 
-    func route(_ request: HTTPRequest) -> HTTPResponse {
+    /// Answers now or, for what must be durable or read after pending writes, once the store
+    /// has committed.
+    func route(_ request: HTTPRequest, respond: @escaping (HTTPResponse) -> Void) {
+        if let r = routeNow(request, respond: respond) { respond(r) }
+    }
+
+    func routeNow(_ request: HTTPRequest, respond: @escaping (HTTPResponse) -> Void) -> HTTPResponse? {
         let path = request.path
         let parts = path.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
         let method = request.method == "HEAD" ? "GET" : request.method
@@ -108,7 +169,7 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
         }
         guard authorized(request) else { return Relay.error(401, "unauthorized", "missing or wrong API key (Authorization: Bearer …)") }
         switch (method, parts.count) {
-        case ("POST", 2): return createSession(request)
+        case ("POST", 2): return createSession(request, respond: respond)
         case ("GET", 2): return listSessions(request)
         case ("GET", 3):
             guard let s = sessions[parts[2]] else { return Relay.error(404, "not_found", "no session \(parts[2])") }
@@ -116,7 +177,9 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
         case ("DELETE", 3):
             guard let s = sessions[parts[2]] else { return Relay.error(404, "not_found", "no session \(parts[2])") }
             s.assumeIsolated { $0.lifecycle(.cancel) }
-            return Relay.json(200, infoJSON(s))
+            guard store != nil else { return Relay.json(200, infoJSON(s)) }
+            afterCommit { respond(Relay.json(200, self.infoJSON(s))) }
+            return nil
         case ("GET", 4) where parts[3] == "events" || parts[3] == "journal":
             guard let s = sessions[parts[2]] else { return Relay.error(404, "not_found", "no session \(parts[2])") }
             let q = request.query
@@ -130,9 +193,16 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
                 limit = v
             }
             let types = q["types"].map { Set($0.split(separator: ",").map(String.init)) }
-            let body = parts[3] == "events" ? s.assumeIsolated { $0.eventsPage(after: after, limit: limit, types: types) }
-                                            : s.assumeIsolated { $0.journalPage(after: after, limit: limit) }
-            return HTTPResponse(status: 200, headers: [("Content-Type", "application/json")], body: body)
+            let events = parts[3] == "events"
+            let read = { () -> HTTPResponse in
+                let body = events ? s.assumeIsolated { $0.eventsPage(after: after, limit: limit, types: types) }
+                                  : s.assumeIsolated { $0.journalPage(after: after, limit: limit) }
+                return HTTPResponse(status: 200, headers: [("Content-Type", "application/json")], body: body)
+            }
+            // With a store, read after everything written so far is committed.
+            guard store != nil else { return read() }
+            afterCommit { respond(read()) }
+            return nil
         case (_, 2), (_, 3), (_, 4):
             return Relay.error(405, "method_not_allowed", "\(request.method) is not allowed on \(path)")
         default:
@@ -163,7 +233,7 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
         return .object(o)
     }
 
-    private func createSession(_ request: HTTPRequest) -> HTTPResponse {
+    private func createSession(_ request: HTTPRequest, respond: @escaping (HTTPResponse) -> Void) -> HTTPResponse? {
         if draining { return Relay.error(503, "draining", "the server is shutting down") }
         var body = JSONObject()
         if !request.body.isEmpty {
@@ -228,12 +298,19 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
         metrics.phaseChanged(from: nil, to: .created)
         session.assumeIsolated { $0.startTimers() }
         log.event(session: sid, "created", ["expiresAt": .int64(session.expiresAt)])
+        let record = SessionRecord(id: sid, ordinal: ordinal, createdAt: session.createdAt, timeouts: timeouts, metadata: metadata,
+                                   clientConfig: clientConfig, workerTokenHash: session.workerTokenHash, clientTokenHash: session.clientTokenHash,
+                                   phase: .created, reason: nil, result: nil, error: nil, state: [:])
         let base = settings.publicURL ?? "\(settings.tls ? "wss" : "ws")://\(request.headers["Host"] ?? "127.0.0.1:\(server?.port ?? 0)")"
         let wsBase = base.hasPrefix("http://") ? "ws://" + base.dropFirst(7) : (base.hasPrefix("https://") ? "wss://" + base.dropFirst(8) : Substring(base))
-        return Relay.json(201, .object([
+        let response = Relay.json(201, .object([
             "sessionId": .string(sid), "workerToken": .string(workerToken), "clientToken": .string(clientToken),
             "websocketUrl": .string("\(wsBase)/sessions/\(sid)/ws"), "expiresAt": .int64(session.expiresAt), "phase": .string("created"),
         ]))
+        // The tokens are shown once: answer only when the session is durable.
+        guard store != nil else { return response }
+        afterCommit([.insertSession(record)]) { respond(response) }
+        return nil
     }
 
     private func listSessions(_ request: HTTPRequest) -> HTTPResponse {

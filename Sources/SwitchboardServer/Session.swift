@@ -70,6 +70,12 @@ struct Pending {
     var timer: Timer?
     var conditions: [CompiledCondition] = []
     var optional = false
+    /// Wall-clock deadline and start (epoch ms), persisted so a restart keeps the timeout.
+    var deadline: Int64 = 0
+    var startedAtMs: Int64 = epochMillis()
+    /// For yields: the conditions as sent and the message, to rebuild after a restart.
+    var conditionsJSON: [JSON] = []
+    var message: String?
 }
 
 /// One session: the actor that relays commands between its worker and its client. Its
@@ -85,7 +91,7 @@ public actor Session {
     public nonisolated var unownedExecutor: UnownedSerialExecutor { loop.asUnownedSerialExecutor() }
 
     unowned let relay: Relay
-    public private(set) var state = SessionState()
+    public internal(set) var state = SessionState()
     let timeouts: SessionTimeouts
     let metadata: JSONObject?
     let clientConfig: JSONObject
@@ -107,6 +113,13 @@ public actor Session {
     var workerSubscription: Set<String>?
     var lastNavigation: StoredEvent?
     var graceTimers: [Role: Timer] = [:]
+    var graceDeadlines: [Role: Int64] = [:]
+    /// When the session reached its terminal phase (epoch ms).
+    var endedAt: Int64?
+    /// False for a restored session until its tails, events and journal are read back.
+    var loaded = true
+    /// Highest seq per stream that may be used before the next reservation is persisted.
+    var seqReserved: [Role: Int] = [:]
 
     init(id: String, ordinal: Int, relay: Relay, workerTokenHash: [UInt8], clientTokenHash: [UInt8],
          createdAt: Int64, timeouts: SessionTimeouts, metadata: JSONObject?, clientConfig: JSONObject) {
@@ -294,6 +307,7 @@ public actor Session {
     // MARK: Hello and replay
 
     private func handleHello(_ hello: HelloMessage, from peer: Peer) {
+        ensureLoaded()
         if peer.helloDone { sendError(peer, .invalidMessage, "hello was already received on this connection"); return }
         guard (ProtocolVersion.min...ProtocolVersion.max).contains(hello.protocolVersion) else {
             sendError(peer, .unsupportedProtocolVersion, "protocol version \(hello.protocolVersion) is not supported",
@@ -306,7 +320,10 @@ public actor Session {
         peer.capabilities = hello.capabilities
         // The worker's subscription outlives its connection, so events produced while it is
         // away are in its replay; a later hello with `events` replaces it.
-        if peer.role == .worker, let events = hello.events { workerSubscription = Set(events) }
+        if peer.role == .worker, let events = hello.events {
+            workerSubscription = Set(events)
+            persistState()
+        }
         if state.phase.isTerminal {
             sendHello(peer)
             sendSessionEnd(to: peer)
@@ -409,8 +426,10 @@ public actor Session {
         relay.metrics.commands += 1
         let timeout = CommandCatalog.effectiveTimeout(command: c.command, params: c.params, timeoutMs: c.timeoutMs, sessionDefault: timeouts.commandTimeoutMs)
         var p = Pending(id: cid, kind: .command, command: c.command, startedAt: monotonicNanos())
+        p.deadline = epochMillis() + Int64(timeout)
         p.timer = loop.schedule(afterMillis: timeout) { [self] in self.assumeIsolated { $0.commandTimedOut(cid) } }
         pending = p
+        persistState()
         emit(to: .client, type: "server.command", id: cid, commandId: cid, sensitive: c.command == "fill" || c.command == "type") { w in
             w.raw(",\"id\":"); w.write(string: cid)
             w.raw(",\"command\":"); w.write(string: c.command)
@@ -434,6 +453,7 @@ public actor Session {
             cid = "cmd_\(commandCounter)"
         }
         usedIds.insert(cid)
+        persist([.usedId(session: id, id: cid)])
         return cid
     }
 
@@ -448,6 +468,7 @@ public actor Session {
         }
         p.timer?.cancel()
         pending = nil
+        persistState()
         let durationMs = Int((monotonicNanos() &- p.startedAt) / 1_000_000)
         relay.metrics.observeRoundTrip(ms: durationMs)
         emit(to: .worker, type: "server.command_result", id: r.id) { w in
@@ -466,7 +487,7 @@ public actor Session {
         }
     }
 
-    private func commandTimedOut(_ cid: String) {
+    func commandTimedOut(_ cid: String) {
         guard let p = pending, p.id == cid else { return }
         finishPending(p, errorCode: ResultErrorCode.timeout, message: "no response within the timeout", cancelClient: true)
     }
@@ -484,6 +505,7 @@ public actor Session {
     func finishPending(_ p: Pending, errorCode: String, message: String, cancelClient: Bool) {
         p.timer?.cancel()
         pending = nil
+        persistState()
         let durationMs = Int((monotonicNanos() &- p.startedAt) / 1_000_000)
         emit(to: .worker, type: "server.command_result", id: p.id) { w in
             w.raw(",\"id\":"); w.write(string: p.id)
@@ -502,9 +524,21 @@ public actor Session {
 
     // MARK: Lifecycle
 
+    func armGrace(_ role: Role, deadline: Int64) {
+        graceTimers[role]?.cancel()
+        graceDeadlines[role] = deadline
+        graceTimers[role] = loop.schedule(afterMillis: Int(deadline - epochMillis())) { [self] in
+            self.assumeIsolated { $0.lifecycle(.graceExpired(role)) }
+        }
+    }
+
     func lifecycle(_ event: LifecycleEvent, from peer: Peer? = nil) {
         let previous = state.phase
-        for effect in state.apply(event) {
+        let effects = state.apply(event)
+        if state.phase != previous {
+            persist([.updateLifecycle(id: id, phase: state.phase, reason: state.reason, result: state.result, error: state.error)])
+        }
+        for effect in effects {
             switch effect {
             case .phaseChanged(let from, let to):
                 relay.log.event(session: id, "phase", ["from": .string(from.rawValue), "to": .string(to.rawValue)])
@@ -513,13 +547,13 @@ public actor Session {
             case .ended:
                 ended()
             case .armGrace(let role):
-                graceTimers[role]?.cancel()
-                graceTimers[role] = loop.schedule(afterMillis: timeouts.disconnectGracePeriodMs) { [self] in
-                    self.assumeIsolated { $0.lifecycle(.graceExpired(role)) }
-                }
+                armGrace(role, deadline: epochMillis() + Int64(timeouts.disconnectGracePeriodMs))
+                persistState()
             case .disarmGrace(let role):
                 graceTimers[role]?.cancel()
                 graceTimers[role] = nil
+                graceDeadlines[role] = nil
+                persistState()
             case .rejected(let code):
                 if let peer { sendError(peer, code, code == .invalidPhase ? "not allowed in phase \(previous.rawValue)" : "the session has ended") }
             }
@@ -527,6 +561,7 @@ public actor Session {
     }
 
     private func ended() {
+        endedAt = epochMillis()
         for t in timers { t.cancel() }
         for t in graceTimers.values { t.cancel() }
         for peer in [worker, client].compactMap({ $0 }) + debugs where peer.helloDone {
@@ -579,8 +614,15 @@ public actor Session {
         message.seal(.text)
         let retained = Retained(seq: seq, storage: message.storage, commandId: commandId)
         let settings = relay.settings
-        if role == .worker { workerStream.retain(retained, maxCount: settings.replayMaxMessages, maxBytes: settings.replayMaxBytes) }
-        else { clientStream.retain(retained, maxCount: settings.replayMaxMessages, maxBytes: settings.replayMaxBytes) }
+        let oldest: Int?
+        if role == .worker {
+            workerStream.retain(retained, maxCount: settings.replayMaxMessages, maxBytes: settings.replayMaxBytes)
+            oldest = workerStream.oldestSeq
+        } else {
+            clientStream.retain(retained, maxCount: settings.replayMaxMessages, maxBytes: settings.replayMaxBytes)
+            oldest = clientStream.oldestSeq
+        }
+        persistMessage(role: role, seq: seq, body: message.storage[FrameWriter.maxHeaderSize...], commandId: commandId, oldestRetained: oldest)
         let direction: StaticString = role == .worker ? "server_to_worker" : "server_to_client"
         relay.log.message(session: self.id, direction: direction, type: type, id: id, seq: seq,
                           bytes: message.storage[FrameWriter.maxHeaderSize...], sensitive: sensitive)
@@ -636,6 +678,7 @@ public actor Session {
     func journal(_ direction: StaticString, _ bytes: ArraySlice<UInt8>) {
         let entry = journalLog.append(direction: direction, ts: epochMillis(), bytes: bytes,
                                       maxCount: relay.settings.journalMaxEntries, maxBytes: relay.settings.journalMaxBytes)
+        persistJournal(entry)
         guard !debugs.isEmpty else { return }
         let m = JournalLog.envelope(entry)
         for d in debugs { d.connection.send(m, opcode: .text) }

@@ -3,11 +3,11 @@ import SwitchboardProtocol
 import WebSocketCore
 
 /// One journal entry: a message as debug viewers see it.
-struct JournalEntry {
-    var n: Int
-    var direction: StaticString
-    var ts: Int64
-    var bytes: ArraySlice<UInt8>
+public struct JournalEntry: Sendable {
+    public var n: Int
+    public var direction: StaticString
+    public var ts: Int64
+    public var bytes: ArraySlice<UInt8>
 }
 
 /// The session's message journal (what debug viewers and `GET …/journal` see), bounded by
@@ -17,6 +17,9 @@ struct JournalLog {
     private var head = 0
     private var bytes = 0
     private(set) var last = 0
+
+    /// After a restart: continue numbering after `last` (older entries are read from the store).
+    mutating func restore(last n: Int) { last = max(last, n) }
 
     mutating func append(direction: StaticString, ts: Int64, bytes b: ArraySlice<UInt8>, maxCount: Int, maxBytes: Int) -> JournalEntry {
         last += 1
@@ -59,13 +62,13 @@ struct JournalLog {
 }
 
 /// A stored telemetry event.
-struct StoredEvent {
-    var eventSeq: Int
-    var type: String
-    var ts: Int64
-    var serverTs: Int64
-    var source: String
-    var payload: JSONObject
+public struct StoredEvent: Sendable {
+    public var eventSeq: Int
+    public var type: String
+    public var ts: Int64
+    public var serverTs: Int64
+    public var source: String
+    public var payload: JSONObject
 
     var json: JSON {
         .object(["eventSeq": .int(eventSeq), "type": .string(type), "ts": .int64(ts), "serverTs": .int64(serverTs),
@@ -78,6 +81,8 @@ struct EventLog {
     private(set) var list: [StoredEvent] = []
     private var head = 0
     private(set) var total = 0
+
+    mutating func restore(total n: Int) { total = max(total, n) }
 
     mutating func append(_ e: TelemetryEvent, serverTs: Int64, max: Int) -> StoredEvent {
         total += 1
@@ -170,8 +175,12 @@ extension Session {
         var p = Pending(id: yid, kind: .yield, command: "yield_to_user", startedAt: monotonicNanos())
         p.conditions = compiled
         p.optional = y.optional
+        p.conditionsJSON = y.conditions
+        p.message = y.message
+        p.deadline = epochMillis() + Int64(timeout)
         p.timer = loop.schedule(afterMillis: timeout) { [self] in self.assumeIsolated { $0.yieldTimedOut(yid) } }
         pending = p
+        persistState()
         let clientConditions = compiled.compactMap(\.clientJSON)
         emit(to: .client, type: "server.set_interactive", id: yid) { w in
             w.raw(",\"interactive\":true,\"yieldId\":"); w.write(string: yid)
@@ -186,11 +195,12 @@ extension Session {
         }
     }
 
-    private func yieldTimedOut(_ yid: String) {
+    func yieldTimedOut(_ yid: String) {
         guard let p = pending, p.id == yid else { return }
         if p.optional {
             p.timer?.cancel()
             pending = nil
+            persistState()
             sendYieldResult(p, result: .object(["matched": .bool(false)]))
             setInteractiveOff(yid)
         } else {
@@ -201,6 +211,7 @@ extension Session {
     private func resolveYield(_ p: Pending, conditionIndex: Int, event: StoredEvent, body: String?) {
         p.timer?.cancel()
         pending = nil
+        persistState()
         var result: JSONObject = ["matched": .bool(true), "conditionIndex": .int(conditionIndex), "event": event.json]
         if let body { result["body"] = .string(body) }
         sendYieldResult(p, result: .object(result))
@@ -256,11 +267,14 @@ extension Session {
     // MARK: Telemetry
 
     func handleTelemetry(clientSeq: Int?, events incoming: [TelemetryEvent], from peer: Peer) {
+        ensureLoaded()
         if let cs = clientSeq {
-            // A retransmission of a batch already stored: drop it, ack it again.
-            if cs <= lastClientSeq { sendAck(cs); return }
+            // A retransmission of a batch already stored: drop it, ack it again (after
+            // whatever is still being committed, so an ack never precedes the data).
+            if cs <= lastClientSeq { ackWhenCommitted(cs); return }
             lastClientSeq = cs
         }
+        var ops: [StoreOp] = []
         let filter = (clientConfig["eventFilter"]?["types"]?.arrayValue).map { Set($0.compactMap(\.stringValue)) }
         let now = epochMillis()
         for e in incoming {
@@ -273,6 +287,10 @@ extension Session {
                 continue
             }
             let stored = events.append(e, serverTs: now, max: relay.settings.eventsMaxPerSession)
+            if relay.store != nil {
+                ops.append(.event(session: id, eventSeq: stored.eventSeq, type: stored.type, ts: stored.ts, serverTs: stored.serverTs,
+                                  source: stored.source, payload: stored.payload))
+            }
             if stored.type == "navigation" && stored.payload["isMainFrame"]?.boolValue != false { lastNavigation = stored }
             evaluateYield(stored)
             if let sub = workerSubscription, sub.contains(stored.type) {
@@ -281,7 +299,15 @@ extension Session {
                 }
             }
         }
-        if let cs = clientSeq { sendAck(cs) }
+        if clientSeq != nil { ops.append(.updateState(id: id, state: stateSnapshot())) }
+        persist(ops)
+        if let cs = clientSeq { ackWhenCommitted(cs) }
+    }
+
+    /// Sends `server.ack` once everything submitted so far is committed.
+    private func ackWhenCommitted(_ cs: Int) {
+        guard let store = relay.store else { sendAck(cs); return }
+        store.submit([]) { [self] in self.assumeIsolated { $0.sendAck(cs) } }
     }
 
     func sendAck(_ cs: Int) {
@@ -293,6 +319,11 @@ extension Session {
     // MARK: REST reads
 
     func eventsPage(after: Int, limit: Int, types: Set<String>?) -> [UInt8] {
+        if let store = relay.store, let rows = try? store.events(session: id, after: after, limit: limit, types: types) {
+            let more = rows.count > limit
+            let list = Array(rows.prefix(limit))
+            return JSONWriter.serialize(.object(["events": .array(list.map(\.json)), "next": more ? .int(list.last!.eventSeq) : .null]))
+        }
         let page = events.page(after: after, limit: limit, types: types)
         return JSONWriter.serialize(.object(["events": .array(page.events.map(\.json)), "next": page.next.map { .int($0) } ?? .null]))
     }
@@ -302,7 +333,13 @@ extension Session {
         w.raw("{\"entries\":[")
         var count = 0
         var next: Int? = nil
-        for e in journalLog.entries(from: after + 1) {
+        let source: [JournalEntry]
+        if let store = relay.store, let rows = try? store.journal(session: id, after: after, limit: limit + 1) {
+            source = rows
+        } else {
+            source = Array(journalLog.entries(from: after + 1))
+        }
+        for e in source {
             if count == limit { next = e.n - 1; break }
             if count > 0 { w.raw(",") }
             w.raw(JournalLog.restEntry(e))

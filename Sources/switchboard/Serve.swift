@@ -45,6 +45,7 @@ struct Serve: ParsableCommand {
     @Option(help: "Largest WebSocket message in bytes (after decompression).") var maxMessageSize: Int?
     @Option(help: "Messages retained per stream for replay.") var replayMaxMessages: Int?
     @Option(help: "Bytes retained per stream for replay.") var replayMaxBytes: Int?
+    @Option(help: "Where sessions are kept: sqlite (DATA_DIR/switchboard.db, survives restarts) or memory.") var store: String?
     @Option(help: "Milliseconds SIGTERM waits for peers to close before exiting.") var drainMs: Int?
 
     /// Applies flags given on the command line, over the file and the environment.
@@ -71,6 +72,7 @@ struct Serve: ParsableCommand {
         try set("replay_max_messages", replayMaxMessages.map { .int($0) }, "--replay-max-messages")
         try set("replay_max_bytes", replayMaxBytes.map { .int($0) }, "--replay-max-bytes")
         try set("drain_ms", drainMs.map { .int($0) }, "--drain-ms")
+        try set("store", store.map { .string($0) }, "--store")
     }
 
     func resolve() throws(ConfigError) -> ServeConfiguration {
@@ -120,6 +122,7 @@ struct Serve: ParsableCommand {
         settings.replayMaxBytes = c.replayMaxBytes
         settings.maxDebugConnections = c.maxDebugConnections
         settings.allowedOrigins = c.allowedOrigins
+        settings.retentionMs = Int64(c.retentionHours) * 3_600_000
         settings.defaults = c.sessionDefaults
         settings.maxima = c.sessionMaxima
         do { settings.injectionScripts = try InjectionScripts.load(c.injectionScripts) } catch {
@@ -135,12 +138,21 @@ struct Serve: ParsableCommand {
         log.start()
 
         let loop = try EventLoop()
+        var sessionStore: SQLiteStore? = nil
+        if c.store == "sqlite" {
+            do { sessionStore = try SQLiteStore(path: c.dataDir + "/switchboard.db", loop: loop) } catch {
+                throw StartupError("cannot open the session store \(c.dataDir)/switchboard.db: \(error)")
+            }
+        }
         let srv = Server(loop: loop, configuration: server, tls: tls)
-        let relay = Relay(loop: loop, settings: settings, log: log)
+        let relay = Relay(loop: loop, settings: settings, log: log, store: sessionStore)
         relay.server = srv
         srv.delegate = relay
         do { try srv.bind() } catch { throw StartupError("cannot listen on \(c.host.joined(separator: ", ")) port \(c.port): \(error)") }
-        loop.execute { try? srv.start() }
+        loop.execute {
+            do { try relay.restore() } catch { sayError("switchboard: cannot restore sessions: \(error)") }
+            try? srv.start()
+        }
         for (h, p) in zip(c.host, srv.boundPorts) {
             say("switchboard \(Relay.version) listening on \(tls == nil ? "http" : "https")://\(h.contains(":") ? "[\(h)]" : h):\(p) (data: \(c.dataDir))")
         }
@@ -154,6 +166,7 @@ struct Serve: ParsableCommand {
                                       log.event(session: nil, "tls_reload", error.map { ["error": .string($0.description)] } ?? ["ok": .bool(true)])
                                   }
                               }) {
+            sessionStore?.close()
             log.event(session: nil, "stop", [:])
             log.close()
         }

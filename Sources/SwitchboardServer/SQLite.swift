@@ -1,0 +1,100 @@
+import CSQLite
+
+public struct SQLiteError: Error, CustomStringConvertible, Sendable {
+    public var description: String
+}
+
+/// A small SQLite connection wrapper: prepared statements cached by SQL text. Used by one
+/// thread at a time (the store's writer, or a reader under the store's lock).
+final class Database {
+    private var db: OpaquePointer?
+    private var statements: [String: OpaquePointer] = [:]
+
+    init(path: String) throws(SQLiteError) {
+        guard sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nil) == SQLITE_OK else {
+            let message = db.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
+            sqlite3_close(db)
+            throw SQLiteError(description: "cannot open \(path): \(message)")
+        }
+        sqlite3_busy_timeout(db, 5000)
+    }
+
+    deinit {
+        for s in statements.values { sqlite3_finalize(s) }
+        sqlite3_close(db)
+    }
+
+    var lastError: String { String(cString: sqlite3_errmsg(db)) }
+
+    func exec(_ sql: String) throws(SQLiteError) {
+        var err: UnsafeMutablePointer<CChar>?
+        if sqlite3_exec(db, sql, nil, nil, &err) != SQLITE_OK {
+            let message = err.map { String(cString: $0) } ?? lastError
+            sqlite3_free(err)
+            throw SQLiteError(description: "\(message) in: \(sql.prefix(80))")
+        }
+    }
+
+    /// Runs `sql` with `args`, calling `row` for each result row.
+    func query(_ sql: String, _ args: [SQLValue] = [], row: ((Row) -> Void)? = nil) throws(SQLiteError) {
+        let stmt: OpaquePointer
+        if let s = statements[sql] {
+            stmt = s
+        } else {
+            var s: OpaquePointer?
+            guard sqlite3_prepare_v2(db, sql, -1, &s, nil) == SQLITE_OK, let s else {
+                throw SQLiteError(description: "\(lastError) in: \(sql.prefix(80))")
+            }
+            statements[sql] = s
+            stmt = s
+        }
+        defer { sqlite3_reset(stmt); sqlite3_clear_bindings(stmt) }
+        for (i, a) in args.enumerated() {
+            let idx = Int32(i + 1)
+            switch a {
+            case .null: sqlite3_bind_null(stmt, idx)
+            case .int(let v): sqlite3_bind_int64(stmt, idx, v)
+            case .text(let t):
+                var t = t
+                t.withUTF8 { u in _ = u.withMemoryRebound(to: CChar.self) { sb_sqlite3_bind_text(stmt, idx, $0.baseAddress, Int32($0.count)) } }
+            case .blob(let b):
+                b.withUnsafeBytes { _ = sb_sqlite3_bind_blob(stmt, idx, $0.baseAddress, Int32($0.count)) }
+            }
+        }
+        while true {
+            let rc = sqlite3_step(stmt)
+            if rc == SQLITE_DONE { return }
+            guard rc == SQLITE_ROW else { throw SQLiteError(description: "\(lastError) in: \(sql.prefix(80))") }
+            row?(Row(stmt: stmt))
+        }
+    }
+
+    struct Row {
+        let stmt: OpaquePointer
+        func int(_ i: Int32) -> Int64 { sqlite3_column_int64(stmt, i) }
+        func isNull(_ i: Int32) -> Bool { sqlite3_column_type(stmt, i) == SQLITE_NULL }
+        func text(_ i: Int32) -> String? {
+            guard let p = sqlite3_column_text(stmt, i) else { return nil }
+            return String(decoding: UnsafeBufferPointer(start: p, count: Int(sqlite3_column_bytes(stmt, i))), as: UTF8.self)
+        }
+        func blob(_ i: Int32) -> [UInt8] {
+            let n = Int(sqlite3_column_bytes(stmt, i))
+            guard n > 0, let p = sqlite3_column_blob(stmt, i) else { return [] }
+            return Array(UnsafeRawBufferPointer(start: p, count: n))
+        }
+    }
+}
+
+/// A value bound to a statement parameter.
+enum SQLValue {
+    case null
+    case int(Int64)
+    case text(String)
+    case blob([UInt8])
+
+    static func int(_ v: Int) -> SQLValue { .int(Int64(v)) }
+    static func optText(_ s: String?) -> SQLValue { s.map { .text($0) } ?? .null }
+    static func json(_ v: JSON?) -> SQLValue { v.map { .text(JSONWriter.string($0)) } ?? .null }
+}
+
+import SwitchboardProtocol

@@ -1,0 +1,144 @@
+import SocketServer
+import SwitchboardProtocol
+import WebSocketCore
+
+extension Session {
+    /// Seqs reserved per persisted reservation; a restart resumes one block beyond the last
+    /// durable reservation, so no seq a peer may have seen is ever used twice.
+    static let seqBlock = 10_000
+
+    func persist(_ ops: [StoreOp], then completion: (@Sendable () -> Void)? = nil) {
+        guard let store = relay.store, !ops.isEmpty || completion != nil else { return }
+        store.submit(ops, completion: completion)
+    }
+
+    /// The session's bookkeeping as persisted (everything the relay needs after a restart
+    /// that is not a message, an event or a journal entry).
+    func stateSnapshot() -> JSONObject {
+        var o = JSONObject()
+        o["lastClientSeq"] = .int(lastClientSeq)
+        o["commandCounter"] = .int(commandCounter)
+        o["commandCount"] = .int(commandCount)
+        o["seqReserved"] = .object(["worker": .int(seqReserved[.worker] ?? 0), "client": .int(seqReserved[.client] ?? 0)])
+        if let sub = workerSubscription { o["subscription"] = .array(sub.sorted().map { .string($0) }) }
+        var grace = JSONObject()
+        for (role, deadline) in graceDeadlines { grace[role.rawValue] = .int64(deadline) }
+        o["grace"] = .object(grace)
+        if let p = pending {
+            var po: JSONObject = ["id": .string(p.id), "kind": .string(p.kind.rawValue), "command": .string(p.command),
+                                  "deadline": .int64(p.deadline), "startedAt": .int64(p.startedAtMs), "optional": .bool(p.optional)]
+            if p.kind == .yield { po["conditions"] = .array(p.conditionsJSON) }
+            if let m = p.message { po["message"] = .string(m) }
+            o["pending"] = .object(po)
+        }
+        return o
+    }
+
+    func persistState() {
+        guard relay.store != nil else { return }
+        persist([.updateState(id: id, state: stateSnapshot())])
+    }
+
+    func persistMessage(role: Role, seq: Int, body: ArraySlice<UInt8>, commandId: String?, oldestRetained: Int?) {
+        guard relay.store != nil else { return }
+        var ops: [StoreOp] = []
+        if seq > (seqReserved[role] ?? 0) {
+            seqReserved[role] = seq + Session.seqBlock
+            ops.append(.updateState(id: id, state: stateSnapshot()))
+        }
+        let stream = role == .worker ? 0 : 1
+        ops.append(.message(session: id, stream: stream, seq: seq, body: body, commandId: commandId))
+        // Keep the table's tail like the memory one, trimming in steps of 64.
+        if let oldest = oldestRetained, oldest > 1, (oldest - 1) % 64 == 0 {
+            ops.append(.trimMessages(session: id, stream: stream, throughSeq: oldest - 1))
+        }
+        persist(ops)
+    }
+
+    func persistJournal(_ e: JournalEntry) {
+        guard relay.store != nil else { return }
+        var ops: [StoreOp] = [.journal(session: id, n: e.n, direction: e.direction.description, ts: e.ts, body: e.bytes)]
+        let keep = relay.settings.journalStoredEntries
+        if e.n > keep && e.n % 256 == 0 { ops.append(.trimJournal(session: id, throughN: e.n - keep)) }
+        persist(ops)
+    }
+
+    // MARK: Restore
+
+    /// Takes over the durable state of a session after a restart and re-arms its deadlines:
+    /// connect and duration from creation, the pending work's own deadline, and a disconnect
+    /// grace for each peer (both are away after a restart; a grace armed before keeps its deadline).
+    func restore(_ r: SessionRecord) {
+        state = SessionState(phase: r.phase, reason: r.reason, result: r.result, error: r.error)
+        let st = r.state
+        lastClientSeq = st["lastClientSeq"]?.intValue ?? 0
+        commandCounter = st["commandCounter"]?.intValue ?? 0
+        commandCount = st["commandCount"]?.intValue ?? 0
+        if let res = st["seqReserved"] {
+            seqReserved[.worker] = res["worker"]?.intValue ?? 0
+            seqReserved[.client] = res["client"]?.intValue ?? 0
+        }
+        workerSubscription = st["subscription"]?.arrayValue.map { Set($0.compactMap(\.stringValue)) }
+        loaded = false
+        guard !state.phase.isTerminal else { return }
+        startTimers()
+        if let po = st["pending"]?.objectValue, let pid = po["id"]?.stringValue {
+            let kind = Pending.Kind(rawValue: po["kind"]?.stringValue ?? "") ?? .command
+            var p = Pending(id: pid, kind: kind, command: po["command"]?.stringValue ?? "", startedAt: monotonicNanos())
+            p.deadline = Int64(po["deadline"]?.intValue ?? 0)
+            p.startedAtMs = Int64(po["startedAt"]?.intValue ?? Int(epochMillis()))
+            p.startedAt = monotonicNanos() &- UInt64(max(0, epochMillis() - p.startedAtMs)) * 1_000_000
+            p.optional = po["optional"]?.boolValue ?? false
+            p.message = po["message"]?.stringValue
+            if kind == .yield {
+                p.conditionsJSON = po["conditions"]?.arrayValue ?? []
+                p.conditions = p.conditionsJSON.enumerated().compactMap { i, c in c.objectValue.flatMap { CompiledCondition(index: i, $0) } }
+            }
+            let remaining = Int(p.deadline - epochMillis())
+            p.timer = loop.schedule(afterMillis: max(0, remaining)) { [self] in
+                self.assumeIsolated { s in kind == .yield ? s.yieldTimedOut(pid) : s.commandTimedOut(pid) }
+            }
+            pending = p
+        }
+        if state.phase == .active {
+            for role in [Role.worker, .client] {
+                let saved = st["grace"]?[role.rawValue]?.intValue.map(Int64.init)
+                armGrace(role, deadline: saved ?? (epochMillis() + Int64(timeouts.disconnectGracePeriodMs)))
+            }
+            persistState()
+        }
+    }
+
+    /// Reads back the replay tails, telemetry position and journal of a restored session.
+    func ensureLoaded() {
+        guard !loaded, let store = relay.store else { return }
+        loaded = true
+        let settings = relay.settings
+        if let rows = try? store.messages(session: id) {
+            for row in rows {
+                var storage = [UInt8](repeating: 0, count: FrameWriter.maxHeaderSize)
+                storage.append(contentsOf: row.body)
+                var m = OutboundMessage(reserved: storage)
+                m.seal(.text)
+                let r = Retained(seq: row.seq, storage: m.storage, commandId: row.commandId)
+                if row.stream == 0 { workerStream.retain(r, maxCount: settings.replayMaxMessages, maxBytes: settings.replayMaxBytes) }
+                else { clientStream.retain(r, maxCount: settings.replayMaxMessages, maxBytes: settings.replayMaxBytes) }
+            }
+        }
+        // Resume one block past the durable reservation: seqs are never reused.
+        for role in [Role.worker, .client] {
+            let next = (seqReserved[role] ?? 0) + Session.seqBlock
+            if role == .worker { workerStream.seq = max(workerStream.seq, next); workerStream.delivered = workerStream.seq }
+            else { clientStream.seq = max(clientStream.seq, next); clientStream.delivered = clientStream.seq }
+            seqReserved[role] = next + Session.seqBlock
+        }
+        persistState()
+        events.restore(total: (try? store.eventCount(session: id)) ?? 0)
+        if let nav = try? store.lastEvent(session: id, type: "navigation") {
+            lastNavigation = nav
+            currentURL = nav.payload["url"]?.stringValue
+        }
+        if let ids = try? store.usedIds(session: id) { usedIds.formUnion(ids) }
+        if let last = try? store.journal(session: id, after: 0, limit: Int.max).last { journalLog.restore(last: last.n) }
+    }
+}

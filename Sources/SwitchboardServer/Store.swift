@@ -1,0 +1,324 @@
+import Glibc
+import Synchronization
+import SocketServer
+import SwitchboardProtocol
+
+/// A session's durable row.
+public struct SessionRecord: Sendable {
+    public var id: String
+    public var ordinal: Int
+    public var createdAt: Int64
+    public var timeouts: SessionTimeouts
+    public var metadata: JSONObject?
+    public var clientConfig: JSONObject
+    public var workerTokenHash: [UInt8]
+    public var clientTokenHash: [UInt8]
+    public var phase: Phase
+    public var reason: EndReason?
+    public var result: JSON?
+    public var error: JSON?
+    /// The mutable bookkeeping of the session (pending slot, counters, subscription, …) as JSON.
+    public var state: JSONObject
+}
+
+/// One write. Applied in order, many per transaction.
+public enum StoreOp: Sendable {
+    case insertSession(SessionRecord)
+    case updateLifecycle(id: String, phase: Phase, reason: EndReason?, result: JSON?, error: JSON?)
+    case updateState(id: String, state: JSONObject)
+    case message(session: String, stream: Int, seq: Int, body: ArraySlice<UInt8>, commandId: String?)
+    case trimMessages(session: String, stream: Int, throughSeq: Int)
+    case event(session: String, eventSeq: Int, type: String, ts: Int64, serverTs: Int64, source: String, payload: JSONObject)
+    case journal(session: String, n: Int, direction: String, ts: Int64, body: ArraySlice<UInt8>)
+    case trimJournal(session: String, throughN: Int)
+    case usedId(session: String, id: String)
+    case delete(session: String)
+}
+
+/// Where sessions live. The relay writes through `submit` (asynchronous, batched) and reads
+/// with the query methods; nothing SQLite-specific crosses this protocol, so a PostgreSQL
+/// implementation can stand behind it for several nodes.
+public protocol SessionStore: AnyObject, Sendable {
+    /// Queues writes; `completion` runs on the event loop once they are committed.
+    func submit(_ ops: [StoreOp], completion: (@Sendable () -> Void)?)
+    func loadSessions() throws -> [SessionRecord]
+    func messages(session: String) throws -> [(stream: Int, seq: Int, body: [UInt8], commandId: String?)]
+    func events(session: String, after: Int, limit: Int, types: Set<String>?) throws -> [StoredEvent]
+    func lastEvent(session: String, type: String) throws -> StoredEvent?
+    func eventCount(session: String) throws -> Int
+    func journal(session: String, after: Int, limit: Int) throws -> [JournalEntry]
+    func usedIds(session: String) throws -> Set<String>
+    func purgeTerminal(endedBefore: Int64) throws -> Int
+    var commitLatencies: [Double] { get }
+    func close()
+}
+
+/// SQLite in WAL mode. One writer thread commits everything queued since the last commit in
+/// one transaction (group commit) and then hands the completions back to the loop; reads use
+/// their own connection on the calling thread.
+public final class SQLiteStore: SessionStore, @unchecked Sendable {
+    private let writer: Database
+    private let reader: Database
+    private let readLock = Mutex<Int>(0)
+    private let loop: EventLoop
+    private let pending = Mutex<(ops: [StoreOp], done: [@Sendable () -> Void], stop: Bool)>(([], [], false))
+    private var wakeRead: Int32 = -1
+    private var wakeWrite: Int32 = -1
+    private var thread: pthread_t?
+    private let latencies = Mutex<[Double]>([])
+    public let path: String
+
+    public static let schema = """
+    CREATE TABLE IF NOT EXISTS sessions (
+      id TEXT PRIMARY KEY, ordinal INTEGER NOT NULL, created_at INTEGER NOT NULL, timeouts TEXT NOT NULL,
+      metadata TEXT, client_config TEXT NOT NULL, worker_token BLOB NOT NULL, client_token BLOB NOT NULL,
+      phase TEXT NOT NULL, reason TEXT, result TEXT, error TEXT, ended_at INTEGER, state TEXT NOT NULL);
+    CREATE INDEX IF NOT EXISTS sessions_ordinal ON sessions(ordinal);
+    CREATE TABLE IF NOT EXISTS messages (session TEXT NOT NULL, stream INTEGER NOT NULL, seq INTEGER NOT NULL,
+      body BLOB NOT NULL, command_id TEXT, PRIMARY KEY (session, stream, seq)) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS events (session TEXT NOT NULL, event_seq INTEGER NOT NULL, type TEXT NOT NULL,
+      ts INTEGER NOT NULL, server_ts INTEGER NOT NULL, source TEXT NOT NULL, payload TEXT NOT NULL,
+      PRIMARY KEY (session, event_seq)) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS ids (session TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (session, id)) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS journal (session TEXT NOT NULL, n INTEGER NOT NULL, direction TEXT NOT NULL,
+      ts INTEGER NOT NULL, body BLOB NOT NULL, PRIMARY KEY (session, n)) WITHOUT ROWID;
+    """
+
+    public init(path: String, loop: EventLoop) throws(SQLiteError) {
+        self.path = path
+        self.loop = loop
+        writer = try Database(path: path)
+        try writer.exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=OFF;")
+        try writer.exec(SQLiteStore.schema)
+        reader = try Database(path: path)
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { throw SQLiteError(description: "pipe failed") }
+        wakeRead = fds[0]
+        wakeWrite = fds[1]
+        let box = Unmanaged.passRetained(self)
+        var tid = pthread_t()
+        pthread_create(&tid, nil, { arg in
+            let store = Unmanaged<SQLiteStore>.fromOpaque(arg!).takeRetainedValue()
+            store.writerLoop()
+            return nil
+        }, box.toOpaque())
+        thread = tid
+    }
+
+    public func submit(_ ops: [StoreOp], completion: (@Sendable () -> Void)?) {
+        let wasEmpty = pending.withLock { p -> Bool in
+            let e = p.ops.isEmpty && p.done.isEmpty
+            p.ops.append(contentsOf: ops)
+            if let completion { p.done.append(completion) }
+            return e
+        }
+        if wasEmpty { var b: UInt8 = 1; _ = write(wakeWrite, &b, 1) }
+    }
+
+    /// Commits what is queued and stops the writer.
+    public func close() {
+        pending.withLock { $0.stop = true }
+        var b: UInt8 = 1
+        _ = write(wakeWrite, &b, 1)
+        if let thread { pthread_join(thread, nil) }
+        thread = nil
+    }
+
+    private func writerLoop() {
+        var buf = [UInt8](repeating: 0, count: 64)
+        while true {
+            _ = Glibc.read(wakeRead, &buf, buf.count)
+            let (ops, done, stop) = pending.withLock { p -> ([StoreOp], [@Sendable () -> Void], Bool) in
+                let r = (p.ops, p.done, p.stop)
+                p.ops.removeAll(keepingCapacity: true)
+                p.done.removeAll(keepingCapacity: true)
+                return r
+            }
+            if !ops.isEmpty || !done.isEmpty {
+                let start = monotonicNanos()
+                do {
+                    try writer.exec("BEGIN")
+                    // State rows are full snapshots: only the last one per session is written.
+                    var lastState: [String: JSONObject] = [:]
+                    for op in ops {
+                        if case .updateState(let id, let state) = op { lastState[id] = state } else { try apply(op) }
+                    }
+                    for (id, state) in lastState { try apply(.updateState(id: id, state: state)) }
+                    try writer.exec("COMMIT")
+                } catch {
+                    // A failed commit must not be acknowledged: the completions are dropped and the
+                    // error is reported; peers resend what was not acked.
+                    try? writer.exec("ROLLBACK")
+                    let line = Array("switchboard: store commit failed: \(error)\n".utf8)
+                    line.withUnsafeBytes { _ = write(2, $0.baseAddress, $0.count) }
+                    continue
+                }
+                let ms = Double(monotonicNanos() - start) / 1e6
+                latencies.withLock { l in
+                    l.append(ms)
+                    if l.count > 10_000 { l.removeFirst(5_000) }
+                }
+                if !done.isEmpty {
+                    loop.execute { for d in done { d() } }
+                }
+            }
+            if stop { break }
+        }
+    }
+
+    public var commitLatencies: [Double] { latencies.withLock { $0 } }
+
+    private func apply(_ op: StoreOp) throws(SQLiteError) {
+        switch op {
+        case .insertSession(let r):
+            try writer.query("""
+            INSERT OR REPLACE INTO sessions (id, ordinal, created_at, timeouts, metadata, client_config, worker_token, client_token,
+              phase, reason, result, error, ended_at, state) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,NULL,?)
+            """, [.text(r.id), .int(r.ordinal), .int(r.createdAt), .text(SQLiteStore.encode(r.timeouts)), .json(r.metadata.map { .object($0) }),
+                  .json(.object(r.clientConfig)), .blob(r.workerTokenHash), .blob(r.clientTokenHash), .text(r.phase.rawValue),
+                  .optText(r.reason?.rawValue), .json(r.result), .json(r.error), .json(.object(r.state))])
+        case .updateLifecycle(let id, let phase, let reason, let result, let error):
+            try writer.query("UPDATE sessions SET phase = ?, reason = ?, result = ?, error = ?, ended_at = ? WHERE id = ?",
+                             [.text(phase.rawValue), .optText(reason?.rawValue), .json(result), .json(error),
+                              phase.isTerminal ? .int(epochMillis()) : .null, .text(id)])
+        case .updateState(let id, let state):
+            try writer.query("UPDATE sessions SET state = ? WHERE id = ?", [.json(.object(state)), .text(id)])
+        case .message(let s, let stream, let seq, let body, let cid):
+            try writer.query("INSERT OR REPLACE INTO messages (session, stream, seq, body, command_id) VALUES (?,?,?,?,?)",
+                             [.text(s), .int(stream), .int(seq), .blob(Array(body)), .optText(cid)])
+        case .trimMessages(let s, let stream, let through):
+            try writer.query("DELETE FROM messages WHERE session = ? AND stream = ? AND seq <= ?", [.text(s), .int(stream), .int(through)])
+        case .event(let s, let n, let type, let ts, let serverTs, let source, let payload):
+            try writer.query("INSERT OR IGNORE INTO events (session, event_seq, type, ts, server_ts, source, payload) VALUES (?,?,?,?,?,?,?)",
+                             [.text(s), .int(n), .text(type), .int(ts), .int(serverTs), .text(source), .json(.object(payload))])
+        case .journal(let s, let n, let dir, let ts, let body):
+            try writer.query("INSERT OR REPLACE INTO journal (session, n, direction, ts, body) VALUES (?,?,?,?,?)",
+                             [.text(s), .int(n), .text(dir), .int(ts), .blob(Array(body))])
+        case .trimJournal(let s, let through):
+            try writer.query("DELETE FROM journal WHERE session = ? AND n <= ?", [.text(s), .int(through)])
+        case .usedId(let s, let id):
+            try writer.query("INSERT OR IGNORE INTO ids (session, id) VALUES (?,?)", [.text(s), .text(id)])
+        case .delete(let s):
+            for table in ["messages", "events", "journal", "ids"] { try writer.query("DELETE FROM \(table) WHERE session = ?", [.text(s)]) }
+            try writer.query("DELETE FROM sessions WHERE id = ?", [.text(s)])
+        }
+    }
+
+    static func encode(_ t: SessionTimeouts) -> String {
+        JSONWriter.string(.object(["connectTimeoutMs": .int(t.connectTimeoutMs), "sessionDurationMs": .int(t.sessionDurationMs),
+                                   "disconnectGracePeriodMs": .int(t.disconnectGracePeriodMs), "commandTimeoutMs": .int(t.commandTimeoutMs)]))
+    }
+
+    static func decodeTimeouts(_ s: String?) -> SessionTimeouts {
+        var t = SessionTimeouts()
+        guard let s, let o = (try? JSONParser.parse(s))?.objectValue else { return t }
+        t.connectTimeoutMs = o["connectTimeoutMs"]?.intValue ?? t.connectTimeoutMs
+        t.sessionDurationMs = o["sessionDurationMs"]?.intValue ?? t.sessionDurationMs
+        t.disconnectGracePeriodMs = o["disconnectGracePeriodMs"]?.intValue ?? t.disconnectGracePeriodMs
+        t.commandTimeoutMs = o["commandTimeoutMs"]?.intValue ?? t.commandTimeoutMs
+        return t
+    }
+
+    // MARK: Reads
+
+    /// Reads run under a lock on their own connection (WAL: they do not wait for the writer).
+    private func read<T>(_ body: (Database) throws(SQLiteError) -> T) throws(SQLiteError) -> T {
+        var result: Result<T, SQLiteError>? = nil
+        readLock.withLock { _ in result = Result { () throws(SQLiteError) -> T in try body(reader) } }
+        return try result!.get()
+    }
+
+    public func loadSessions() throws -> [SessionRecord] {
+        try read { db throws(SQLiteError) in
+            var out: [SessionRecord] = []
+            try db.query("SELECT id, ordinal, created_at, timeouts, metadata, client_config, worker_token, client_token, phase, reason, result, error, state FROM sessions ORDER BY ordinal") { r in
+                func json(_ i: Int32) -> JSON? { r.text(i).flatMap { try? JSONParser.parse($0) } }
+                out.append(SessionRecord(id: r.text(0) ?? "", ordinal: Int(r.int(1)), createdAt: r.int(2), timeouts: SQLiteStore.decodeTimeouts(r.text(3)),
+                                         metadata: json(4)?.objectValue, clientConfig: json(5)?.objectValue ?? [:],
+                                         workerTokenHash: r.blob(6), clientTokenHash: r.blob(7),
+                                         phase: Phase(rawValue: r.text(8) ?? "") ?? .failed, reason: r.text(9).flatMap { EndReason(rawValue: $0) },
+                                         result: json(10), error: json(11), state: json(12)?.objectValue ?? [:]))
+            }
+            return out
+        }
+    }
+
+    public func messages(session: String) throws -> [(stream: Int, seq: Int, body: [UInt8], commandId: String?)] {
+        try read { db throws(SQLiteError) in
+            var out: [(stream: Int, seq: Int, body: [UInt8], commandId: String?)] = []
+            try db.query("SELECT stream, seq, body, command_id FROM messages WHERE session = ? ORDER BY stream, seq", [.text(session)]) { r in
+                out.append((Int(r.int(0)), Int(r.int(1)), r.blob(2), r.text(3)))
+            }
+            return out
+        }
+    }
+
+    static func event(_ r: Database.Row) -> StoredEvent {
+        StoredEvent(eventSeq: Int(r.int(0)), type: r.text(1) ?? "", ts: r.int(2), serverTs: r.int(3), source: r.text(4) ?? "client",
+                    payload: (r.text(5).flatMap { try? JSONParser.parse($0) })?.objectValue ?? [:])
+    }
+
+    public func events(session: String, after: Int, limit: Int, types: Set<String>?) throws -> [StoredEvent] {
+        try read { db throws(SQLiteError) in
+            var out: [StoredEvent] = []
+            try db.query("SELECT event_seq, type, ts, server_ts, source, payload FROM events WHERE session = ? AND event_seq > ? ORDER BY event_seq LIMIT ?",
+                         [.text(session), .int(after), .int(types == nil ? limit + 1 : 1_000_000)]) { r in
+                let e = SQLiteStore.event(r)
+                if types == nil || types!.contains(e.type) { if out.count <= limit { out.append(e) } }
+            }
+            return out
+        }
+    }
+
+    public func lastEvent(session: String, type: String) throws -> StoredEvent? {
+        try read { db throws(SQLiteError) in
+            var out: StoredEvent? = nil
+            try db.query("SELECT event_seq, type, ts, server_ts, source, payload FROM events WHERE session = ? AND type = ? ORDER BY event_seq DESC LIMIT 1",
+                         [.text(session), .text(type)]) { r in out = SQLiteStore.event(r) }
+            return out
+        }
+    }
+
+    public func eventCount(session: String) throws -> Int {
+        try read { db throws(SQLiteError) in
+            var n = 0
+            try db.query("SELECT COALESCE(MAX(event_seq), 0) FROM events WHERE session = ?", [.text(session)]) { r in n = Int(r.int(0)) }
+            return n
+        }
+    }
+
+    public func journal(session: String, after: Int, limit: Int) throws -> [JournalEntry] {
+        try read { db throws(SQLiteError) in
+            var out: [JournalEntry] = []
+            try db.query("SELECT n, direction, ts, body FROM journal WHERE session = ? AND n > ? ORDER BY n LIMIT ?",
+                         [.text(session), .int(after), .int(limit)]) { r in
+                out.append(JournalEntry(n: Int(r.int(0)), direction: JournalEntry.direction(r.text(1) ?? "server"), ts: r.int(2), bytes: r.blob(3)[...]))
+            }
+            return out
+        }
+    }
+
+    public func usedIds(session: String) throws -> Set<String> {
+        try read { db throws(SQLiteError) in
+            var out = Set<String>()
+            try db.query("SELECT id FROM ids WHERE session = ?", [.text(session)]) { r in if let t = r.text(0) { out.insert(t) } }
+            return out
+        }
+    }
+
+    public func purgeTerminal(endedBefore: Int64) throws -> Int {
+        var ids: [String] = []
+        try read { db throws(SQLiteError) in
+            try db.query("SELECT id FROM sessions WHERE ended_at IS NOT NULL AND ended_at < ?", [.int(endedBefore)]) { r in
+                if let id = r.text(0) { ids.append(id) }
+            }
+        }
+        if !ids.isEmpty { submit(ids.map { .delete(session: $0) }, completion: nil) }
+        return ids.count
+    }
+}
+
+extension JournalEntry {
+    static let directions: [StaticString] = ["worker_to_server", "server_to_worker", "client_to_server", "server_to_client", "server"]
+    static func direction(_ s: String) -> StaticString { directions.first { $0.description == s } ?? "server" }
+}
