@@ -160,7 +160,17 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
         case ("GET", ["version"]):
             return Relay.json(200, .object(["version": .string(Relay.version), "protocolVersion": .int(ProtocolVersion.current)]))
         case ("GET", ["metrics"]):
-            let text = metrics.render(connections: server?.connectionCount ?? 0, extra: processGauges())
+            var text = metrics.render(connections: server?.connectionCount ?? 0, extra: processGauges())
+            if let store {
+                let l = store.commitLatencies.sorted()
+                func q(_ p: Double) -> Double { l.isEmpty ? 0 : l[min(l.count - 1, Int(Double(l.count) * p))] }
+                text += "# HELP switchboard_store_commit_ms Store commit latency over the last commits (group commits).\n"
+                text += "# TYPE switchboard_store_commit_ms summary\n"
+                text += "switchboard_store_commit_ms{quantile=\"0.5\"} \(q(0.5))\n"
+                text += "switchboard_store_commit_ms{quantile=\"0.99\"} \(q(0.99))\n"
+                text += "switchboard_store_commit_ms_sum \(l.reduce(0, +))\n"
+                text += "switchboard_store_commit_ms_count \(l.count)\n"
+            }
             return HTTPResponse(status: 200, text: text, contentType: "text/plain; version=0.0.4; charset=utf-8")
         default: break
         }

@@ -114,6 +114,10 @@ public actor Session {
     var lastNavigation: StoredEvent?
     var graceTimers: [Role: Timer] = [:]
     var graceDeadlines: [Role: Int64] = [:]
+    /// Messages waiting for a commit before they may be sent (see `emit`).
+    var held: [Role: [(seq: Int, message: OutboundMessage)]] = [:]
+    /// Set when a restart restored a pending command (see `redeliverPendingIfNeeded`).
+    var redeliverAfterRestore = false
     /// When the session reached its terminal phase (epoch ms).
     var endedAt: Int64?
     /// False for a restored session until its tails, events and journal are read back.
@@ -333,6 +337,7 @@ public actor Session {
         lifecycle(.connected(peer.role))
         sendHello(peer)
         replay(to: peer, lastSeq: hello.lastSeq)
+        if peer.role == .client { redeliverPendingIfNeeded(lastSeq: hello.lastSeq) }
     }
 
     /// The hello goes out whole; the journal and the log get it with each injection script's
@@ -383,6 +388,7 @@ public actor Session {
     /// Sends `server.replay` with every retained message after `lastSeq` (or, without it, the
     /// messages produced while the role had no connection).
     private func replay(to peer: Peer, lastSeq: Int?) {
+        held[peer.role] = nil
         let stream = peer.role == .worker ? workerStream : clientStream
         let after = lastSeq ?? stream.delivered
         var messages: [Retained] = []
@@ -430,7 +436,8 @@ public actor Session {
         p.timer = loop.schedule(afterMillis: timeout) { [self] in self.assumeIsolated { $0.commandTimedOut(cid) } }
         pending = p
         persistState()
-        emit(to: .client, type: "server.command", id: cid, commandId: cid, sensitive: c.command == "fill" || c.command == "type") { w in
+        emit(to: .client, type: "server.command", id: cid, commandId: cid, sensitive: c.command == "fill" || c.command == "type",
+             durableFirst: true) { w in
             w.raw(",\"id\":"); w.write(string: cid)
             w.raw(",\"command\":"); w.write(string: c.command)
             w.raw(",\"params\":")
@@ -601,8 +608,11 @@ public actor Session {
 
     /// Builds a sequenced message for `role`'s stream, retains it for replay, logs it and sends
     /// it if that role is connected. `fields` writes `,"key":value` pairs after type and seq.
+    /// With `durableFirst`, the message reaches the peer only once the store has committed it
+    /// (and everything before it); later messages of the same stream wait behind it, so a peer
+    /// always sees its stream in `seq` order.
     func emit(to role: Role, type: StaticString, id: String?, commandId: String? = nil, sensitive: Bool = false,
-              _ fields: (inout JSONWriter) -> Void) {
+              durableFirst: Bool = false, _ fields: (inout JSONWriter) -> Void) {
         var w = JSONWriter(bytes: [UInt8](repeating: 0, count: FrameWriter.maxHeaderSize))
         w.bytes.reserveCapacity(256)
         let seq: Int
@@ -628,9 +638,24 @@ public actor Session {
                           bytes: message.storage[FrameWriter.maxHeaderSize...], sensitive: sensitive)
         journal(direction, message.storage[FrameWriter.maxHeaderSize...])
         relay.metrics.countOut(type)
-        if let peer = role == .worker ? worker : client, peer.helloDone {
+        guard let peer = role == .worker ? worker : client, peer.helloDone else { return }
+        if (durableFirst && relay.store != nil) || !(held[role]?.isEmpty ?? true) {
+            held[role, default: []].append((seq, message))
+            if durableFirst { relay.afterCommit { [self] in self.assumeIsolated { $0.flushHeld(role) } } }
+            return
+        }
+        if role == .worker { workerStream.delivered = seq } else { clientStream.delivered = seq }
+        peer.connection.sendSealed(message)
+    }
+
+    /// Sends the messages of `role` that waited for a commit, in order.
+    func flushHeld(_ role: Role) {
+        guard let list = held[role], !list.isEmpty else { return }
+        held[role] = nil
+        guard let peer = role == .worker ? worker : client, peer.helloDone else { return }
+        for (seq, m) in list {
             if role == .worker { workerStream.delivered = seq } else { clientStream.delivered = seq }
-            peer.connection.sendSealed(message)
+            peer.connection.sendSealed(m)
         }
     }
 

@@ -99,6 +99,7 @@ extension Session {
                 self.assumeIsolated { s in kind == .yield ? s.yieldTimedOut(pid) : s.commandTimedOut(pid) }
             }
             pending = p
+            redeliverAfterRestore = kind == .command
         }
         if state.phase == .active {
             for role in [Role.worker, .client] {
@@ -106,6 +107,23 @@ extension Session {
                 armGrace(role, deadline: saved ?? (epochMillis() + Int64(timeouts.disconnectGracePeriodMs)))
             }
             persistState()
+        }
+    }
+
+    /// After a restart the client may have answered the pending command while the server was
+    /// dying: its response was never stored, yet the client's lastSeq covers the command, so a
+    /// replay would skip it. The command is therefore sent again with a new seq; the client's
+    /// response cache (PROTOCOL.md 5.2) answers it without running it twice.
+    func redeliverPendingIfNeeded(lastSeq: Int?) {
+        guard redeliverAfterRestore, let p = pending, p.kind == .command else { return }
+        redeliverAfterRestore = false
+        guard let original = clientStream.live.last(where: { $0.commandId == p.id }),
+              original.seq <= (lastSeq ?? clientStream.delivered),
+              let message = (try? JSONParser.parse(Array(original.storage[FrameWriter.maxHeaderSize...])))?.objectValue else { return }
+        emit(to: .client, type: "server.command", id: p.id, commandId: p.id) { w in
+            for m in message where m.key != "type" && m.key != "seq" {
+                w.raw(","); w.write(string: m.key); w.raw(":"); w.write(m.value)
+            }
         }
     }
 

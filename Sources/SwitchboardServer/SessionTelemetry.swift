@@ -182,7 +182,7 @@ extension Session {
         pending = p
         persistState()
         let clientConditions = compiled.compactMap(\.clientJSON)
-        emit(to: .client, type: "server.set_interactive", id: yid) { w in
+        emit(to: .client, type: "server.set_interactive", id: yid, durableFirst: true) { w in
             w.raw(",\"interactive\":true,\"yieldId\":"); w.write(string: yid)
             if let m = y.message { w.raw(",\"message\":"); w.write(string: m) }
             w.raw(",\"conditions\":"); w.write(.array(clientConditions))

@@ -1,0 +1,117 @@
+"""Durable sessions: a server killed with SIGKILL and restarted on the same data directory
+keeps every session, deadline, pending command, acked event and replay tail."""
+import asyncio
+import json
+import os
+import signal
+import time
+
+import sb
+from conftest import Proc, API_KEY
+from sb import Peer, run
+
+
+def restart(server):
+    """SIGKILL the server, start a new one on the same data directory and port."""
+    server.proc.send_signal(signal.SIGKILL)
+    server.proc.wait()
+    p = Proc(["serve", "--host", "127.0.0.1", "--port", str(server.port), "--data-dir", server.data_dir, "--api-key", API_KEY],
+             r"listening on http://127\.0\.0\.1:(\d+)")
+    p.data_dir = server.data_dir
+    return p
+
+
+def test_kill_and_restart_keeps_sessions_commands_events_and_replay(serve_factory):
+    server = serve_factory()
+    state = {}
+
+    async def before():
+        s, w, c = await sb.pair(server.port, metadata={"k": "v"}, config={"connectTimeoutMs": 600_000})
+        await w.send({"type": "worker.command", "id": "done1", "command": "url"})
+        await c.expect("server.command", id="done1")
+        await c.send({"type": "client.command_response", "id": "done1", "result": {"value": "https://one"}})
+        res = await w.expect("server.command_result", id="done1")
+        for n in (1, 2):
+            await c.send({"type": "client.events", "clientSeq": n, "events": [{"type": "navigation", "payload": {"url": f"https://e/{n}"}}]})
+            await c.expect("server.ack", clientSeq=n)
+        await w.send({"type": "worker.command", "id": "open", "command": "title", "timeoutMs": 60000})
+        cmd = await c.expect("server.command", id="open")
+        state.update(s=s, worker_seq=res["seq"], client_seq=cmd["seq"] - 1, info=sb.rest(server.port, "GET", f"/v1/sessions/{s['sessionId']}")[1])
+    run(before())
+    s = state["s"]
+    server2 = restart(server)
+    try:
+        _, info = sb.rest(server2.port, "GET", f"/v1/sessions/{s['sessionId']}")
+        assert info["phase"] == "active" and info["metadata"] == {"k": "v"}
+        assert info["expiresAt"] == state["info"]["expiresAt"] and info["createdAt"] == state["info"]["createdAt"]
+        assert info["pending"] == {"id": "open", "kind": "command", "command": "title"}
+        _, ev = sb.rest(server2.port, "GET", f"/v1/sessions/{s['sessionId']}/events")
+        assert [e["payload"]["url"] for e in ev["events"]] == ["https://e/1", "https://e/2"]
+
+        async def after():
+            c = await Peer.connect(s, "client", lastSeq=state["client_seq"])
+            assert c.hello["lastClientSeq"] == 2
+            rep = await c.expect("server.replay")
+            # The pending command comes back; the answered one does not.
+            assert [m["id"] for m in rep["messages"] if m["type"] == "server.command"] == ["open"]
+            w = await Peer.connect(s, "worker", lastSeq=state["worker_seq"])
+            assert w.hello["pending"]["id"] == "open"
+            await c.send({"type": "client.command_response", "id": "open", "result": {"value": "T"}})
+            res = await w.expect("server.command_result", id="open")
+            assert res["result"] == {"value": "T"} and res["seq"] > state["worker_seq"]
+            # A duplicate id is still refused after the restart.
+            await w.send({"type": "worker.command", "id": "done1", "command": "url"})
+            await w.expect_error("duplicate_command_id")
+            # A retransmitted telemetry batch is still deduplicated.
+            await c.send({"type": "client.events", "clientSeq": 2, "events": [{"type": "navigation", "payload": {"url": "dup"}}]})
+            await c.expect("server.ack", clientSeq=2)
+        run(after())
+        _, ev = sb.rest(server2.port, "GET", f"/v1/sessions/{s['sessionId']}/events")
+        assert len(ev["events"]) == 2
+        _, journal = sb.rest(server2.port, "GET", f"/v1/sessions/{s['sessionId']}/journal")
+        assert journal["entries"] and [e["n"] for e in journal["entries"]] == sorted({e["n"] for e in journal["entries"]})
+    finally:
+        server2.stop()
+
+
+def test_deadlines_survive_a_restart(serve_factory):
+    server = serve_factory()
+    s = sb.create(server.port, config={"connectTimeoutMs": 1500})
+    created = time.time()
+    server2 = restart(server)
+    try:
+        # Not extended: it still expires about 1.5 s after creation, not after the restart.
+        while time.time() - created < 1.2:
+            assert sb.rest(server2.port, "GET", f"/v1/sessions/{s['sessionId']}")[1]["phase"] == "created"
+            time.sleep(0.1)
+        time.sleep(1.0)
+        _, info = sb.rest(server2.port, "GET", f"/v1/sessions/{s['sessionId']}")
+        assert info["phase"] == "expired" and info["reason"] == "connect_timeout"
+    finally:
+        server2.stop()
+
+
+def test_terminal_sessions_and_tokens_survive(serve_factory):
+    server = serve_factory()
+
+    async def go():
+        s, w, c = await sb.pair(server.port)
+        await w.send({"type": "worker.complete", "result": {"ok": 1}})
+        await w.expect("server.session_end")
+        return s
+    s = run(go())
+    server2 = restart(server)
+    try:
+        _, info = sb.rest(server2.port, "GET", f"/v1/sessions/{s['sessionId']}")
+        assert info["phase"] == "complete" and info["result"] == {"ok": 1}
+
+        async def hello():
+            w = await Peer.connect(s, "worker")
+            assert w.hello["phase"] == "complete"
+            assert (await w.expect("server.session_end"))["result"] == {"ok": 1}
+        run(hello())
+        # The tokens are stored only as hashes, yet still open the session.
+        db = open(os.path.join(server.data_dir, "switchboard.db"), "rb").read()
+        assert s["workerToken"].encode() not in db and s["clientToken"].encode() not in db
+    finally:
+        server2.stop()
