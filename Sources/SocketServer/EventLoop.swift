@@ -57,6 +57,12 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
     public private(set) var now: UInt64 = monotonicNanos()
     /// Loop-local objects (shared zlib streams, caches) keyed by name.
     public var locals: [String: AnyObject] = [:]
+    /// Called at the end of every iteration, after all ready I/O and jobs ran (loop thread).
+    private var iterationHooks: [() -> Void] = []
+
+    /// Adds a hook run at the end of every iteration (e.g. to start one group commit for
+    /// everything the iteration produced). Loop thread only.
+    public func onIterationEnd(_ hook: @escaping () -> Void) { iterationHooks.append(hook) }
 
     private enum Work: Sendable { case job(UnownedJob), closure(@Sendable () -> Void) }
 
@@ -218,8 +224,10 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
                 if e.readable, fd < handlers.count, let h = handlers[fd] { h.readable() }
             }
             runQueue()
+            for h in iterationHooks { h() }
         }
         runQueue()
+        for h in iterationHooks { h() }
     }
 
     private func runTimers() {

@@ -64,6 +64,7 @@ public struct ServeConfiguration: Sendable, Equatable {
     public var maxCommandTimeoutMs = 600_000
     public var injectionScripts: [String] = ["telemetry", "network", "console", "interaction"]
     public var store = "sqlite"
+    public var journalStoredEntries = 100_000
     public var retentionHours = 168
 
     public init() {}
@@ -115,6 +116,7 @@ public struct ServeConfiguration: Sendable, Equatable {
         Key(name: "max_disconnect_grace_ms", kind: .int(ms)) { c, v in if case .int(let i) = v { c.maxDisconnectGraceMs = i } },
         Key(name: "max_command_timeout_ms", kind: .int(ms)) { c, v in if case .int(let i) = v { c.maxCommandTimeoutMs = i } },
         Key(name: "injection_scripts", kind: .list) { c, v in if case .list(let l) = v { c.injectionScripts = l } },
+        Key(name: "journal_stored_entries", kind: .int(0...100_000_000)) { c, v in if case .int(let i) = v { c.journalStoredEntries = i } },
         Key(name: "store", kind: .string) { c, v in if case .string(let s) = v { c.store = s } },
         Key(name: "retention_hours", kind: .int(1...87_600)) { c, v in if case .int(let i) = v { c.retentionHours = i } },
     ]

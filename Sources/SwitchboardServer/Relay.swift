@@ -263,7 +263,6 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
         clientConfig["capture"] = .object(["snapshots": .object(["enabled": .bool(false), "delayMs": .int(500)]),
                                            "screenshots": .object(["enabled": .bool(false), "intervalMs": .int(5000)])])
         clientConfig["debug"] = .bool(false)
-        clientConfig["injectionScripts"] = .array(settings.injectionScripts)
         func positive(_ v: JSON, _ path: String, max: Int) -> Int? {
             guard let i = v.intValue, i > 0, v.doubleValue.map({ $0 == $0.rounded() }) == true else {
                 issues.append(ValidationIssue(path: path, message: "must be a positive integer")); return nil

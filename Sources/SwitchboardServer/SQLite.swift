@@ -59,6 +59,8 @@ final class Database {
                 t.withUTF8 { u in _ = u.withMemoryRebound(to: CChar.self) { sb_sqlite3_bind_text(stmt, idx, $0.baseAddress, Int32($0.count)) } }
             case .blob(let b):
                 b.withUnsafeBytes { _ = sb_sqlite3_bind_blob(stmt, idx, $0.baseAddress, Int32($0.count)) }
+            case .bytes(let b):
+                b.withUnsafeBytes { _ = sb_sqlite3_bind_blob(stmt, idx, $0.baseAddress, Int32($0.count)) }
             }
         }
         while true {
@@ -91,6 +93,7 @@ enum SQLValue {
     case int(Int64)
     case text(String)
     case blob([UInt8])
+    case bytes(ArraySlice<UInt8>)
 
     static func int(_ v: Int) -> SQLValue { .int(Int64(v)) }
     static func optText(_ s: String?) -> SQLValue { s.map { .text($0) } ?? .null }

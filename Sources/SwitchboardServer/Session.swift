@@ -344,7 +344,8 @@ public actor Session {
     /// source replaced by its size (static configuration, ~10 KB, not session traffic).
     private func sendHello(_ peer: Peer) {
         let wire = helloMessage(for: peer.role)
-        guard peer.role == .client, case .array(let scripts)? = clientConfig["injectionScripts"], !scripts.isEmpty else {
+        let scripts = relay.settings.injectionScripts
+        guard peer.role == .client, !scripts.isEmpty else {
             sendUnsequenced(peer, wire)
             return
         }
@@ -380,7 +381,8 @@ public actor Session {
         if role == .client {
             o["lastClientSeq"] = lastClientSeq > 0 ? .int(lastClientSeq) : .null
             for m in clientConfig { o[m.key] = m.value }
-            if let scripts { o["injectionScripts"] = scripts }
+            // Scripts come from the server configuration (not stored per session).
+            o["injectionScripts"] = scripts ?? .array(relay.settings.injectionScripts)
         }
         return JSONWriter.serialize(.object(o))
     }

@@ -123,6 +123,7 @@ struct Serve: ParsableCommand {
         settings.maxDebugConnections = c.maxDebugConnections
         settings.allowedOrigins = c.allowedOrigins
         settings.retentionMs = Int64(c.retentionHours) * 3_600_000
+        settings.journalStoredEntries = c.journalStoredEntries
         settings.defaults = c.sessionDefaults
         settings.maxima = c.sessionMaxima
         do { settings.injectionScripts = try InjectionScripts.load(c.injectionScripts) } catch {
