@@ -30,9 +30,13 @@ case " $PEERS " in *" hb "*) [ -x "$WORK/hb-relay/.build/release/HBRelay" ] || (
 (cd scripts/storm && GOFLAGS=-mod=mod GOPROXY=off GOSUMDB=off go build -o "$WORK/storm" .)
 
 cp .build/release/switchboard "$WORK/switchboard"
-rm -f "$RESULTS"
+rm -f "$RESULTS" "$WORK/memory.jsonl"
 mkdir -p /tmp/peer-results
 (cd "$WORK" && SWITCHBOARD_BIN="$WORK/switchboard" bench/run-all.sh "$REPS")
+# Switchboard once more with the in-memory store, to separate the relay's cost from the store's.
+for sc in a b c a64 b64 d; do
+  (cd "$WORK" && RESULTS="$WORK/memory.jsonl" SWITCHBOARD_STORE=memory SWITCHBOARD_BIN="$WORK/switchboard" bench/run-one.sh sb "$sc" 21500)
+done
 
 # Reconnect storm against Switchboard, relay pinned like the others.
 ulimit -n "$(ulimit -Hn)"
@@ -44,4 +48,7 @@ sleep 1
 taskset -c 1 "$WORK/storm" -url "http://127.0.0.1:$PORT" -api-key bench-key -sessions "${STORM_SESSIONS:-8000}" | tee "$WORK/storm.out"
 kill $RPID
 
-python3 "$WORK/bench/summarize.py" "$RESULTS"
+python3 scripts/bench-table.py "$RESULTS" "$WORK/storm.out"
+echo
+echo "Switchboard with store = memory:"
+python3 scripts/bench-table.py "$WORK/memory.jsonl"

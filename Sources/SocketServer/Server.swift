@@ -42,6 +42,9 @@ public final class Server: @unchecked Sendable {
     public private(set) var connectionCount = 0
     public private(set) var acceptedTotal = 0
     public private(set) var webSocketCount = 0
+    /// Bytes of connections already closed (open ones are added in `bytesIn` / `bytesOut`).
+    var closedBytesIn = 0
+    var closedBytesOut = 0
     public private(set) var draining = false
     private var accepting = true
     private var sweepTimer: Timer?
@@ -114,8 +117,23 @@ public final class Server: @unchecked Sendable {
         }
     }
 
+    /// Bytes received and sent on every connection since start.
+    public var bytesIn: Int {
+        var n = closedBytesIn
+        loop.forEachRegistered { n += ($0 as? Connection)?.bytesIn ?? 0 }
+        return n
+    }
+
+    public var bytesOut: Int {
+        var n = closedBytesOut
+        loop.forEachRegistered { n += ($0 as? Connection)?.bytesOut ?? 0 }
+        return n
+    }
+
     func connectionClosed(_ c: Connection) {
         connectionCount -= 1
+        closedBytesIn += c.bytesIn
+        closedBytesOut += c.bytesOut
         if c.wasWebSocket { webSocketCount -= 1 }
         if draining && webSocketCount == 0, let done = drained {
             drained = nil

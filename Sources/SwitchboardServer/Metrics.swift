@@ -9,7 +9,13 @@ public final class Metrics {
     var phases: [Phase: Int] = [:]
     /// Keyed by the address of the type's static string: no String is made per message.
     var messagesOut: [Int: (name: StaticString, count: Int)] = [:]
+    var messagesIn: [Int: (name: StaticString, count: Int)] = [:]
     var errors: [String: Int] = [:]
+    var closeCodes: [UInt16: Int] = [:]
+    var peers: [Role: Int] = [:]
+    var yieldCounts = [Int](repeating: 0, count: yieldBuckets.count + 1)
+    var yieldSum = 0
+    static let yieldBuckets: [Int] = [1, 5, 10, 30, 60, 120, 300, 600, 1800]
     /// Command round-trip histogram buckets in ms.
     static let buckets: [Int] = [1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000]
     var rttCounts = [Int](repeating: 0, count: buckets.count + 1)
@@ -28,13 +34,25 @@ public final class Metrics {
     }
     func countError(_ code: String) { errors[code, default: 0] += 1 }
 
+    func countIn(_ type: StaticString) {
+        let key = Int(bitPattern: type.utf8Start)
+        if let e = messagesIn[key] { messagesIn[key] = (e.name, e.count + 1) } else { messagesIn[key] = (type, 1) }
+    }
+
+    func closed(_ code: UInt16) { closeCodes[code, default: 0] += 1 }
+
+    func observeYield(seconds: Int) {
+        yieldSum += seconds
+        yieldCounts[Metrics.yieldBuckets.firstIndex { seconds <= $0 } ?? Metrics.yieldBuckets.count] += 1
+    }
+
     func observeRoundTrip(ms: Int) {
         rttSum += ms
         let i = Metrics.buckets.firstIndex { ms <= $0 } ?? Metrics.buckets.count
         rttCounts[i] += 1
     }
 
-    func render(connections: Int, extra: [(String, String, Int)]) -> String {
+    func render(connections: Int, bytesIn: Int, bytesOut: Int, extra: [(String, String, Int)]) -> String {
         var out = ""
         func line(_ s: String) { out += s + "\n" }
         line("# HELP switchboard_sessions Sessions by phase.")
@@ -46,6 +64,32 @@ public final class Metrics {
         line("# HELP switchboard_connections Open TCP connections.")
         line("# TYPE switchboard_connections gauge")
         line("switchboard_connections \(connections)")
+        line("# HELP switchboard_peers Connected WebSocket peers by role.")
+        line("# TYPE switchboard_peers gauge")
+        for r in Role.allCases { line("switchboard_peers{role=\"\(r.rawValue)\"} \(peers[r] ?? 0)") }
+        line("# HELP switchboard_bytes_total Bytes received and sent on all sockets.")
+        line("# TYPE switchboard_bytes_total counter")
+        line("switchboard_bytes_total{direction=\"in\"} \(bytesIn)")
+        line("switchboard_bytes_total{direction=\"out\"} \(bytesOut)")
+        line("# HELP switchboard_messages_in_total Messages received by type.")
+        line("# TYPE switchboard_messages_in_total counter")
+        var inByName: [String: Int] = [:]
+        for e in messagesIn.values { inByName[e.name.description, default: 0] += e.count }
+        for (t, n) in inByName.sorted(by: { $0.key < $1.key }) { line("switchboard_messages_in_total{type=\"\(t)\"} \(n)") }
+        line("# HELP switchboard_close_codes_total WebSocket connections of sessions closed, by close code.")
+        line("# TYPE switchboard_close_codes_total counter")
+        for (c, n) in closeCodes.sorted(by: { $0.key < $1.key }) { line("switchboard_close_codes_total{code=\"\(c)\"} \(n)") }
+        line("# HELP switchboard_yield_seconds How long yields to the user lasted.")
+        line("# TYPE switchboard_yield_seconds histogram")
+        var ycum = 0
+        for (i, b) in Metrics.yieldBuckets.enumerated() {
+            ycum += yieldCounts[i]
+            line("switchboard_yield_seconds_bucket{le=\"\(b)\"} \(ycum)")
+        }
+        ycum += yieldCounts[Metrics.yieldBuckets.count]
+        line("switchboard_yield_seconds_bucket{le=\"+Inf\"} \(ycum)")
+        line("switchboard_yield_seconds_sum \(yieldSum)")
+        line("switchboard_yield_seconds_count \(ycum)")
         line("# HELP switchboard_commands_total Commands accepted.")
         line("# TYPE switchboard_commands_total counter")
         line("switchboard_commands_total \(commands)")

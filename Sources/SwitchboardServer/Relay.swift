@@ -160,7 +160,8 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
         case ("GET", ["version"]):
             return Relay.json(200, .object(["version": .string(Relay.version), "protocolVersion": .int(ProtocolVersion.current)]))
         case ("GET", ["metrics"]):
-            var text = metrics.render(connections: server?.connectionCount ?? 0, extra: processGauges())
+            var text = metrics.render(connections: server?.connectionCount ?? 0, bytesIn: server?.bytesIn ?? 0,
+                                      bytesOut: server?.bytesOut ?? 0, extra: processGauges())
             if let store {
                 let l = store.commitLatencies.sorted()
                 func q(_ p: Double) -> Double { l.isEmpty ? 0 : l[min(l.count - 1, Int(Double(l.count) * p))] }
@@ -431,6 +432,7 @@ final class PeerHandler: WebSocketHandler {
     }
 
     func webSocketDidClose(_ connection: Connection, code: CloseCode) {
+        session.relay.metrics.closed(code.rawValue)
         guard let peer else { return }
         self.peer = nil
         session.assumeIsolated { $0.connectionClosed(peer, code: code) }

@@ -14,6 +14,7 @@ final class Peer: @unchecked Sendable {
     var tokens: Double
     var lastRefill: UInt64
     var dropped = 0
+    var detached = false
 
     init(role: Role, connection: Connection, burst: Int) {
         self.role = role
@@ -171,6 +172,7 @@ public actor Session {
     /// A new WebSocket for `role`. Replaces an earlier worker or client connection (4001).
     func attach(_ connection: Connection, role: Role, since: Int? = nil) -> Peer {
         let peer = Peer(role: role, connection: connection, burst: relay.settings.rateBurst)
+        relay.metrics.peers[role, default: 0] += 1
         relay.log.event(session: id, "connect", ["role": .string(role.rawValue), "remote": .string(connection.remoteAddress)])
         switch role {
         case .debug:
@@ -202,6 +204,10 @@ public actor Session {
 
     private func detachPeer(_ peer: Peer, reason: String) {
         peer.helloTimer?.cancel()
+        if !peer.detached {
+            peer.detached = true
+            relay.metrics.peers[peer.role, default: 1] -= 1
+        }
         switch peer.role {
         case .debug:
             debugs.removeAll { $0 === peer }
@@ -264,6 +270,7 @@ public actor Session {
     }
 
     private func logInbound(_ direction: StaticString, type: StaticString, id: String?, _ bytes: ArraySlice<UInt8>, sensitive: Bool) {
+        relay.metrics.countIn(type)
         relay.log.message(session: self.id, direction: direction, type: type, id: id, seq: nil, bytes: bytes, sensitive: sensitive)
         journal(direction, bytes)
     }

@@ -220,6 +220,7 @@ extension Session {
 
     private func sendYieldResult(_ p: Pending, result: JSON) {
         let durationMs = Int((monotonicNanos() &- p.startedAt) / 1_000_000)
+        relay.metrics.observeYield(seconds: durationMs / 1000)
         emit(to: .worker, type: "server.command_result", id: p.id, sensitive: true) { w in
             w.raw(",\"id\":"); w.write(string: p.id)
             w.raw(",\"command\":\"yield_to_user\",\"result\":"); w.write(result)

@@ -89,6 +89,8 @@ def test_metrics_parse_and_move_with_traffic(server):
             await w.expect("server.command_result")
         await w.send({"type": "worker.cancel", "id": "nope"})
         await w.expect_error("unknown_command_id")
+        during = scrape()
+        assert during[("switchboard_peers", (("role", "worker"),))] >= 1 and during[("switchboard_peers", (("role", "client"),))] >= 1
     run(go())
     after = scrape()
     assert after[("switchboard_commands_total", ())] - before.get(("switchboard_commands_total", ()), 0) == 3
@@ -96,6 +98,9 @@ def test_metrics_parse_and_move_with_traffic(server):
     assert after[("switchboard_errors_total", (("code", "unknown_command_id"),))] >= 1
     assert after[("switchboard_command_rtt_ms_count", ())] >= 3
     assert after[("switchboard_sessions", (("phase", "active"),))] >= 1
+    assert after[("switchboard_messages_in_total", (("type", "worker.command"),))] >= 3
+    assert after[("switchboard_bytes_total", (("direction", "in"),))] > before.get(("switchboard_bytes_total", (("direction", "in"),)), 0)
+    assert ("switchboard_yield_seconds_count", ()) in after and ("switchboard_store_commit_ms_count", ()) in after
     assert after[("process_resident_memory_bytes", ())] > 1_000_000
     assert after[("process_open_fds", ())] > 3
 
