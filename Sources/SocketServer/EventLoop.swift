@@ -77,14 +77,7 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
     /// Starts a thread running this loop.
     public static func spawn(name: String = "switchboard-loop") throws(SystemError) -> EventLoop {
         let loop = try EventLoop()
-        let box = Unmanaged.passRetained(ThreadBox { loop.run() })
-        var tid = pthread_t()
-        let rc = pthread_create(&tid, nil, { arg in
-            let box = Unmanaged<ThreadBox>.fromOpaque(arg!).takeRetainedValue()
-            box.body()
-            return nil
-        }, box.toOpaque())
-        guard rc == 0 else { box.release(); throw SystemError("pthread_create", rc) }
+        let tid = try startThread { loop.run() }
         pthread_detach(tid)
         // Wait until the loop has recorded its thread, so `inLoop` is right from now on.
         while !loop.running.withLock({ $0 }) { sched_yield() }
@@ -261,6 +254,20 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
 private final class ThreadBox {
     let body: () -> Void
     init(_ body: @escaping () -> Void) { self.body = body }
+}
+
+/// Starts a POSIX thread running `body` (the loop, the log writer, the store's writer and
+/// checkpointer: long-lived threads outside Swift's executors).
+@discardableResult
+public func startThread(_ body: @escaping () -> Void) throws(SystemError) -> pthread_t {
+    let box = Unmanaged.passRetained(ThreadBox(body))
+    var tid = pthread_t()
+    let rc = pthread_create(&tid, nil, { arg in
+        Unmanaged<ThreadBox>.fromOpaque(arg!).takeRetainedValue().body()
+        return nil
+    }, box.toOpaque())
+    guard rc == 0 else { box.release(); throw SystemError("pthread_create", rc) }
+    return tid
 }
 
 /// A value that belongs to the event loop thread, carried through another thread (e.g. the

@@ -55,6 +55,19 @@ public final class Metrics {
     func render(connections: Int, bytesIn: Int, bytesOut: Int, extra: [(String, String, Int)]) -> String {
         var out = ""
         func line(_ s: String) { out += s + "\n" }
+        func histogram(_ name: String, _ help: String, _ buckets: [Int], _ counts: [Int], _ sum: Int) {
+            line("# HELP \(name) \(help)")
+            line("# TYPE \(name) histogram")
+            var cumulative = 0
+            for (i, b) in buckets.enumerated() {
+                cumulative += counts[i]
+                line("\(name)_bucket{le=\"\(b)\"} \(cumulative)")
+            }
+            cumulative += counts[buckets.count]
+            line("\(name)_bucket{le=\"+Inf\"} \(cumulative)")
+            line("\(name)_sum \(sum)")
+            line("\(name)_count \(cumulative)")
+        }
         line("# HELP switchboard_sessions Sessions by phase.")
         line("# TYPE switchboard_sessions gauge")
         for p in Phase.allCases { line("switchboard_sessions{phase=\"\(p.rawValue)\"} \(phases[p] ?? 0)") }
@@ -79,17 +92,7 @@ public final class Metrics {
         line("# HELP switchboard_close_codes_total WebSocket connections of sessions closed, by close code.")
         line("# TYPE switchboard_close_codes_total counter")
         for (c, n) in closeCodes.sorted(by: { $0.key < $1.key }) { line("switchboard_close_codes_total{code=\"\(c)\"} \(n)") }
-        line("# HELP switchboard_yield_seconds How long yields to the user lasted.")
-        line("# TYPE switchboard_yield_seconds histogram")
-        var ycum = 0
-        for (i, b) in Metrics.yieldBuckets.enumerated() {
-            ycum += yieldCounts[i]
-            line("switchboard_yield_seconds_bucket{le=\"\(b)\"} \(ycum)")
-        }
-        ycum += yieldCounts[Metrics.yieldBuckets.count]
-        line("switchboard_yield_seconds_bucket{le=\"+Inf\"} \(ycum)")
-        line("switchboard_yield_seconds_sum \(yieldSum)")
-        line("switchboard_yield_seconds_count \(ycum)")
+        histogram("switchboard_yield_seconds", "How long yields to the user lasted.", Metrics.yieldBuckets, yieldCounts, yieldSum)
         line("# HELP switchboard_commands_total Commands accepted.")
         line("# TYPE switchboard_commands_total counter")
         line("switchboard_commands_total \(commands)")
@@ -106,17 +109,7 @@ public final class Metrics {
         line("switchboard_replays_total \(replays)")
         line("# TYPE switchboard_replays_incomplete_total counter")
         line("switchboard_replays_incomplete_total \(incompleteReplays)")
-        line("# HELP switchboard_command_rtt_ms Command round trip, worker send to client response.")
-        line("# TYPE switchboard_command_rtt_ms histogram")
-        var cumulative = 0
-        for (i, b) in Metrics.buckets.enumerated() {
-            cumulative += rttCounts[i]
-            line("switchboard_command_rtt_ms_bucket{le=\"\(b)\"} \(cumulative)")
-        }
-        cumulative += rttCounts[Metrics.buckets.count]
-        line("switchboard_command_rtt_ms_bucket{le=\"+Inf\"} \(cumulative)")
-        line("switchboard_command_rtt_ms_sum \(rttSum)")
-        line("switchboard_command_rtt_ms_count \(cumulative)")
+        histogram("switchboard_command_rtt_ms", "Command round trip, worker send to client response.", Metrics.buckets, rttCounts, rttSum)
         for (name, type, value) in extra {
             line("# TYPE \(name) \(type)")
             line("\(name) \(value)")

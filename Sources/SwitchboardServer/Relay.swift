@@ -116,8 +116,6 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
 
     public func startDraining() { draining = true }
 
-    func sessionEnded(_ session: Session) {}
-
     // MARK: HTTP
 
     public func handle(_ request: HTTPRequest, on connection: Connection) {
@@ -342,15 +340,16 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
         }
         var items: [JSON] = []
         var next: JSON = .null
+        var lastOrdinal = 0
         for s in order.reversed() where s.ordinal < before {
             if let phase, s.assumeIsolated({ $0.state.phase }) != phase { continue }
-            if items.count == limit { next = .string(String(items.isEmpty ? s.ordinal : lastOrdinal)); break }
+            // The cursor is the ordinal of the last session returned: the next page starts below it.
+            if items.count == limit { next = .string(String(lastOrdinal)); break }
             items.append(infoJSON(s))
             lastOrdinal = s.ordinal
         }
         return Relay.json(200, .object(["sessions": .array(items), "next": next]))
     }
-    private var lastOrdinal = 0
 
     private func processGauges() -> [(String, String, Int)] {
         var rss = 0

@@ -424,7 +424,7 @@ public actor Session {
         w.raw("]}")
         relay.metrics.replays += 1
         if !complete { relay.metrics.incompleteReplays += 1 }
-        send(peer, OutboundMessage(reserved: w.bytes), type: "server.replay", id: nil, seq: nil)
+        peer.connection.send(OutboundMessage(reserved: w.bytes), opcode: .text)
     }
 
     // MARK: Commands
@@ -583,15 +583,12 @@ public actor Session {
         for peer in [worker, client].compactMap({ $0 }) + debugs where peer.helloDone {
             sendSessionEnd(to: peer)
         }
-        if pending == nil {
-            // Nothing pending; the session_end above is all the worker needs.
-        } else if let p = pending {
+        if let p = pending {
             finishPending(p, errorCode: ResultErrorCode.sessionTerminal, message: "the session has ended", cancelClient: false)
         }
         for peer in [worker, client].compactMap({ $0 }) + debugs {
             peer.connection.close(.normal, reason: "session ended")
         }
-        relay.sessionEnded(self)
     }
 
     private func sendSessionEnd(to peer: Peer) {
@@ -666,10 +663,6 @@ public actor Session {
             if role == .worker { workerStream.delivered = seq } else { clientStream.delivered = seq }
             peer.connection.sendSealed(m)
         }
-    }
-
-    private func send(_ peer: Peer, _ message: OutboundMessage, type: String, id: String?, seq: Int?) {
-        peer.connection.send(message, opcode: .text)
     }
 
     /// Sends a message outside the peer's stream. `record` is what the log and journal keep

@@ -100,23 +100,13 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
         guard pipe(&fds) == 0 else { throw SQLiteError(description: "pipe failed") }
         wakeRead = fds[0]
         wakeWrite = fds[1]
-        let box = Unmanaged.passRetained(self)
-        var tid = pthread_t()
-        pthread_create(&tid, nil, { arg in
-            let store = Unmanaged<SQLiteStore>.fromOpaque(arg!).takeRetainedValue()
-            store.writerLoop()
-            return nil
-        }, box.toOpaque())
-        thread = tid
         checkpointer = try Database(path: path)
-        let cbox = Unmanaged.passRetained(self)
-        var ctid = pthread_t()
-        pthread_create(&ctid, nil, { arg in
-            let store = Unmanaged<SQLiteStore>.fromOpaque(arg!).takeRetainedValue()
-            store.checkpointLoop()
-            return nil
-        }, cbox.toOpaque())
-        checkpointThread = ctid
+        do {
+            thread = try startThread { self.writerLoop() }
+            checkpointThread = try startThread { self.checkpointLoop() }
+        } catch {
+            throw SQLiteError(description: "cannot start the store's threads: \(error)")
+        }
         // Submissions made during one loop iteration become one transaction: the writer is
         // woken when the iteration ends, not per submission.
         loop.execute { [weak self] in self?.loop.onIterationEnd { self?.wakeIfNeeded() } }

@@ -56,14 +56,7 @@ public final class TrafficLog: @unchecked Sendable {
 
     /// Starts the writer thread.
     public func start() {
-        let box = Unmanaged.passRetained(self)
-        var tid = pthread_t()
-        pthread_create(&tid, nil, { arg in
-            let log = Unmanaged<TrafficLog>.fromOpaque(arg!).takeRetainedValue()
-            log.writerLoop()
-            return nil
-        }, box.toOpaque())
-        thread = tid
+        thread = try? startThread { self.writerLoop() }
     }
 
     /// Appends one line (without newline). Cheap: copies into the shared buffer.
