@@ -576,10 +576,21 @@ public actor Session {
         }
     }
 
+    /// The session reached a terminal phase. Peers are told only once that phase is durable:
+    /// a worker that saw `session_end` never finds the session alive again after a crash.
     private func ended() {
         endedAt = epochMillis()
         for t in timers { t.cancel() }
         for t in graceTimers.values { t.cancel() }
+        if relay.store != nil {
+            relay.afterCommit { [self] in self.assumeIsolated { $0.announceEnd() } }
+        } else {
+            announceEnd()
+        }
+    }
+
+    /// Sends `server.session_end` to every peer, resolves pending work, closes with 1000.
+    private func announceEnd() {
         for peer in [worker, client].compactMap({ $0 }) + debugs where peer.helloDone {
             sendSessionEnd(to: peer)
         }

@@ -122,11 +122,20 @@ def test_sigterm_drains_readyz_503_peers_1001_acked_events_kept(serve_factory):
         assert sb.rest(server.port, "POST", "/v1/sessions", {})[0] == 503
         assert await w.closed() == 1001 and await c.closed() == 1001
         stuck.close()
-    run(go())
+        return s
+    s = run(go())
     assert server.wait() == 0
     log = open(os.path.join(server.data_dir, "traffic.jsonl")).read()
     assert '"event":"drain"' in log and '"event":"stop"' in log
     assert '"type":"server.ack"' in log
+    # The acked event survived the shutdown: a new server on the same data directory has it.
+    again = Proc(["serve", "--host", "127.0.0.1", "--port", "0", "--data-dir", server.data_dir, "--api-key", "test-key"],
+                 r"listening on http://127\.0\.0\.1:(\d+)")
+    try:
+        _, body = sb.rest(again.port, "GET", f"/v1/sessions/{s['sessionId']}/events")
+        assert [e["payload"] for e in body["events"]] == [{"n": 1}]
+    finally:
+        again.stop()
 
 
 def test_sighup_reopens_the_moved_log(server):
