@@ -46,9 +46,9 @@ def test_precedence_file_then_env_then_flags(tmp_path):
     # flags beat env beat file: the port from the flag (0: a free port), the key and data dir from the file.
     p = subprocess.Popen([BIN, "serve", "--config", str(cfg), "--port", "0"], env=env, stdout=subprocess.PIPE, text=True)
     import re
-    line = p.stdout.readline()
-    port = int(re.search(r"127\.0\.0\.1:(\d+)", line).group(1))
     try:
+        line = p.stdout.readline()
+        port = int(re.search(r"127\.0\.0\.1:(\d+)", line).group(1))
         assert port not in (1, 2)
         assert sb.rest(port, "POST", "/v1/sessions", {}, key="from-file")[0] == 201
         assert os.path.exists(tmp_path / "d" / "traffic.jsonl")
