@@ -249,6 +249,13 @@ public struct ServeConfiguration: Sendable, Equatable {
         return nil
     }
 
+    /// The first line of a file (e.g. a stored API key), nil when unreadable or empty.
+    public static func firstLine(_ path: String) -> String? {
+        guard let text = readFile(path), let line = text.split(whereSeparator: { $0 == "\n" || $0 == "\r" }).first,
+              !line.isEmpty else { return nil }
+        return String(line)
+    }
+
     static func readFile(_ path: String) -> String? {
         guard let f = fopen(path, "r") else { return nil }
         defer { fclose(f) }

@@ -106,12 +106,11 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
     public func purge() {
         guard let store else { return }
         let cutoff = epochMillis() - settings.retentionMs
-        if let n = try? store.purgeTerminal(endedBefore: cutoff), n > 0 {
-            let gone = Set(order.filter { s in s.assumeIsolated { $0.state.phase.isTerminal && $0.endedAt.map { $0 < cutoff } ?? false } }.map(\.id))
-            order.removeAll { gone.contains($0.id) }
-            for id in gone { sessions[id] = nil }
-            log.event(session: nil, "purged", ["sessions": .int(n)])
-        }
+        guard let ids = try? store.purgeTerminal(endedBefore: cutoff), !ids.isEmpty else { return }
+        let gone = Set(ids)
+        order.removeAll { gone.contains($0.id) }
+        for id in ids { sessions[id] = nil }
+        log.event(session: nil, "purged", ["sessions": .int(ids.count)])
     }
 
     public func startDraining() { draining = true }

@@ -119,8 +119,6 @@ public actor Session {
     var held: [Role: [(seq: Int, message: OutboundMessage)]] = [:]
     /// Set when a restart restored a pending command (see `redeliverPendingIfNeeded`).
     var redeliverAfterRestore = false
-    /// When the session reached its terminal phase (epoch ms).
-    var endedAt: Int64?
     /// False for a restored session until its tails, events and journal are read back.
     var loaded = true
     /// Highest seq per stream that may be used before the next reservation is persisted.
@@ -579,7 +577,6 @@ public actor Session {
     /// The session reached a terminal phase. Peers are told only once that phase is durable:
     /// a worker that saw `session_end` never finds the session alive again after a crash.
     private func ended() {
-        endedAt = epochMillis()
         for t in timers { t.cancel() }
         for t in graceTimers.values { t.cancel() }
         if relay.store != nil {

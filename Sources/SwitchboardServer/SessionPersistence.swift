@@ -57,7 +57,7 @@ extension Session {
 
     func persistJournal(_ e: JournalEntry) {
         guard relay.store != nil, relay.settings.journalStoredEntries > 0 else { return }
-        var ops: [StoreOp] = [.journal(session: id, n: e.n, direction: e.direction.description, ts: e.ts, body: e.bytes)]
+        var ops: [StoreOp] = [.journal(session: id, n: e.n, direction: e.direction, ts: e.ts, body: e.bytes)]
         let keep = relay.settings.journalStoredEntries
         if e.n > keep && e.n % 256 == 0 { ops.append(.trimJournal(session: id, throughN: e.n - keep)) }
         persist(ops)

@@ -29,7 +29,7 @@ public enum StoreOp: Sendable {
     case message(session: String, stream: Int, seq: Int, body: ArraySlice<UInt8>, commandId: String?)
     case trimMessages(session: String, stream: Int, throughSeq: Int)
     case event(session: String, eventSeq: Int, type: String, ts: Int64, serverTs: Int64, source: String, payload: JSONObject)
-    case journal(session: String, n: Int, direction: String, ts: Int64, body: ArraySlice<UInt8>)
+    case journal(session: String, n: Int, direction: StaticString, ts: Int64, body: ArraySlice<UInt8>)
     case trimJournal(session: String, throughN: Int)
     case usedId(session: String, id: String)
     case delete(session: String)
@@ -48,7 +48,8 @@ public protocol SessionStore: AnyObject, Sendable {
     func eventCount(session: String) throws -> Int
     func journal(session: String, after: Int, limit: Int) throws -> [JournalEntry]
     func usedIds(session: String) throws -> Set<String>
-    func purgeTerminal(endedBefore: Int64) throws -> Int
+    /// Deletes terminal sessions that ended before `endedBefore`; returns their ids.
+    func purgeTerminal(endedBefore: Int64) throws -> [String]
     var commitLatencies: [Double] { get }
     func close()
 }
@@ -227,7 +228,7 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
                              [.text(s), .int(n), .text(type), .int(ts), .int(serverTs), .text(source), .json(.object(payload))])
         case .journal(let s, let n, let dir, let ts, let body):
             try writer.query("INSERT OR REPLACE INTO journal (session, n, direction, ts, body) VALUES (?,?,?,?,?)",
-                             [.text(s), .int(n), .text(dir), .int(ts), .bytes(body)])
+                             [.text(s), .int(n), .text(dir.description), .int(ts), .bytes(body)])
         case .trimJournal(let s, let through):
             try writer.query("DELETE FROM journal WHERE session = ? AND n <= ?", [.text(s), .int(through)])
         case .usedId(let s, let id):
@@ -298,11 +299,13 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
 
     public func events(session: String, after: Int, limit: Int, types: Set<String>?) throws -> [StoredEvent] {
         try read { db throws(SQLiteError) in
+            // One more than asked for tells the caller whether there is a next page.
             var out: [StoredEvent] = []
-            try db.query("SELECT event_seq, type, ts, server_ts, source, payload FROM events WHERE session = ? AND event_seq > ? ORDER BY event_seq LIMIT ?",
-                         [.text(session), .int(after), .int(types == nil ? limit + 1 : 1_000_000)]) { r in
-                let e = SQLiteStore.event(r)
-                if types == nil || types!.contains(e.type) { if out.count <= limit { out.append(e) } }
+            let typeList = types.map { $0.sorted() } ?? []
+            let filter = typeList.isEmpty ? "" : " AND type IN (" + typeList.map { _ in "?" }.joined(separator: ",") + ")"
+            try db.query("SELECT event_seq, type, ts, server_ts, source, payload FROM events WHERE session = ? AND event_seq > ?\(filter) ORDER BY event_seq LIMIT ?",
+                         [.text(session), .int(after)] + typeList.map { .text($0) } + [.int(limit + 1)]) { r in
+                out.append(SQLiteStore.event(r))
             }
             return out
         }
@@ -344,7 +347,7 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
         }
     }
 
-    public func purgeTerminal(endedBefore: Int64) throws -> Int {
+    public func purgeTerminal(endedBefore: Int64) throws -> [String] {
         var ids: [String] = []
         try read { db throws(SQLiteError) in
             try db.query("SELECT id FROM sessions WHERE ended_at IS NOT NULL AND ended_at < ?", [.int(endedBefore)]) { r in
@@ -352,7 +355,7 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
             }
         }
         if !ids.isEmpty { submit(ids.map { .delete(session: $0) }, completion: nil) }
-        return ids.count
+        return ids
     }
 }
 

@@ -186,16 +186,9 @@ struct Serve: ParsableCommand {
 
     private func loadOrCreateKey(dataDir: String) throws -> String {
         let path = dataDir + "/api-key"
-        if let f = fopen(path, "r") {
-            defer { fclose(f) }
-            var buf = [CChar](repeating: 0, count: 512)
-            if fgets(&buf, 512, f) != nil {
-                let key = String(decoding: buf.prefix { $0 != 0 && $0 != 10 && $0 != 13 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-                if !key.isEmpty {
-                    say("using the API key stored in \(path)")
-                    return key
-                }
-            }
+        if let key = ServeConfiguration.firstLine(path) {
+            say("using the API key stored in \(path)")
+            return key
         }
         let key = Crypto.token(prefix: "sk_", bits: 192)
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Glibc
 import SwitchboardProtocol
+import SwitchboardServer
 
 /// Where the REST API is and how to authenticate, shared by the `session` subcommands.
 struct APIOptions: ParsableArguments {
@@ -14,13 +15,10 @@ struct APIOptions: ParsableArguments {
     func key() throws -> String {
         if let apiKey { return apiKey }
         if let k = env("SWITCHBOARD_API_KEY") { return k }
-        guard let f = fopen(dataDir + "/api-key", "r") else {
+        guard let key = ServeConfiguration.firstLine(dataDir + "/api-key") else {
             throw StartupError("no API key: pass --api-key, set SWITCHBOARD_API_KEY, or run where \(dataDir)/api-key exists")
         }
-        defer { fclose(f) }
-        var buf = [CChar](repeating: 0, count: 512)
-        _ = fgets(&buf, 512, f)
-        return String(decoding: buf.prefix { $0 != 0 && $0 != 10 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return key
     }
 
     func env(_ name: String) -> String? { getenv(name).map { String(cString: $0) } }
