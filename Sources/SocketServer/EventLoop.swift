@@ -122,7 +122,8 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
     @discardableResult
     public func schedule(afterNanos delayNanos: UInt64, _ action: @escaping () -> Void) -> Timer {
         timerOrder += 1
-        let t = Timer(deadline: monotonicNanos() &+ delayNanos, order: timerOrder, action: action)
+        let (deadline, overflow) = monotonicNanos().addingReportingOverflow(delayNanos)
+        let t = Timer(deadline: overflow ? .max : deadline, order: timerOrder, action: action)
         timers.append(t)
         siftUp(timers.count - 1)
         return t
@@ -130,7 +131,9 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
 
     @discardableResult
     public func schedule(afterMillis ms: Int, _ action: @escaping () -> Void) -> Timer {
-        schedule(afterNanos: UInt64(max(0, ms)) * 1_000_000, action)
+        // Saturating: a delay beyond ~584 years is "never" rather than a trap.
+        let (nanos, overflow) = UInt64(max(0, ms)).multipliedReportingOverflow(by: 1_000_000)
+        return schedule(afterNanos: overflow ? .max : nanos, action)
     }
 
     private func before(_ a: Timer, _ b: Timer) -> Bool {

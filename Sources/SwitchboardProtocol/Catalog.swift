@@ -8,6 +8,8 @@ public enum CommandCatalog {
         case regex
         case unitInterval
         case max(Double)
+        /// A wait in ms: a non-negative number no larger than the server's command maximum.
+        case timeout
     }
 
     struct Param {
@@ -24,7 +26,7 @@ public enum CommandCatalog {
         var atLeastOne: [String] = []
     }
 
-    static let timeout = Param(name: "timeout", kind: .nonNegativeNumber)
+    static let timeout = Param(name: "timeout", kind: .timeout)
 
     static let specs: [String: Spec] = [
         "navigate": Spec(target: .none, params: [Param(name: "url", kind: .url, required: true),
@@ -37,7 +39,7 @@ public enum CommandCatalog {
                                                    Param(name: "clickCount", kind: .positiveInteger)]),
         "fill": Spec(target: .required, params: [Param(name: "value", kind: .string, required: true)]),
         "type": Spec(target: .required, params: [Param(name: "text", kind: .string, required: true),
-                                                  Param(name: "delayMs", kind: .nonNegativeNumber)]),
+                                                  Param(name: "delayMs", kind: .max(60_000))]),
         "select": Spec(target: .required, params: [Param(name: "values", kind: .stringArray, required: true)]),
         "hover": Spec(target: .required, params: []),
         "press": Spec(target: .optional, params: [Param(name: "key", kind: .nonEmptyString, required: true)]),
@@ -53,10 +55,10 @@ public enum CommandCatalog {
         "title": Spec(target: .none, params: []),
         "content": Spec(target: .none, params: []),
         "screenshot": Spec(target: .none, params: [Param(name: "format", kind: .oneOf(["png", "jpeg"])),
-                                                    Param(name: "quality", kind: .positiveInteger),
+                                                    Param(name: "quality", kind: .max(100)),
                                                     Param(name: "fullPage", kind: .bool)]),
         "extract": Spec(target: .none, params: [Param(name: "selector", kind: .nonEmptyString)]),
-        "waitForNetworkIdle": Spec(target: .none, params: [Param(name: "idleMs", kind: .nonNegativeNumber), timeout]),
+        "waitForNetworkIdle": Spec(target: .none, params: [Param(name: "idleMs", kind: .timeout), timeout]),
         "waitForTimeout": Spec(target: .none, params: [Param(name: "ms", kind: .max(60_000), required: true)]),
         "updateStatus": Spec(target: .none, params: [Param(name: "heading", kind: .string), Param(name: "subheading", kind: .string),
                                                       Param(name: "progress", kind: .unitInterval)],
@@ -82,14 +84,15 @@ public enum CommandCatalog {
 
     /// The relay timeout of a command (section 5.2): `timeoutMs` if given, else the command's
     /// own wait (`timeout`, or `ms` for waitForTimeout) plus 5 s for `waitFor*` commands, else
-    /// the session's default.
-    public static func effectiveTimeout(command: String, params: JSONObject, timeoutMs: Int?, sessionDefault: Int) -> Int {
-        if let timeoutMs { return timeoutMs }
+    /// the session's default. Never above `limit` (validation refuses larger values first).
+    public static func effectiveTimeout(command: String, params: JSONObject, timeoutMs: Int?, sessionDefault: Int,
+                                        limit: Int = WireNumbers.absoluteMaxTimeoutMs) -> Int {
+        if let timeoutMs { return min(timeoutMs, limit) }
         if command.hasPrefix("waitFor") {
             let own = command == "waitForTimeout" ? params["ms"]?.doubleValue : params["timeout"]?.doubleValue
-            if let own { return Int(own) + 5_000 }
+            if let own, let ms = WireNumbers.duration(own, max: limit) { return min(ms + 5_000, limit) }
         }
-        return sessionDefault
+        return min(sessionDefault, limit)
     }
 
     /// Rewrites legacy params into canonical ones (`select` with a string `value`).
@@ -105,7 +108,7 @@ public enum CommandCatalog {
     }
 
     /// Checks a (canonical) command and its params. Unknown extra params are allowed.
-    public static func validate(command: String, params: JSONObject) -> [ValidationIssue] {
+    public static func validate(command: String, params: JSONObject, limits: InboundLimits = InboundLimits()) -> [ValidationIssue] {
         guard let spec = specs[command] else {
             return [ValidationIssue(path: "command", message: "unknown command '\(command)'")]
         }
@@ -129,7 +132,7 @@ public enum CommandCatalog {
                 if p.required { issues.append(ValidationIssue(path: "params.\(p.name)", message: "required")) }
                 continue
             }
-            if let m = check(v, p.kind) { issues.append(ValidationIssue(path: "params.\(p.name)", message: m)) }
+            if let m = check(v, p.kind, limits: limits) { issues.append(ValidationIssue(path: "params.\(p.name)", message: m)) }
         }
         if !spec.atLeastOne.isEmpty && !spec.atLeastOne.contains(where: { params[$0] != nil }) {
             issues.append(ValidationIssue(path: "params", message: "give at least one of \(spec.atLeastOne.joined(separator: ", "))"))
@@ -137,7 +140,7 @@ public enum CommandCatalog {
         return issues
     }
 
-    static func check(_ v: JSON, _ kind: Kind) -> String? {
+    static func check(_ v: JSON, _ kind: Kind, limits: InboundLimits) -> String? {
         switch kind {
         case .string: return v.stringValue == nil ? "must be a string" : nil
         case .nonEmptyString: return (v.stringValue?.isEmpty ?? true) ? "must be a non-empty string" : nil
@@ -147,7 +150,7 @@ public enum CommandCatalog {
             return d < 0 ? "must not be negative" : nil
         case .positiveInteger:
             guard let i = v.intValue else { return "must be an integer" }
-            return i < 0 ? "must not be negative" : nil
+            return i < 1 || i > 1000 ? "must be an integer from 1 to 1000" : nil
         case .bool: return v.boolValue == nil ? "must be a boolean" : nil
         case .stringArray:
             guard let a = v.arrayValue, a.allSatisfy({ $0.stringValue != nil }) else { return "must be an array of strings" }
@@ -169,11 +172,20 @@ public enum CommandCatalog {
         case .max(let limit):
             guard let d = v.doubleValue else { return "must be a number" }
             return d < 0 || d > limit ? "must be between 0 and \(Int(limit))" : nil
+        case .timeout:
+            guard let d = v.doubleValue else { return "must be a number" }
+            // The relay waits 5 s longer than the command's own wait.
+            let most = max(0, limits.maxCommandTimeoutMs - 5_000)
+            return d < 0 || d > Double(most) ? "must be between 0 and \(most)" : nil
         }
     }
 }
 
-/// Regular expressions in the common JavaScript / ICU subset, searched unanchored.
+/// Worker-supplied regular expressions are `Pattern`s: linear-time, bounded work.
 public enum PatternCheck {
-    public static func isValid(_ pattern: String) -> Bool { (try? Regex(pattern)) != nil }
+    /// Patterns longer than this are refused (they are compiled on every yield).
+    public static let maxLength = 4_096
+    public static func isValid(_ pattern: String) -> Bool {
+        pattern.utf8.count <= maxLength && (try? Pattern(pattern)) != nil
+    }
 }

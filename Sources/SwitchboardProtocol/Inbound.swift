@@ -68,7 +68,8 @@ public enum InboundDecoder {
 
     /// Decodes one text message from `role` (worker or client). `receivedAt` (epoch ms) stamps
     /// activity entries without a time of their own.
-    public static func decode(_ bytes: UnsafeRawBufferPointer, base: ArraySlice<UInt8>, role: Role, receivedAt: Int64) -> Result<PeerMessage, InboundError> {
+    public static func decode(_ bytes: UnsafeRawBufferPointer, base: ArraySlice<UInt8>, role: Role, receivedAt: Int64,
+                              limits: InboundLimits = InboundLimits()) -> Result<PeerMessage, InboundError> {
         // `params` and `result` are only syntax-checked here: they are relayed as the bytes
         // received, and built (in part) later only where the server must look inside.
         let parsed: (members: [(key: String, value: JSON?)], ranges: [Range<Int>])?
@@ -84,19 +85,21 @@ public enum InboundDecoder {
         guard allowed.contains(type) else { return .failure(.unknownType(type)) }
         let raw = RawMembers(members: members, ranges: ranges, base: base)
         do {
-            return .success(try decode(type: type, obj, raw: raw, receivedAt: receivedAt))
+            return .success(try decode(type: type, obj, raw: raw, receivedAt: receivedAt, limits: limits))
         } catch {
             return .failure(error)
         }
     }
 
-    public static func decode(_ bytes: [UInt8], role: Role, receivedAt: Int64 = 0) -> Result<PeerMessage, InboundError> {
-        bytes.withUnsafeBytes { decode($0, base: bytes[...], role: role, receivedAt: receivedAt) }
+    public static func decode(_ bytes: [UInt8], role: Role, receivedAt: Int64 = 0, limits: InboundLimits = InboundLimits()) -> Result<PeerMessage, InboundError> {
+        bytes.withUnsafeBytes { decode($0, base: bytes[...], role: role, receivedAt: receivedAt, limits: limits) }
     }
 
-    static func optionalInt(_ o: JSONObject, _ key: String, id: String? = nil, min: Int = 0) throws(InboundError) -> Int? {
+    /// An optional integer member within `min...max` (counters default to JSON's exact range).
+    static func optionalInt(_ o: JSONObject, _ key: String, id: String? = nil, min: Int = 0,
+                            max: Int = WireNumbers.maxSafeInteger) throws(InboundError) -> Int? {
         guard let v = o[key], !v.isNull else { return nil }
-        guard let i = v.intValue, i >= min else { throw .invalidMessage("'\(key)' must be an integer ≥ \(min)", id: id) }
+        guard let i = v.intValue, i >= min, i <= max else { throw .invalidMessage("'\(key)' must be an integer from \(min) to \(max)", id: id) }
         return i
     }
 
@@ -111,7 +114,7 @@ public enum InboundDecoder {
         return s
     }
 
-    static func decode(type: String, _ o: JSONObject, raw: RawMembers, receivedAt: Int64) throws(InboundError) -> PeerMessage {
+    static func decode(type: String, _ o: JSONObject, raw: RawMembers, receivedAt: Int64, limits: InboundLimits) throws(InboundError) -> PeerMessage {
         switch type {
         case "worker.hello", "client.hello":
             let version = try optionalInt(o, "protocolVersion") ?? ProtocolVersion.current
@@ -130,7 +133,7 @@ public enum InboundDecoder {
 
         case "worker.command":
             let cid = try id(o, required: false)
-            let timeoutMs = try optionalInt(o, "timeoutMs", id: cid, min: 1)
+            let timeoutMs = try optionalInt(o, "timeoutMs", id: cid, min: 1, max: limits.maxCommandTimeoutMs)
             var name: String
             var params: JSONObject
             var rawParams: ArraySlice<UInt8>? = nil
@@ -167,7 +170,7 @@ public enum InboundDecoder {
                 params = CommandCatalog.normalizedParams(command: name, params: full) ?? full
                 rawParams = nil
             }
-            let issues = CommandCatalog.validate(command: name, params: params)
+            let issues = CommandCatalog.validate(command: name, params: params, limits: limits)
             guard issues.isEmpty else { throw .invalidCommand(id: cid, issues: issues) }
             return .command(CommandRequest(id: cid, command: name, params: params, rawParams: rawParams, timeoutMs: timeoutMs))
 
@@ -188,7 +191,7 @@ public enum InboundDecoder {
             }
             let message = o["message"]?.stringValue
             return .yield(YieldRequest(id: yid, conditions: conds, optional: optional,
-                                       timeoutMs: try optionalInt(o, "timeoutMs", id: yid, min: 1), message: message))
+                                       timeoutMs: try optionalInt(o, "timeoutMs", id: yid, min: 1, max: limits.maxYieldTimeoutMs), message: message))
 
         case "worker.complete":
             return .complete(result: raw.full("result"))
@@ -216,7 +219,7 @@ public enum InboundDecoder {
             events.reserveCapacity(list.count)
             for (k, e) in list.enumerated() {
                 guard let eo = e.objectValue, let t = eo["type"]?.stringValue else { throw .invalidMessage("events[\(k)] must be an object with a string type", id: nil) }
-                events.append(normalizeEvent(type: t, eo, receivedAt: receivedAt))
+                events.append(try normalizeEvent(type: t, eo, receivedAt: receivedAt, path: "events[\(k)]"))
             }
             return .telemetry(clientSeq: clientSeq, events: events)
 
@@ -235,7 +238,7 @@ public enum InboundDecoder {
                 }
                 var payload = eo
                 payload["ts"] = nil
-                events.append(TelemetryEvent(type: t, ts: timestamp(eo["ts"]) ?? receivedAt, source: "client", payload: payload))
+                events.append(TelemetryEvent(type: t, ts: try timestamp(eo["ts"], path: "entries[\(k)].ts") ?? receivedAt, source: "client", payload: payload))
             }
             return .telemetry(clientSeq: clientSeq, events: events)
 
@@ -245,8 +248,8 @@ public enum InboundDecoder {
     }
 
     /// Accepts the canonical `{type, ts, source, payload}` and the older flat shape.
-    static func normalizeEvent(type: String, _ o: JSONObject, receivedAt: Int64) -> TelemetryEvent {
-        let ts = timestamp(o["ts"]) ?? receivedAt
+    static func normalizeEvent(type: String, _ o: JSONObject, receivedAt: Int64, path: String) throws(InboundError) -> TelemetryEvent {
+        let ts = try timestamp(o["ts"], path: "\(path).ts") ?? receivedAt
         let source = o["source"]?.stringValue ?? "client"
         if let p = o["payload"]?.objectValue {
             return TelemetryEvent(type: type, ts: ts, source: source, payload: p)
@@ -255,13 +258,20 @@ public enum InboundDecoder {
         return TelemetryEvent(type: type, ts: ts, source: source, payload: rest)
     }
 
-    /// Epoch milliseconds from a number or an ISO-8601 string.
-    public static func timestamp(_ v: JSON?) -> Int64? {
+    /// Epoch milliseconds from a number or an ISO-8601 string; nil when absent. A value that
+    /// is not a time in `WireNumbers.timestampRange` is an `invalid_message`.
+    public static func timestamp(_ v: JSON?, path: String = "ts") throws(InboundError) -> Int64? {
+        let ms: Int64?
         switch v {
-        case .number?: return v?.doubleValue.map { Int64($0) }
-        case .string(let s)?: return ISO8601.parse(s)
-        default: return nil
+        case nil, .null?: return nil
+        case .number?: ms = v?.doubleValue.flatMap(WireNumbers.millis)
+        case .string(let s)?: ms = ISO8601.parse(s).flatMap { WireNumbers.timestampRange.contains($0) ? $0 : nil }
+        default: ms = nil
         }
+        guard let ms else {
+            throw .invalidMessage("'\(path)' must be epoch milliseconds or an ISO-8601 time between 1970 and 9999", id: nil)
+        }
+        return ms
     }
 }
 

@@ -11,7 +11,8 @@ public enum JSON: Sendable, Equatable {
     public static func int(_ v: Int) -> JSON { .number(String(v)) }
     public static func int64(_ v: Int64) -> JSON { .number(String(v)) }
     public static func double(_ v: Double) -> JSON {
-        v.rounded() == v && abs(v) < 1e15 ? .number(String(Int64(v))) : .number(String(v))
+        if v.rounded() == v, abs(v) < 1e15, let i = Int64(exactly: v) { return .number(String(i)) }
+        return v.isFinite ? .number(String(v)) : .null
     }
 
     public var stringValue: String? { if case .string(let s) = self { return s }; return nil }
@@ -19,13 +20,16 @@ public enum JSON: Sendable, Equatable {
     public var objectValue: JSONObject? { if case .object(let o) = self { return o }; return nil }
     public var arrayValue: [JSON]? { if case .array(let a) = self { return a }; return nil }
     public var isNull: Bool { if case .null = self { return true }; return false }
-    public var doubleValue: Double? { if case .number(let n) = self { return Double(n) }; return nil }
-    /// The value as an integer, when it is a number with no fractional part.
+    /// The value as a finite double (a literal beyond Double's range is not a usable number).
+    public var doubleValue: Double? {
+        guard case .number(let n) = self, let d = Double(n), d.isFinite else { return nil }
+        return d
+    }
+    /// The value as an integer, when it is a number with no fractional part within
+    /// ±2^53 − 1 (`WireNumbers.integer`): larger values are not exact in JSON and are refused.
     public var intValue: Int? {
         guard case .number(let n) = self else { return nil }
-        if let i = Int(n) { return i }
-        if let d = Double(n), d.rounded() == d, abs(d) < 9.0e15 { return Int(d) }
-        return nil
+        return WireNumbers.integer(n)
     }
 
     public subscript(key: String) -> JSON? { objectValue?[key] }

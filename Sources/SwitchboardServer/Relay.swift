@@ -26,6 +26,8 @@ public struct RelaySettings: Sendable {
     public var replayMaxMessages = 1000
     public var replayMaxBytes = 8 << 20
     public var maxSessions = 100_000
+    /// Largest `timeoutMs` a worker may give a yield.
+    public var maxYieldTimeoutMs = 86_400_000
     public var injectionScripts: [JSON] = []
     /// Origins a client connection may come from; empty allows any. A connection without an
     /// Origin header (a native SDK) is not a browser page and is allowed.
@@ -57,6 +59,8 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
     private var order: [Session] = []
     private var ordinal = 0
     public private(set) var draining = false
+    /// The limits the inbound decoder applies, from the settings.
+    let inboundLimits: InboundLimits
 
     public init(loop: EventLoop, settings: RelaySettings, log: TrafficLog, store: SessionStore? = nil) {
         self.loop = loop
@@ -64,6 +68,7 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
         self.log = log
         self.store = store
         apiKeyHashes = settings.apiKeys.map { Crypto.sha256($0) }
+        inboundLimits = InboundLimits(maxCommandTimeoutMs: settings.maxima.commandTimeoutMs, maxYieldTimeoutMs: settings.maxYieldTimeoutMs)
     }
 
     /// Brings back every session the store holds (on the loop, before accepting): rows and

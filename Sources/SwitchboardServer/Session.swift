@@ -138,13 +138,13 @@ public actor Session {
         self.clientConfig = clientConfig
     }
 
-    public nonisolated var expiresAt: Int64 { createdAt + Int64(timeouts.sessionDurationMs) }
+    public nonisolated var expiresAt: Int64 { WireNumbers.adding(createdAt, Int64(timeouts.sessionDurationMs)) }
 
     /// Arms the connect and duration deadlines (measured from creation).
     func startTimers() {
         let now = epochMillis()
-        let connectIn = Int(createdAt + Int64(timeouts.connectTimeoutMs) - now)
-        let durationIn = Int(expiresAt - now)
+        let connectIn = Int(WireNumbers.subtracting(WireNumbers.adding(createdAt, Int64(timeouts.connectTimeoutMs)), now))
+        let durationIn = Int(WireNumbers.subtracting(expiresAt, now))
         timers.append(loop.schedule(afterMillis: connectIn) { [self] in self.assumeIsolated { $0.lifecycle(.connectTimeout) } })
         timers.append(loop.schedule(afterMillis: durationIn) { [self] in self.assumeIsolated { $0.lifecycle(.sessionTimeout) } })
     }
@@ -228,7 +228,7 @@ public actor Session {
         let now = epochMillis()
         let decoded = message.storage.withUnsafeBytes { raw in
             InboundDecoder.decode(UnsafeRawBufferPointer(rebasing: raw[FrameWriter.maxHeaderSize...]),
-                                  base: message.bytes, role: peer.role, receivedAt: now)
+                                  base: message.bytes, role: peer.role, receivedAt: now, limits: relay.inboundLimits)
         }
         let direction: StaticString = peer.role == .worker ? "worker_to_server" : "client_to_server"
         switch decoded {
@@ -437,9 +437,10 @@ public actor Session {
         guard let cid = claimId(c.id, worker: worker) else { return }
         commandCount += 1
         relay.metrics.commands += 1
-        let timeout = CommandCatalog.effectiveTimeout(command: c.command, params: c.params, timeoutMs: c.timeoutMs, sessionDefault: timeouts.commandTimeoutMs)
+        let timeout = CommandCatalog.effectiveTimeout(command: c.command, params: c.params, timeoutMs: c.timeoutMs,
+                                                      sessionDefault: timeouts.commandTimeoutMs, limit: relay.inboundLimits.maxCommandTimeoutMs)
         var p = Pending(id: cid, kind: .command, command: c.command, startedAt: monotonicNanos())
-        p.deadline = epochMillis() + Int64(timeout)
+        p.deadline = WireNumbers.adding(epochMillis(), Int64(timeout))
         p.timer = loop.schedule(afterMillis: timeout) { [self] in self.assumeIsolated { $0.commandTimedOut(cid) } }
         pending = p
         persistState()
@@ -541,7 +542,7 @@ public actor Session {
     func armGrace(_ role: Role, deadline: Int64) {
         graceTimers[role]?.cancel()
         graceDeadlines[role] = deadline
-        graceTimers[role] = loop.schedule(afterMillis: Int(deadline - epochMillis())) { [self] in
+        graceTimers[role] = loop.schedule(afterMillis: Int(WireNumbers.subtracting(deadline, epochMillis()))) { [self] in
             self.assumeIsolated { $0.lifecycle(.graceExpired(role)) }
         }
     }

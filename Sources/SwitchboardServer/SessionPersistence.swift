@@ -85,16 +85,18 @@ extension Session {
         if let po = st["pending"]?.objectValue, let pid = po["id"]?.stringValue {
             let kind = Pending.Kind(rawValue: po["kind"]?.stringValue ?? "") ?? .command
             var p = Pending(id: pid, kind: kind, command: po["command"]?.stringValue ?? "", startedAt: monotonicNanos())
+            let now = epochMillis()
             p.deadline = Int64(po["deadline"]?.intValue ?? 0)
-            p.startedAtMs = Int64(po["startedAt"]?.intValue ?? Int(epochMillis()))
-            p.startedAt = monotonicNanos() &- UInt64(max(0, epochMillis() - p.startedAtMs)) * 1_000_000
+            p.startedAtMs = po["startedAt"]?.intValue.map(Int64.init) ?? now
+            let ago = UInt64(clamping: WireNumbers.subtracting(now, p.startedAtMs))
+            p.startedAt = monotonicNanos() &- WireNumbers.multiplying(ago, 1_000_000)
             p.optional = po["optional"]?.boolValue ?? false
             p.message = po["message"]?.stringValue
             if kind == .yield {
                 p.conditionsJSON = po["conditions"]?.arrayValue ?? []
                 p.conditions = p.conditionsJSON.enumerated().compactMap { i, c in c.objectValue.flatMap { CompiledCondition(index: i, $0) } }
             }
-            let remaining = Int(p.deadline - epochMillis())
+            let remaining = Int(WireNumbers.subtracting(p.deadline, now))
             p.timer = loop.schedule(afterMillis: max(0, remaining)) { [self] in
                 self.assumeIsolated { s in kind == .yield ? s.yieldTimedOut(pid) : s.commandTimedOut(pid) }
             }

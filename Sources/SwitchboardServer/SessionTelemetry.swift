@@ -109,7 +109,7 @@ struct EventLog {
 struct CompiledCondition {
     var index: Int
     var type: String
-    var regex: Regex<AnyRegexOutput>?
+    var regex: Pattern?
     var urlContains: String?
     var method: String?
     var successfulOnly = false
@@ -124,10 +124,10 @@ struct CompiledCondition {
         type = t
         switch t {
         case "url":
-            guard let p = o["pattern"]?.stringValue, let r = try? Regex(p) else { return nil }
+            guard let p = o["pattern"]?.stringValue, let r = try? Pattern(p) else { return nil }
             regex = r
         case "networkRequest":
-            if let p = o["url"]?.stringValue { guard let r = try? Regex(p) else { return nil }; regex = r }
+            if let p = o["url"]?.stringValue { guard let r = try? Pattern(p) else { return nil }; regex = r }
             urlContains = o["urlContains"]?.stringValue
             method = o["method"]?.stringValue?.uppercased()
             successfulOnly = o["successfulOnly"]?.boolValue ?? false
@@ -171,13 +171,13 @@ extension Session {
             compiled.append(cc)
         }
         guard let yid = claimId(y.id, worker: worker) else { return }
-        let timeout = y.timeoutMs ?? Session.defaultYieldTimeoutMs
+        let timeout = min(y.timeoutMs ?? Session.defaultYieldTimeoutMs, relay.inboundLimits.maxYieldTimeoutMs)
         var p = Pending(id: yid, kind: .yield, command: "yield_to_user", startedAt: monotonicNanos())
         p.conditions = compiled
         p.optional = y.optional
         p.conditionsJSON = y.conditions
         p.message = y.message
-        p.deadline = epochMillis() + Int64(timeout)
+        p.deadline = WireNumbers.adding(epochMillis(), Int64(timeout))
         p.timer = loop.schedule(afterMillis: timeout) { [self] in self.assumeIsolated { $0.yieldTimedOut(yid) } }
         pending = p
         persistState()
@@ -190,7 +190,7 @@ extension Session {
         // A url condition may already hold: check the current URL at once.
         if let nav = lastNavigation, let url = currentURL {
             for c in compiled where c.type == "url" {
-                if let r = c.regex, url.contains(r) { resolveYield(p, conditionIndex: c.index, event: nav, body: nil); return }
+                if let r = c.regex, r.matches(url) { resolveYield(p, conditionIndex: c.index, event: nav, body: nil); return }
             }
         }
     }
@@ -241,12 +241,12 @@ extension Session {
             switch c.type {
             case "url":
                 guard e.type == "navigation", e.payload["isMainFrame"]?.boolValue != false,
-                      let url = e.payload["url"]?.stringValue, let r = c.regex, url.contains(r) else { continue }
+                      let url = e.payload["url"]?.stringValue, let r = c.regex, r.matches(url) else { continue }
                 resolveYield(p, conditionIndex: c.index, event: e, body: nil)
                 return
             case "networkRequest":
                 guard e.type == "net.response", let url = e.payload["url"]?.stringValue else { continue }
-                if let r = c.regex, !url.contains(r) { continue }
+                if let r = c.regex, !r.matches(url) { continue }
                 if let s = c.urlContains, !url.contains(s) { continue }
                 if let m = c.method, (e.payload["method"]?.stringValue ?? "").uppercased() != m { continue }
                 if c.successfulOnly { guard let st = e.payload["status"]?.intValue, (200...299).contains(st) else { continue } }
