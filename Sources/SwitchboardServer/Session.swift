@@ -24,43 +24,6 @@ final class Peer: @unchecked Sendable {
     }
 }
 
-/// A message retained for replay.
-struct Retained {
-    var seq: Int
-    /// The sealed frame storage; the payload starts at `FrameWriter.maxHeaderSize`.
-    var storage: [UInt8]
-    /// For `server.command`: its id (not replayed once the command is no longer pending).
-    var commandId: String?
-    var payloadCount: Int { storage.count - FrameWriter.maxHeaderSize }
-}
-
-/// The outbound stream of one role: its `seq` counter and the retained tail.
-struct OutStream {
-    var seq = 0
-    /// Highest seq handed to a connected peer of this role.
-    var delivered = 0
-    var retained: [Retained] = []
-    var head = 0
-    var retainedBytes = 0
-
-    mutating func retain(_ r: Retained, maxCount: Int, maxBytes: Int) {
-        retained.append(r)
-        retainedBytes += r.payloadCount
-        while retained.count - head > maxCount || (retainedBytes > maxBytes && retained.count - head > 1) {
-            retainedBytes -= retained[head].payloadCount
-            retained[head] = Retained(seq: 0, storage: [])
-            head += 1
-        }
-        if head > 256 && head * 2 > retained.count {
-            retained.removeFirst(head)
-            head = 0
-        }
-    }
-
-    var oldestSeq: Int? { head < retained.count ? retained[head].seq : nil }
-    var live: ArraySlice<Retained> { retained[head...] }
-}
-
 /// The work occupying the session's single pending slot.
 struct Pending {
     enum Kind: String { case command, yield }
@@ -100,8 +63,8 @@ public actor Session {
     var worker: Peer?
     var client: Peer?
     var debugs: [Peer] = []
-    var workerStream = OutStream()
-    var clientStream = OutStream()
+    var workerStream = OutboundStream()
+    var clientStream = OutboundStream()
     var pending: Pending?
     var usedIds: Set<String> = []
     var commandCounter = 0
@@ -115,14 +78,10 @@ public actor Session {
     var lastNavigation: StoredEvent?
     var graceTimers: [Role: Timer] = [:]
     var graceDeadlines: [Role: Int64] = [:]
-    /// Messages waiting for a commit before they may be sent (see `emit`).
-    var held: [Role: [(seq: Int, message: OutboundMessage)]] = [:]
     /// Set when a restart restored a pending command (see `redeliverPendingIfNeeded`).
     var redeliverAfterRestore = false
     /// False for a restored session until its tails, events and journal are read back.
     var loaded = true
-    /// Highest seq per stream that may be used before the next reservation is persisted.
-    var seqReserved: [Role: Int] = [:]
 
     init(id: String, ordinal: Int, relay: Relay, workerTokenHash: [UInt8], clientTokenHash: [UInt8],
          createdAt: Int64, timeouts: SessionTimeouts, metadata: JSONObject?, clientConfig: JSONObject) {
@@ -392,28 +351,24 @@ public actor Session {
         return JSONWriter.serialize(.object(o))
     }
 
-    /// Sends `server.replay` with every retained message after `lastSeq` (or, without it, the
-    /// messages produced while the role had no connection).
+    /// Mutates the outbound stream of `role` (worker or client).
+    func withStream<R>(_ role: Role, _ body: (inout OutboundStream) -> R) -> R {
+        role == .worker ? body(&workerStream) : body(&clientStream)
+    }
+
+    /// Sends `server.replay` with every released retained message after `lastSeq` (or,
+    /// without it, the messages produced while the role had no connection). Messages still
+    /// behind the commit gate follow when they are committed.
     private func replay(to peer: Peer, lastSeq: Int?) {
-        held[peer.role] = nil
-        let stream = peer.role == .worker ? workerStream : clientStream
-        let after = lastSeq ?? stream.delivered
-        var messages: [Retained] = []
-        for r in stream.live where r.seq > after {
-            if let cid = r.commandId, cid != pending?.id { continue }
-            messages.append(r)
-        }
-        let oldest = stream.oldestSeq ?? (stream.seq + 1)
-        let complete = after >= oldest - 1
-        if peer.role == .worker { workerStream.delivered = stream.seq } else { clientStream.delivered = stream.seq }
-        guard !messages.isEmpty || !complete else { return }
+        let pendingCommand = pending?.kind == .command ? pending?.id : nil
+        guard let (r, messages) = withStream(peer.role, { $0.replay(after: lastSeq, pendingCommand: pendingCommand) }) else { return }
         var w = JSONWriter(bytes: [UInt8](repeating: 0, count: FrameWriter.maxHeaderSize))
         w.raw("{\"type\":\"server.replay\",\"fromSeq\":")
-        w.int(messages.first?.seq ?? after + 1)
+        w.int(r.from)
         w.raw(",\"toSeq\":")
-        w.int(messages.last?.seq ?? stream.seq)
+        w.int(r.to)
         w.raw(",\"complete\":")
-        w.raw(complete ? "true" : "false")
+        w.raw(r.complete ? "true" : "false")
         w.raw(",\"messages\":[")
         for (k, m) in messages.enumerated() {
             if k > 0 { w.raw(",") }
@@ -421,7 +376,7 @@ public actor Session {
         }
         w.raw("]}")
         relay.metrics.replays += 1
-        if !complete { relay.metrics.incompleteReplays += 1 }
+        if !r.complete { relay.metrics.incompleteReplays += 1 }
         peer.connection.send(OutboundMessage(reserved: w.bytes), opcode: .text)
     }
 
@@ -598,6 +553,14 @@ public actor Session {
         for peer in [worker, client].compactMap({ $0 }) + debugs {
             peer.connection.close(.normal, reason: "session ended")
         }
+        // A terminal session replays nothing: its buffers go now, not at retention. With a
+        // store, REST reads of events and the journal come from the store.
+        workerStream.release()
+        clientStream.release()
+        if relay.store != nil {
+            events.release()
+            journalLog.release()
+        }
     }
 
     private func sendSessionEnd(to peer: Peer) {
@@ -628,10 +591,10 @@ public actor Session {
     /// always sees its stream in `seq` order.
     func emit(to role: Role, type: StaticString, id: String?, commandId: String? = nil, sensitive: Bool = false,
               durableFirst: Bool = false, _ fields: (inout JSONWriter) -> Void) {
+        ensureLoaded()
         var w = JSONWriter(bytes: [UInt8](repeating: 0, count: FrameWriter.maxHeaderSize))
         w.bytes.reserveCapacity(256)
-        let seq: Int
-        if role == .worker { workerStream.seq += 1; seq = workerStream.seq } else { clientStream.seq += 1; seq = clientStream.seq }
+        let (seq, reservation) = withStream(role) { $0.next() }
         w.raw("{\"type\":\""); w.raw(type); w.raw("\",\"seq\":"); w.int(seq)
         fields(&w)
         w.raw("}")
@@ -639,39 +602,35 @@ public actor Session {
         message.seal(.text)
         let retained = Retained(seq: seq, storage: message.storage, commandId: commandId)
         let settings = relay.settings
-        let oldest: Int?
-        if role == .worker {
-            workerStream.retain(retained, maxCount: settings.replayMaxMessages, maxBytes: settings.replayMaxBytes)
-            oldest = workerStream.oldestSeq
-        } else {
-            clientStream.retain(retained, maxCount: settings.replayMaxMessages, maxBytes: settings.replayMaxBytes)
-            oldest = clientStream.oldestSeq
+        let oldest = withStream(role) { s in
+            s.retain(retained, maxCount: settings.replayMaxMessages, maxBytes: settings.replayMaxBytes)
+            return s.oldestSeq
         }
-        persistMessage(role: role, seq: seq, body: message.storage[FrameWriter.maxHeaderSize...], commandId: commandId, oldestRetained: oldest)
+        persistMessage(role: role, seq: seq, body: retained.payload, commandId: commandId, oldestRetained: oldest, reservation: reservation)
         let direction: StaticString = role == .worker ? "server_to_worker" : "server_to_client"
         relay.log.message(session: self.id, direction: direction, type: type, id: id, seq: seq,
                           bytes: message.storage[FrameWriter.maxHeaderSize...], sensitive: sensitive)
         journal(direction, message.storage[FrameWriter.maxHeaderSize...])
         relay.metrics.countOut(type)
-        guard let peer = role == .worker ? worker : client, peer.helloDone else { return }
-        if (durableFirst && relay.store != nil) || !(held[role]?.isEmpty ?? true) {
-            held[role, default: []].append((seq, message))
-            if durableFirst { relay.afterCommit { [self] in self.assumeIsolated { $0.flushHeld(role) } } }
+        let gated = durableFirst && relay.store != nil
+        guard withStream(role, { $0.admit(seq: seq, message, durableFirst: gated) }) else {
+            if gated { relay.afterCommit { [self] in self.assumeIsolated { $0.released(role, through: seq) } } }
             return
         }
-        if role == .worker { workerStream.delivered = seq } else { clientStream.delivered = seq }
+        deliver(role, seq: seq, message)
+    }
+
+    /// Hands a released message to the role's connected peer, if any (otherwise it waits in
+    /// the tail for a replay).
+    private func deliver(_ role: Role, seq: Int, _ message: OutboundMessage) {
+        guard let peer = role == .worker ? worker : client, peer.helloDone else { return }
+        withStream(role) { $0.markDelivered(seq) }
         peer.connection.sendSealed(message)
     }
 
-    /// Sends the messages of `role` that waited for a commit, in order.
-    func flushHeld(_ role: Role) {
-        guard let list = held[role], !list.isEmpty else { return }
-        held[role] = nil
-        guard let peer = role == .worker ? worker : client, peer.helloDone else { return }
-        for (seq, m) in list {
-            if role == .worker { workerStream.delivered = seq } else { clientStream.delivered = seq }
-            peer.connection.sendSealed(m)
-        }
+    /// The store committed `role`'s stream through `seq`: send what the gate releases.
+    func released(_ role: Role, through seq: Int) {
+        for m in withStream(role, { $0.committed(through: seq) }) { deliver(role, seq: m.seq, m.message) }
     }
 
     /// Sends a message outside the peer's stream. `record` is what the log and journal keep

@@ -3,10 +3,6 @@ import SwitchboardProtocol
 import WebSocketCore
 
 extension Session {
-    /// Seqs reserved per persisted reservation; a restart resumes one block beyond the last
-    /// durable reservation, so no seq a peer may have seen is ever used twice.
-    static let seqBlock = 10_000
-
     func persist(_ ops: [StoreOp], then completion: (@Sendable () -> Void)? = nil) {
         guard let store = relay.store, !ops.isEmpty || completion != nil else { return }
         store.submit(ops, completion: completion)
@@ -19,7 +15,7 @@ extension Session {
         o["lastClientSeq"] = .int(lastClientSeq)
         o["commandCounter"] = .int(commandCounter)
         o["commandCount"] = .int(commandCount)
-        o["seqReserved"] = .object(["worker": .int(seqReserved[.worker] ?? 0), "client": .int(seqReserved[.client] ?? 0)])
+        o["seqReserved"] = .object(["worker": .int(workerStream.reserved), "client": .int(clientStream.reserved)])
         if let sub = workerSubscription { o["subscription"] = .array(sub.sorted().map { .string($0) }) }
         var grace = JSONObject()
         for (role, deadline) in graceDeadlines { grace[role.rawValue] = .int64(deadline) }
@@ -39,13 +35,11 @@ extension Session {
         persist([.updateState(id: id, state: stateSnapshot())])
     }
 
-    func persistMessage(role: Role, seq: Int, body: ArraySlice<UInt8>, commandId: String?, oldestRetained: Int?) {
+    /// `reservation`: a new seq reservation of the stream, persisted before the message.
+    func persistMessage(role: Role, seq: Int, body: ArraySlice<UInt8>, commandId: String?, oldestRetained: Int?, reservation: Int?) {
         guard relay.store != nil else { return }
         var ops: [StoreOp] = []
-        if seq > (seqReserved[role] ?? 0) {
-            seqReserved[role] = seq + Session.seqBlock
-            ops.append(.updateState(id: id, state: stateSnapshot()))
-        }
+        if reservation != nil { ops.append(.updateState(id: id, state: stateSnapshot())) }
         let stream = role == .worker ? 0 : 1
         ops.append(.message(session: id, stream: stream, seq: seq, body: body, commandId: commandId))
         // Keep the table's tail like the memory one, trimming in steps of 64.
@@ -74,10 +68,10 @@ extension Session {
         lastClientSeq = st["lastClientSeq"]?.intValue ?? 0
         commandCounter = st["commandCounter"]?.intValue ?? 0
         commandCount = st["commandCount"]?.intValue ?? 0
-        if let res = st["seqReserved"] {
-            seqReserved[.worker] = res["worker"]?.intValue ?? 0
-            seqReserved[.client] = res["client"]?.intValue ?? 0
-        }
+        // Stream positions now, before any timer or REST call can emit: no seq is reused.
+        workerStream.restore(reserved: st["seqReserved"]?["worker"]?.intValue ?? 0)
+        clientStream.restore(reserved: st["seqReserved"]?["client"]?.intValue ?? 0)
+        if let n = try? relay.store?.lastJournalEntry(session: r.id) { journalLog.restore(last: n) }
         workerSubscription = st["subscription"]?.arrayValue.map { Set($0.compactMap(\.stringValue)) }
         loaded = false
         guard !state.phase.isTerminal else { return }
@@ -141,24 +135,16 @@ extension Session {
                 var m = OutboundMessage(reserved: storage)
                 m.seal(.text)
                 let r = Retained(seq: row.seq, storage: m.storage, commandId: row.commandId)
-                if row.stream == 0 { workerStream.retain(r, maxCount: settings.replayMaxMessages, maxBytes: settings.replayMaxBytes) }
-                else { clientStream.retain(r, maxCount: settings.replayMaxMessages, maxBytes: settings.replayMaxBytes) }
+                // Rows older than what the stream numbers now (they all are: see `restore`).
+                withStream(row.stream == 0 ? .worker : .client) { $0.retain(r, maxCount: settings.replayMaxMessages, maxBytes: settings.replayMaxBytes) }
             }
         }
-        // Resume one block past the durable reservation: seqs are never reused.
-        for role in [Role.worker, .client] {
-            let next = (seqReserved[role] ?? 0) + Session.seqBlock
-            if role == .worker { workerStream.seq = max(workerStream.seq, next); workerStream.delivered = workerStream.seq }
-            else { clientStream.seq = max(clientStream.seq, next); clientStream.delivered = clientStream.seq }
-            seqReserved[role] = next + Session.seqBlock
-        }
-        persistState()
         events.restore(total: (try? store.eventCount(session: id)) ?? 0)
         if let nav = try? store.lastEvent(session: id, type: "navigation") {
             lastNavigation = nav
             currentURL = nav.payload["url"]?.stringValue
         }
         if let ids = try? store.usedIds(session: id) { usedIds.formUnion(ids) }
-        if let last = try? store.journal(session: id, after: 0, limit: Int.max).last { journalLog.restore(last: last.n) }
+
     }
 }

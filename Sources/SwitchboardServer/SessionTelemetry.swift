@@ -35,6 +35,8 @@ struct JournalLog {
         return e
     }
 
+    mutating func release() { list = []; head = 0; bytes = 0 }
+
     /// Retained entries with `n >= from`.
     func entries(from: Int) -> ArraySlice<JournalEntry> {
         let live = list[head...]
@@ -83,6 +85,7 @@ struct EventLog {
     private(set) var total = 0
 
     mutating func restore(total n: Int) { total = max(total, n) }
+    mutating func release() { list = []; head = 0 }
 
     mutating func append(_ e: TelemetryEvent, serverTs: Int64, max: Int) -> StoredEvent {
         total += 1

@@ -48,6 +48,8 @@ public protocol SessionStore: AnyObject, Sendable {
     func eventCount(session: String) throws -> Int
     func journal(session: String, after: Int, limit: Int) throws -> [JournalEntry]
     func usedIds(session: String) throws -> Set<String>
+    /// The number of the session's last journal entry (0 when none).
+    func lastJournalEntry(session: String) throws -> Int
     /// Deletes terminal sessions that ended before `endedBefore`; returns their ids.
     func purgeTerminal(endedBefore: Int64) throws -> [String]
     var commitLatencies: [Double] { get }
@@ -344,6 +346,14 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
             var out = Set<String>()
             try db.query("SELECT id FROM ids WHERE session = ?", [.text(session)]) { r in if let t = r.text(0) { out.insert(t) } }
             return out
+        }
+    }
+
+    public func lastJournalEntry(session: String) throws -> Int {
+        try read { db throws(SQLiteError) in
+            var n = 0
+            try db.query("SELECT MAX(n) FROM journal WHERE session = ?", [.text(session)]) { r in n = Int(r.int(0)) }
+            return n
         }
     }
 
