@@ -31,6 +31,10 @@ struct OutboundStream {
     private var head = 0
     private(set) var retainedBytes = 0
 
+    /// After a restart, seqs in `gap` were never stored: numbering jumped past the durable
+    /// reservation. A peer that has everything up to the gap has missed nothing stored.
+    private(set) var gap: ClosedRange<Int>? = nil
+
     /// Messages behind the commit gate, in seq order. `waiting` marks durable-first messages
     /// whose commit has not been reported yet; the gate is the first of them.
     private(set) var held: [(seq: Int, message: OutboundMessage, waiting: Bool)] = []
@@ -57,6 +61,13 @@ struct OutboundStream {
         seq = max(seq, durable + OutboundStream.block)
         delivered = seq
         reserved = seq
+        gap = 1...seq
+    }
+
+    /// The stored tail of a restored stream ends at `lastStored`: the gap starts after it.
+    mutating func restoredTail(through lastStored: Int) {
+        guard let g = gap, lastStored < g.upperBound else { return }
+        gap = (lastStored + 1)...g.upperBound
     }
 
     // MARK: Retention
@@ -129,7 +140,9 @@ struct OutboundStream {
             messages.append(r)
         }
         let oldest = oldestSeq ?? (seq + 1)
-        let complete = after >= oldest - 1
+        // A peer inside (or just before) the restart gap has everything stored before it.
+        let covered = gap.map { $0.lowerBound - 1 <= after && after <= $0.upperBound ? $0.upperBound : after } ?? after
+        let complete = covered >= oldest - 1
         delivered = max(delivered, limit)
         // A peer that is behind but was sent everything released gets nothing; one whose
         // history is gone is told so even when nothing is left to replay.

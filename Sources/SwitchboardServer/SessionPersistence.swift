@@ -129,6 +129,9 @@ extension Session {
         loaded = true
         let settings = relay.settings
         if let rows = try? store.messages(session: id) {
+            let last = rows.reduce(into: [0, 0]) { m, row in m[row.stream == 0 ? 0 : 1] = max(m[row.stream == 0 ? 0 : 1], row.seq) }
+            workerStream.restoredTail(through: last[0])
+            clientStream.restoredTail(through: last[1])
             for row in rows {
                 var storage = [UInt8](repeating: 0, count: FrameWriter.maxHeaderSize)
                 storage.append(contentsOf: row.body)

@@ -115,3 +115,34 @@ import WebSocketCore
         #expect(s.seq == 2)
     }
 }
+
+extension OutboundStreamTests {
+    @Test func theRestartGapHidesNothingStored() {
+        // Before the crash: 1...3 stored, the reservation was 10 001.
+        var s = OutboundStream()
+        s.restore(reserved: 10_001)
+        s.restoredTail(through: 3)
+        for seq in 1...3 { s.retain(Retained(seq: seq, storage: message(seq).storage, commandId: nil), maxCount: 100, maxBytes: 1 << 20) }
+        emit(&s)                                          // the first message after the restart
+        let first = s.seq
+        // A peer with everything stored (3) or with a seq inside the gap is complete.
+        for after in [3, 5_000, first - 1] {
+            var t = s
+            guard let (r, _) = t.replay(after: after, pendingCommand: nil) else { Issue.record("no replay"); continue }
+            #expect(r.complete, "\(after)")
+            #expect(r.messages == [first])
+        }
+        // A peer behind the stored tail gets the rest of it, also complete.
+        var t = s
+        guard let (r, _) = t.replay(after: 1, pendingCommand: nil) else { Issue.record("no replay"); return }
+        #expect(r.messages == [2, 3, first] && r.complete)
+        // With the stored tail trimmed, a peer from before it is honestly incomplete.
+        var u = OutboundStream()
+        u.restore(reserved: 10_001)
+        u.restoredTail(through: 3)
+        u.retain(Retained(seq: 3, storage: message(3).storage, commandId: nil), maxCount: 100, maxBytes: 1 << 20)
+        emit(&u)
+        guard let (r2, _) = u.replay(after: 1, pendingCommand: nil) else { Issue.record("no replay"); return }
+        #expect(!r2.complete)
+    }
+}

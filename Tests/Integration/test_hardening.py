@@ -1,0 +1,141 @@
+"""Hostile input from peers: every one is answered with an error or a close code, and the
+server keeps serving every other session."""
+import asyncio
+import json
+import signal
+import time
+
+import sb
+from conftest import Proc, API_KEY
+from sb import Peer, run
+from test_durability import restart
+
+HUGE = ["1e19", "1e300", "-1e19", "9223372036854775808", "1e400"]
+
+
+def healthy(port):
+    status, body = sb.rest(port, "GET", "/healthz")
+    return status == 200 and body == {"status": "ok"}
+
+
+def test_out_of_range_timestamps_from_a_client_are_invalid_not_fatal(server):
+    async def go():
+        s = sb.create(server.port)
+        # Before the hello: the server answers, it does not die.
+        c = await Peer.connect(s, "client", hello=False)
+        await c.send('{"type":"client.events","events":[{"type":"x","ts":1e19}]}')
+        e = await c.expect("server.error")
+        assert e["code"] in ("hello_required", "invalid_message")
+        await c.send({"type": "client.hello", "protocolVersion": 1})
+        await c.expect("server.hello")
+        for n in HUGE:
+            await c.send('{"type":"client.events","clientSeq":1,"events":[{"type":"x","ts":%s}]}' % n)
+            assert "ts" in (await c.expect_error("invalid_message"))["message"]
+            for t in ("client.console_activity", "client.network_activity", "client.sdk_log"):
+                await c.send('{"type":"%s","entries":[{"ts":%s}]}' % (t, n))
+                await c.expect_error("invalid_message")
+        # Nothing of it was stored, and the session still works.
+        await c.send({"type": "client.events", "clientSeq": 1, "events": [{"type": "ok", "ts": 5}]})
+        await c.expect("server.ack", clientSeq=1)
+        _, ev = sb.rest(server.port, "GET", f"/v1/sessions/{s['sessionId']}/events")
+        assert [(e["type"], e["ts"]) for e in ev["events"]] == [("ok", 5)]
+    run(go())
+    assert healthy(server.port)
+
+
+def test_out_of_range_timeouts_from_a_worker_are_refused(server):
+    async def go():
+        s, w, c = await sb.pair(server.port)
+        for n in HUGE + ["1e14"]:
+            await w.send('{"type":"worker.command","id":"t","command":"url","timeoutMs":%s}' % n)
+            await w.expect_error("invalid_message")
+            await w.send('{"type":"worker.yield_to_user","conditions":[{"type":"url","pattern":"x"}],"timeoutMs":%s}' % n)
+            await w.expect_error("invalid_message")
+            for cmd in ('"waitForNavigation","params":{"urlPattern":"x","timeout":%s}',
+                        '"waitForSelector","params":{"selector":"#a","timeout":%s}',
+                        '"waitForNetworkIdle","params":{"timeout":%s}'):
+                await w.send('{"type":"worker.command","command":%s}' % (cmd % n))
+                e = await w.expect_error("invalid_command")
+                assert e["details"]["issues"][0]["path"].startswith("params.")
+        # The session is intact: a normal command still relays.
+        await w.send({"type": "worker.command", "id": "ok", "command": "url"})
+        await c.expect("server.command", id="ok")
+    run(go())
+    assert healthy(server.port)
+
+
+def test_a_catastrophic_pattern_cannot_stall_the_loop(server):
+    async def go():
+        s, w, c = await sb.pair(server.port)
+        other, w2, c2 = await sb.pair(server.port)
+        await w.send({"type": "worker.yield_to_user", "id": "y", "conditions": [{"type": "url", "pattern": "^(a+)+$"}]})
+        await c.expect("server.set_interactive", interactive=True)
+        evil = "a" * 50_000 + "!"
+        started = time.monotonic()
+        await c.send({"type": "client.events", "clientSeq": 1, "events": [{"type": "navigation", "payload": {"url": evil}}]})
+        await c.expect("server.ack", clientSeq=1)
+        # Another session is served meanwhile, and the yield did not resolve on that URL.
+        await w2.send({"type": "worker.command", "id": "x", "command": "url"})
+        await c2.expect("server.command", id="x")
+        assert time.monotonic() - started < 5
+        await c.send({"type": "client.events", "clientSeq": 2, "events": [{"type": "navigation", "payload": {"url": "aaaa"}}]})
+        res = await w.expect("server.command_result", id="y")
+        assert res["result"]["matched"] and res["result"]["event"]["payload"]["url"] == "aaaa"
+        # Patterns that cannot be matched in linear time are refused when the yield is made.
+        await w.send({"type": "worker.yield_to_user", "conditions": [{"type": "url", "pattern": "(a)\\1"}]})
+        await w.expect_error("invalid_command")
+    run(go())
+
+
+def test_a_restored_session_whose_deadline_passed_while_down(serve_factory):
+    server = serve_factory()
+    state = {}
+
+    async def before():
+        s, w, c = await sb.pair(server.port, config={"disconnectGracePeriodMs": 600_000})
+        await w.send({"type": "worker.command", "id": "slow", "command": "title", "timeoutMs": 1000})
+        cmd = await c.expect("server.command", id="slow")
+        _, j = sb.rest(server.port, "GET", f"/v1/sessions/{s['sessionId']}/journal?limit=1000")
+        state.update(s=s, worker_seq=w.hello["currentSeq"], deadline=time.time() + 1.0, client_seq=cmd["seq"],
+                     journal=[e["n"] for e in j["entries"]])
+    run(before())
+    s = state["s"]
+    server.proc.send_signal(signal.SIGKILL)
+    server.proc.wait()
+    while time.time() < state["deadline"] + 0.3:    # the deadline passes while the server is down
+        time.sleep(0.05)
+    server2 = restart_only(server)
+    try:
+        # The restored timer fires before any peer returns; then the worker reconnects.
+        deadline = time.time() + 10
+        while sb.rest(server2.port, "GET", f"/v1/sessions/{s['sessionId']}")[1]["pending"] is not None:
+            assert time.time() < deadline
+            time.sleep(0.05)
+
+        async def after():
+            w = await Peer.connect(s, "worker", lastSeq=state["worker_seq"])
+            rep = await w.expect("server.replay")
+            assert rep["complete"] is True
+            results = [m for m in rep["messages"] if m["type"] == "server.command_result"]
+            assert [(m["id"], m["error"]["code"]) for m in results] == [("slow", "timeout")]
+            assert all(m["seq"] > state["worker_seq"] for m in rep["messages"])
+            # The client learns of the cancellation with a seq it has never seen.
+            c = await Peer.connect(s, "client", lastSeq=state["client_seq"])
+            rep = await c.expect("server.replay")
+            cancels = [m for m in rep["messages"] if m["type"] == "server.cancel"]
+            assert [m["id"] for m in cancels] == ["slow"] and cancels[0]["seq"] > state["client_seq"]
+        run(after())
+        _, j = sb.rest(server2.port, "GET", f"/v1/sessions/{s['sessionId']}/journal?limit=1000")
+        ns = [e["n"] for e in j["entries"]]
+        # No entry was overwritten: the old numbers are all there, the new ones follow.
+        assert ns == sorted(set(ns)) and ns[:len(state["journal"])] == state["journal"]
+        assert len(ns) > len(state["journal"])
+    finally:
+        server2.stop()
+
+
+def restart_only(server):
+    p = Proc(["serve", "--host", "127.0.0.1", "--port", str(server.port), "--data-dir", server.data_dir, "--api-key", API_KEY],
+             r"listening on http://127\.0\.0\.1:(\d+)")
+    p.data_dir = server.data_dir
+    return p
