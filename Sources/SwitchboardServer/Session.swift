@@ -192,10 +192,11 @@ public actor Session {
         let direction: StaticString = peer.role == .worker ? "worker_to_server" : "client_to_server"
         switch decoded {
         case .failure(.invalidEnvelope(let why)):
-            logInbound(direction, type: "invalid", id: nil, message.bytes, sensitive: false)
+            logInbound(direction, type: "invalid", id: nil, message.bytes, sensitive: true, json: false)
             peer.connection.close(.invalidJSON, reason: String(why.prefix(100)))
         case .failure(let error):
-            logInbound(direction, type: "unknown", id: nil, message.bytes, sensitive: false)
+            // Not valid: what it holds is unknown, so it is redacted like user input.
+            logInbound(direction, type: "unknown", id: nil, message.bytes, sensitive: true)
             if !peer.helloDone { sendError(peer, .helloRequired, "send your hello first"); return }
             switch error {
             case .unknownType(let t): sendError(peer, .unknownMessageType, "'\(t)' is not a message a \(peer.role.rawValue) may send")
@@ -226,10 +227,11 @@ public actor Session {
         return false
     }
 
-    private func logInbound(_ direction: StaticString, type: StaticString, id: String?, _ bytes: ArraySlice<UInt8>, sensitive: Bool) {
+    private func logInbound(_ direction: StaticString, type: StaticString, id: String?, _ bytes: ArraySlice<UInt8>, sensitive: Bool, json: Bool = true) {
         relay.metrics.countIn(type)
-        relay.log.message(session: self.id, direction: direction, type: type, id: id, seq: nil, bytes: bytes, sensitive: sensitive)
-        journal(direction, bytes)
+        relay.log.message(session: self.id, direction: direction, type: type, id: id, seq: nil, bytes: bytes, sensitive: sensitive, json: json)
+        // The journal holds JSON values: input that is not JSON is kept as a string.
+        journal(direction, json ? bytes : JSONWriter.serialize(.string(String(decoding: bytes, as: UTF8.self)))[...])
     }
 
     private func handle(_ msg: PeerMessage, from peer: Peer, bytes: ArraySlice<UInt8>, direction: StaticString) {
@@ -242,7 +244,7 @@ public actor Session {
             break
         }
         guard peer.helloDone else {
-            logInbound(direction, type: "before_hello", id: nil, bytes, sensitive: false)
+            logInbound(direction, type: "before_hello", id: nil, bytes, sensitive: true)
             sendError(peer, .helloRequired, "send your hello first")
             return
         }
@@ -267,7 +269,7 @@ public actor Session {
             logInbound(direction, type: "client.command_response", id: r.id, bytes, sensitive: false)
             handleResponse(r)
         case .telemetry(let clientSeq, let events):
-            logInbound(direction, type: "client.events", id: nil, bytes, sensitive: false)
+            logInbound(direction, type: "client.events", id: nil, bytes, sensitive: events.contains { TrafficLog.carriesBody($0.payload) })
             handleTelemetry(clientSeq: clientSeq, events: events, from: peer)
         }
     }

@@ -298,7 +298,7 @@ extension Session {
             if stored.type == "navigation" && stored.payload["isMainFrame"]?.boolValue != false { lastNavigation = stored }
             evaluateYield(stored)
             if let sub = workerSubscription, sub.contains(stored.type) {
-                emit(to: .worker, type: "server.event", id: nil) { wr in
+                emit(to: .worker, type: "server.event", id: nil, sensitive: TrafficLog.carriesBody(stored.payload)) { wr in
                     wr.raw(",\"event\":"); wr.write(stored.json)
                 }
             }

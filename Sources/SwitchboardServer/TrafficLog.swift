@@ -127,7 +127,11 @@ public final class TrafficLog: @unchecked Sendable {
 
     /// A `message` line. `message` is the JSON text; it is embedded as is when it is small
     /// and needs no redaction, otherwise re-written with secrets redacted and long strings cut.
-    public func message(session: String, direction: StaticString, type: StaticString, id: String?, seq: Int?, bytes: ArraySlice<UInt8>, sensitive: Bool) {
+    /// Input that is not JSON (`json: false`) is written as an escaped string, cut like other
+    /// strings — or withheld when it names a field that may hold user input — so every line
+    /// stays one JSON object.
+    public func message(session: String, direction: StaticString, type: StaticString, id: String?, seq: Int?, bytes: ArraySlice<UInt8>,
+                        sensitive: Bool, json: Bool = true) {
         // Formatted straight into the shared buffer (no intermediate copy); the writer thread
         // only swaps the buffer out, so the lock is held briefly on its side.
         buffer.withLock { shared in
@@ -143,7 +147,13 @@ public final class TrafficLog: @unchecked Sendable {
         w.raw(",\"seq\":"); if let seq { w.int(seq) } else { w.raw("null") }
         w.raw(",\"bytes\":"); w.int(bytes.count)
         w.raw(",\"message\":")
-        if bytes.count <= options.maxString && !(sensitive && options.redact) {
+        if !json {
+            if options.redact && TrafficLog.mentionsSecret(bytes) {
+                w.write(string: "[redacted: not JSON, names a field that may hold user input]")
+            } else {
+                w.write(scrub(.string(String(decoding: bytes, as: UTF8.self)), redact: false, path: []))
+            }
+        } else if bytes.count <= options.maxString && !(sensitive && options.redact) {
             w.raw(bytes)
         } else if let v = try? bytes.withUnsafeBytes({ try JSONParser.parse($0) }) {
             w.write(scrub(v, redact: sensitive && options.redact, path: []))
@@ -164,15 +174,42 @@ public final class TrafficLog: @unchecked Sendable {
         append(JSONWriter.serialize(.object(o)))
     }
 
-    static let secretKeys: Set<String> = ["value", "text", "body", "bodyContains"]
+    /// Keys whose values are user data wherever they appear (network bodies, body filters).
+    static let secretKeys: Set<String> = ["body", "postData", "requestBody", "responseBody", "bodyContains"]
+    /// Keys that are user input inside command params (`fill.value`, `type.text`).
+    static let inputKeys: Set<String> = ["value", "text"]
+
+    static func isSecret(_ path: [String]) -> Bool {
+        guard let last = path.last else { return false }
+        if secretKeys.contains(last) { return true }
+        return inputKeys.contains(last) && (path.contains("params") || path.contains("command"))
+    }
+
+    /// Whether unparsable bytes name a key that may hold user input.
+    static func mentionsSecret(_ bytes: ArraySlice<UInt8>) -> Bool {
+        let needles = (secretKeys.union(inputKeys)).map { Array($0.utf8) }
+        let b = Array(bytes)
+        guard b.count > 0 else { return false }
+        for n in needles where n.count <= b.count {
+            for start in 0...(b.count - n.count) where b[start] == n[0] && b[start..<(start + n.count)].elementsEqual(n) { return true }
+        }
+        return false
+    }
+
+    /// Whether a telemetry payload carries a network body.
+    static func carriesBody(_ payload: JSONObject?) -> Bool {
+        guard let payload else { return false }
+        return payload.members.contains { secretKeys.contains($0.key) }
+    }
 
     /// Redacts user input (`fill.value`, `type.text`, network bodies) and cuts long strings.
     func scrub(_ v: JSON, redact: Bool, path: [String]) -> JSON {
+        if redact && TrafficLog.isSecret(path) {
+            if case .string(let s) = v { return .string("[redacted: \(s.count) chars]") }
+            return .string("[redacted: \(v.typeName)]")
+        }
         switch v {
         case .string(let s):
-            if redact, let last = path.last, TrafficLog.secretKeys.contains(last) {
-                return .string("[redacted: \(s.count) chars]")
-            }
             if s.utf8.count > options.maxString {
                 let cut = String(decoding: s.utf8.prefix(options.maxString), as: UTF8.self)
                 return .string(cut + "…[cut: \(s.utf8.count) bytes]")

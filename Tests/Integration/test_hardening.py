@@ -139,3 +139,51 @@ def restart_only(server):
              r"listening on http://127\.0\.0\.1:(\d+)")
     p.data_dir = server.data_dir
     return p
+
+
+def log_lines(server):
+    import os
+    with open(os.path.join(server.data_dir, "traffic.jsonl")) as f:
+        return [json.loads(line) for line in f]     # every line parses, or this raises
+
+
+def test_log_lines_are_always_json_and_user_input_is_always_redacted(server):
+    secret = "hunter2-secret"
+
+    async def go():
+        s = sb.create(server.port)
+        w = await Peer.connect(s, "worker", hello=False)
+        # Before the hello, a fill is still redacted.
+        await w.send({"type": "worker.command", "command": "fill", "params": {"selector": "#p", "value": secret}})
+        await w.expect_error("hello_required")
+        await w.send({"type": "worker.hello", "protocolVersion": 1})
+        await w.expect("server.hello")
+        c = await Peer.connect(s, "client")
+        # A fill that fails validation, and a type whose params are not an object.
+        await w.send({"type": "worker.command", "command": "fill", "params": {"value": secret}})
+        await w.expect_error("invalid_command")
+        await w.send({"type": "worker.command", "command": "type", "params": {"text": secret, "delayMs": -1, "selector": "a"}})
+        await w.expect_error("invalid_command")
+        # A small network body from the client.
+        await c.send({"type": "client.events", "clientSeq": 1,
+                      "events": [{"type": "net.response", "payload": {"url": "https://x", "status": 200, "body": secret}}]})
+        await c.expect("server.ack", clientSeq=1)
+        # Input that is not JSON: closed with 4000, and logged as a JSON string.
+        await c.send("{not json")
+        assert await c.closed() == 4000
+        # Not JSON and naming a user-input field: withheld.
+        await w.send('{"value":"%s"' % secret)
+        assert await w.closed() == 4000
+    run(go())
+    # The log is written by a background thread: wait until the last line is there.
+    deadline = time.time() + 10
+    while True:
+        lines = log_lines(server)
+        if sum(1 for l in lines if l.get("type") == "invalid") >= 2 or time.time() > deadline:
+            break
+        time.sleep(0.05)
+    text = json.dumps(lines)
+    assert secret not in text
+    invalid = [l for l in lines if l.get("type") == "invalid"]
+    assert [l["message"] for l in invalid][0] == "{not json" and invalid[0]["bytes"] == 9
+    assert "redacted" in invalid[1]["message"]
