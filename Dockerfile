@@ -11,7 +11,7 @@ FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends libssl3 zlib1g libsqlite3-0 ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --home /var/lib/switchboard --shell /usr/sbin/nologin switchboard \
- && mkdir -p /var/lib/switchboard && chown switchboard /var/lib/switchboard
+ && install -d -m 0700 -o switchboard /var/lib/switchboard
 COPY --from=build /out/switchboard /usr/local/bin/switchboard
 USER switchboard
 VOLUME /var/lib/switchboard

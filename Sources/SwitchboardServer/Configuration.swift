@@ -32,6 +32,23 @@ public struct ServeConfiguration: Sendable, Equatable {
     public var host: [String] = ["127.0.0.1"]
     public var port = 8080
     public var dataDir = "switchboard-data"
+
+    /// Makes the data directory 0700 and every regular file directly in it 0600; returns
+    /// what failed, if anything.
+    public static func restrictPermissions(dataDir: String) -> String? {
+        guard chmod(dataDir, 0o700) == 0 else { return "cannot restrict data directory \(dataDir) to 0700: errno \(errno)" }
+        guard let d = opendir(dataDir) else { return nil }
+        defer { closedir(d) }
+        while let e = readdir(d) {
+            let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+            guard name != "." && name != ".." else { continue }
+            var st = stat()
+            let path = dataDir + "/" + name
+            guard lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, st.st_mode & 0o077 != 0 else { continue }
+            guard chmod(path, 0o600) == 0 else { return "cannot restrict \(path) to 0600: errno \(errno)" }
+        }
+        return nil
+    }
     public var apiKeys: [String] = []
     public var publicURL: String? = nil
     public var tlsCert: String? = nil

@@ -79,7 +79,7 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
         for r in records {
             let session = Session(id: r.id, ordinal: r.ordinal, relay: self, workerTokenHash: r.workerTokenHash,
                                   clientTokenHash: r.clientTokenHash, createdAt: r.createdAt, timeouts: r.timeouts,
-                                  metadata: r.metadata, clientConfig: r.clientConfig)
+                                  metadata: r.metadata, clientConfig: r.clientConfig, tenant: r.tenant)
             sessions[r.id] = session
             order.append(session)
             ordinal = max(ordinal, r.ordinal)
@@ -137,12 +137,20 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
         HTTPResponse(status: status, json: JSONWriter.string(value))
     }
 
-    private func authorized(_ request: HTTPRequest) -> Bool {
-        guard let auth = request.headers["Authorization"], auth.hasPrefix("Bearer ") else { return false }
+    /// The tenant of the request's API key (a digest of the key), or nil when the key is
+    /// missing or unknown. Each key is a tenant (PROTOCOL.md §12).
+    private func tenant(of request: HTTPRequest) -> String? {
+        guard let auth = request.headers["Authorization"], auth.hasPrefix("Bearer ") else { return nil }
         let h = Crypto.sha256(String(auth.dropFirst(7)).trimmingCharacters())
-        var ok = false
-        for k in apiKeyHashes where Crypto.constantTimeEqual(k, h) { ok = true }
-        return ok
+        var found: [UInt8]? = nil
+        for k in apiKeyHashes where Crypto.constantTimeEqual(k, h) { found = k }
+        return found.map { Crypto.hex(Array($0.prefix(16))) }
+    }
+
+    /// A session the tenant may see: its own, or one stored before tenants were recorded.
+    private func session(_ id: String, for tenant: String) -> Session? {
+        guard let s = sessions[id], s.tenant == nil || s.tenant == tenant else { return nil }
+        return s
     }
 
     /// Answers now or, for what must be durable or read after pending writes, once the store
@@ -180,21 +188,21 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
         guard parts.first == "v1", parts.count >= 2, parts[1] == "sessions" else {
             return Relay.error(404, "not_found", "no route for \(request.method) \(path)")
         }
-        guard authorized(request) else { return Relay.error(401, "unauthorized", "missing or wrong API key (Authorization: Bearer …)") }
+        guard let tenant = tenant(of: request) else { return Relay.error(401, "unauthorized", "missing or wrong API key (Authorization: Bearer …)") }
         switch (method, parts.count) {
-        case ("POST", 2): return createSession(request, respond: respond)
-        case ("GET", 2): return listSessions(request)
+        case ("POST", 2): return createSession(request, tenant: tenant, respond: respond)
+        case ("GET", 2): return listSessions(request, tenant: tenant)
         case ("GET", 3):
-            guard let s = sessions[parts[2]] else { return Relay.error(404, "not_found", "no session \(parts[2])") }
+            guard let s = session(parts[2], for: tenant) else { return Relay.error(404, "not_found", "no session \(parts[2])") }
             return Relay.json(200, infoJSON(s))
         case ("DELETE", 3):
-            guard let s = sessions[parts[2]] else { return Relay.error(404, "not_found", "no session \(parts[2])") }
+            guard let s = session(parts[2], for: tenant) else { return Relay.error(404, "not_found", "no session \(parts[2])") }
             s.assumeIsolated { $0.lifecycle(.cancel) }
             guard store != nil else { return Relay.json(200, infoJSON(s)) }
             afterCommit { respond(Relay.json(200, self.infoJSON(s))) }
             return nil
         case ("GET", 4) where parts[3] == "events" || parts[3] == "journal":
-            guard let s = sessions[parts[2]] else { return Relay.error(404, "not_found", "no session \(parts[2])") }
+            guard let s = session(parts[2], for: tenant) else { return Relay.error(404, "not_found", "no session \(parts[2])") }
             let q = request.query
             var after = 0, limit = 100
             if let a = q["after"] {
@@ -246,7 +254,7 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
         return .object(o)
     }
 
-    private func createSession(_ request: HTTPRequest, respond: @escaping (HTTPResponse) -> Void) -> HTTPResponse? {
+    private func createSession(_ request: HTTPRequest, tenant: String, respond: @escaping (HTTPResponse) -> Void) -> HTTPResponse? {
         if draining { return Relay.error(503, "draining", "the server is shutting down") }
         var body = JSONObject()
         if !request.body.isEmpty {
@@ -303,7 +311,7 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
         ordinal += 1
         let session = Session(id: sid, ordinal: ordinal, relay: self, workerTokenHash: Crypto.sha256(workerToken),
                               clientTokenHash: Crypto.sha256(clientToken), createdAt: epochMillis(), timeouts: timeouts,
-                              metadata: metadata, clientConfig: clientConfig)
+                              metadata: metadata, clientConfig: clientConfig, tenant: tenant)
         sessions[sid] = session
         order.append(session)
         metrics.sessionsCreated += 1
@@ -312,7 +320,7 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
         log.event(session: sid, "created", ["expiresAt": .int64(session.expiresAt)])
         let record = SessionRecord(id: sid, ordinal: ordinal, createdAt: session.createdAt, timeouts: timeouts, metadata: metadata,
                                    clientConfig: clientConfig, workerTokenHash: session.workerTokenHash, clientTokenHash: session.clientTokenHash,
-                                   phase: .created, reason: nil, result: nil, error: nil, state: [:])
+                                   phase: .created, reason: nil, result: nil, error: nil, state: [:], tenant: tenant)
         let base = settings.publicURL ?? "\(settings.tls ? "wss" : "ws")://\(request.headers["Host"] ?? "127.0.0.1:\(server?.port ?? 0)")"
         let wsBase = base.hasPrefix("http://") ? "ws://" + base.dropFirst(7) : (base.hasPrefix("https://") ? "wss://" + base.dropFirst(8) : Substring(base))
         let response = Relay.json(201, .object([
@@ -325,7 +333,7 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
         return nil
     }
 
-    private func listSessions(_ request: HTTPRequest) -> HTTPResponse {
+    private func listSessions(_ request: HTTPRequest, tenant: String) -> HTTPResponse {
         let q = request.query
         var limit = 50
         if let l = q["limit"] {
@@ -345,7 +353,7 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
         var items: [JSON] = []
         var next: JSON = .null
         var lastOrdinal = 0
-        for s in order.reversed() where s.ordinal < before {
+        for s in order.reversed() where s.ordinal < before && (s.tenant == nil || s.tenant == tenant) {
             if let phase, s.assumeIsolated({ $0.state.phase }) != phase { continue }
             // The cursor is the ordinal of the last session returned: the next page starts below it.
             if items.count == limit { next = .string(String(lastOrdinal)); break }

@@ -52,6 +52,8 @@ public actor Session {
     nonisolated let clientTokenHash: [UInt8]
     public nonisolated let createdAt: Int64
     public nonisolated let ordinal: Int
+    /// Digest of the API key that created the session (nil: stored before tenants existed).
+    public nonisolated let tenant: String?
     public nonisolated var unownedExecutor: UnownedSerialExecutor { loop.asUnownedSerialExecutor() }
 
     unowned let relay: Relay
@@ -84,8 +86,9 @@ public actor Session {
     var loaded = true
 
     init(id: String, ordinal: Int, relay: Relay, workerTokenHash: [UInt8], clientTokenHash: [UInt8],
-         createdAt: Int64, timeouts: SessionTimeouts, metadata: JSONObject?, clientConfig: JSONObject) {
+         createdAt: Int64, timeouts: SessionTimeouts, metadata: JSONObject?, clientConfig: JSONObject, tenant: String?) {
         self.id = id
+        self.tenant = tenant
         self.ordinal = ordinal
         self.relay = relay
         self.loop = relay.loop

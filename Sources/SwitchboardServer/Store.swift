@@ -19,6 +19,9 @@ public struct SessionRecord: Sendable {
     public var error: JSON?
     /// The mutable bookkeeping of the session (pending slot, counters, subscription, …) as JSON.
     public var state: JSONObject
+    /// The tenant (API key) that created the session: a digest of the key, never the key.
+    /// Nil for sessions stored before tenants were recorded (every key sees those).
+    public var tenant: String? = nil
 }
 
 /// One write. Applied in order, many per transaction.
@@ -88,6 +91,19 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
       ts INTEGER NOT NULL, body BLOB NOT NULL, PRIMARY KEY (session, n)) WITHOUT ROWID;
     """
 
+    /// Schema versions after the first, applied in order and recorded in `user_version`.
+    static let migrations = [
+        "ALTER TABLE sessions ADD COLUMN tenant TEXT",
+    ]
+
+    static func migrate(_ db: Database) throws(SQLiteError) {
+        var version = 0
+        try db.query("PRAGMA user_version", []) { r in version = Int(r.int(0)) }
+        for (k, sql) in migrations.enumerated() where k >= version {
+            try db.exec("BEGIN; \(sql); PRAGMA user_version = \(k + 1); COMMIT;")
+        }
+    }
+
     public init(path: String, loop: EventLoop) throws(SQLiteError) {
         self.path = path
         self.loop = loop
@@ -97,6 +113,7 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
         // on their own thread so that no commit ever waits for the disk.
         try writer.exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=0; PRAGMA foreign_keys=OFF; PRAGMA cache_size=-65536; PRAGMA mmap_size=1073741824; PRAGMA temp_store=MEMORY;")
         try writer.exec(SQLiteStore.schema)
+        try SQLiteStore.migrate(writer)
         reader = try Database(path: path)
         try reader.exec("PRAGMA cache_size=-16384; PRAGMA mmap_size=1073741824;")
         var fds: [Int32] = [0, 0]
@@ -208,10 +225,10 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
         case .insertSession(let r):
             try writer.query("""
             INSERT OR REPLACE INTO sessions (id, ordinal, created_at, timeouts, metadata, client_config, worker_token, client_token,
-              phase, reason, result, error, ended_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,NULL)
+              phase, reason, result, error, ended_at, tenant) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,NULL,?)
             """, [.text(r.id), .int(r.ordinal), .int(r.createdAt), .text(SQLiteStore.encode(r.timeouts)), .json(r.metadata.map { .object($0) }),
                   .json(.object(r.clientConfig)), .blob(r.workerTokenHash), .blob(r.clientTokenHash), .text(r.phase.rawValue),
-                  .optText(r.reason?.rawValue), .json(r.result), .json(r.error)])
+                  .optText(r.reason?.rawValue), .json(r.result), .json(r.error), .optText(r.tenant)])
             try writer.query("INSERT OR REPLACE INTO session_state (id, state) VALUES (?,?)", [.text(r.id), .json(.object(r.state))])
         case .updateLifecycle(let id, let phase, let reason, let result, let error):
             try writer.query("UPDATE sessions SET phase = ?, reason = ?, result = ?, error = ?, ended_at = ? WHERE id = ?",
@@ -271,14 +288,14 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
             var out: [SessionRecord] = []
             try db.query("""
             SELECT s.id, s.ordinal, s.created_at, s.timeouts, s.metadata, s.client_config, s.worker_token, s.client_token, s.phase,
-                   s.reason, s.result, s.error, st.state FROM sessions s LEFT JOIN session_state st ON st.id = s.id ORDER BY s.ordinal
+                   s.reason, s.result, s.error, st.state, s.tenant FROM sessions s LEFT JOIN session_state st ON st.id = s.id ORDER BY s.ordinal
             """) { r in
                 func json(_ i: Int32) -> JSON? { r.text(i).flatMap { try? JSONParser.parse($0) } }
                 out.append(SessionRecord(id: r.text(0) ?? "", ordinal: Int(r.int(1)), createdAt: r.int(2), timeouts: SQLiteStore.decodeTimeouts(r.text(3)),
                                          metadata: json(4)?.objectValue, clientConfig: json(5)?.objectValue ?? [:],
                                          workerTokenHash: r.blob(6), clientTokenHash: r.blob(7),
                                          phase: Phase(rawValue: r.text(8) ?? "") ?? .failed, reason: r.text(9).flatMap { EndReason(rawValue: $0) },
-                                         result: json(10), error: json(11), state: json(12)?.objectValue ?? [:]))
+                                         result: json(10), error: json(11), state: json(12)?.objectValue ?? [:], tenant: r.text(13)))
             }
             return out
         }

@@ -46,7 +46,7 @@ public final class TrafficLog: @unchecked Sendable {
     }
 
     private func open() throws(SystemError) {
-        let f = Glibc.open(options.path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640)
+        let f = Glibc.open(options.path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
         guard f >= 0 else { throw SystemError("open(\(options.path))") }
         fd = f
         var st = stat()

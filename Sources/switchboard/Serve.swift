@@ -95,9 +95,13 @@ struct Serve: ParsableCommand {
             throw ExitCode(78)
         }
         let tls = try loadTLS(cert: c.tlsCert, key: c.tlsKey)
-        if mkdir(c.dataDir, 0o750) != 0 && errno != EEXIST {
+        // The data directory holds unredacted journals, token digests and the API key: only the
+        // server's user may read it, whoever created it. Files it creates are 0600 (umask).
+        umask(0o077)
+        if mkdir(c.dataDir, 0o700) != 0 && errno != EEXIST {
             throw StartupError("cannot create data directory \(c.dataDir): errno \(errno)")
         }
+        if let problem = ServeConfiguration.restrictPermissions(dataDir: c.dataDir) { throw StartupError(problem) }
         let keys = c.apiKeys.isEmpty ? [try loadOrCreateKey(dataDir: c.dataDir)] : c.apiKeys
 
         var server = ServerConfiguration()

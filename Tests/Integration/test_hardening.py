@@ -134,8 +134,8 @@ def test_a_restored_session_whose_deadline_passed_while_down(serve_factory):
         server2.stop()
 
 
-def restart_only(server):
-    p = Proc(["serve", "--host", "127.0.0.1", "--port", str(server.port), "--data-dir", server.data_dir, "--api-key", API_KEY],
+def restart_only(server, *extra):
+    p = Proc(["serve", "--host", "127.0.0.1", "--port", str(server.port), "--data-dir", server.data_dir, "--api-key", API_KEY] + list(extra),
              r"listening on http://127\.0\.0\.1:(\d+)")
     p.data_dir = server.data_dir
     return p
@@ -187,3 +187,53 @@ def test_log_lines_are_always_json_and_user_input_is_always_redacted(server):
     invalid = [l for l in lines if l.get("type") == "invalid"]
     assert [l["message"] for l in invalid][0] == "{not json" and invalid[0]["bytes"] == 9
     assert "redacted" in invalid[1]["message"]
+
+
+def test_each_api_key_is_a_tenant(serve_factory):
+    server = serve_factory("--api-key", "other-key")
+    mine = sb.create(server.port)
+    status, theirs = sb.rest(server.port, "POST", "/v1/sessions", {}, key="other-key")
+    assert status == 201
+    sid = mine["sessionId"]
+    for method, path in (("GET", f"/v1/sessions/{sid}"), ("GET", f"/v1/sessions/{sid}/events"),
+                         ("GET", f"/v1/sessions/{sid}/journal"), ("DELETE", f"/v1/sessions/{sid}")):
+        status, body = sb.rest(server.port, method, path, key="other-key")
+        assert status == 404 and body["error"]["code"] == "not_found", (method, path, body)
+    _, listed = sb.rest(server.port, "GET", "/v1/sessions", key="other-key")
+    assert [s["sessionId"] for s in listed["sessions"]] == [theirs["sessionId"]]
+    _, listed = sb.rest(server.port, "GET", "/v1/sessions")
+    assert [s["sessionId"] for s in listed["sessions"]] == [sid]
+    # The owner still has it, alive, after the other tenant's DELETE.
+    status, info = sb.rest(server.port, "GET", f"/v1/sessions/{sid}")
+    assert status == 200 and info["phase"] == "created"
+    # Ownership survives a restart.
+    server.proc.send_signal(signal.SIGKILL)
+    server.proc.wait()
+    server2 = restart_only(server, "--api-key", "other-key")
+    try:
+        assert sb.rest(server2.port, "GET", f"/v1/sessions/{sid}", key="other-key")[0] == 404
+        assert sb.rest(server2.port, "GET", f"/v1/sessions/{sid}")[0] == 200
+    finally:
+        server2.stop()
+
+
+def test_data_directory_and_files_are_private(serve_factory, tmp_path):
+    import os
+    import stat
+    d = tmp_path / "loose"
+    d.mkdir(mode=0o755)
+    (d / "traffic.jsonl").write_text("")
+    os.chmod(d / "traffic.jsonl", 0o644)
+    server = serve_factory(data_dir=str(d))
+    s = sb.create(server.port)
+
+    async def go():
+        w = await Peer.connect(s, "worker")
+        await w.send({"type": "worker.command", "command": "url"})
+    run(go())
+    assert stat.S_IMODE(os.stat(d).st_mode) == 0o700
+    names = os.listdir(d)
+    assert {"switchboard.db", "traffic.jsonl"} <= set(names)
+    for name in names:
+        mode = stat.S_IMODE(os.stat(d / name).st_mode)
+        assert mode & 0o077 == 0, (name, oct(mode))
