@@ -26,6 +26,8 @@ public struct RelaySettings: Sendable {
     public var replayMaxMessages = 1000
     public var replayMaxBytes = 8 << 20
     public var maxSessions = 100_000
+    /// How long a REST call waits for the store before it answers 503 `store_unavailable`.
+    public var storeWaitMs = 5_000
     /// Largest `timeoutMs` a worker may give a yield.
     public var maxYieldTimeoutMs = 86_400_000
     public var injectionScripts: [JSON] = []
@@ -107,6 +109,32 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
         store?.submit(ops) { bound.value() }
     }
 
+    /// Whether the store takes writes now (always, without a store).
+    var storeHealthy: Bool { store?.isHealthy ?? true }
+
+    static func storeUnavailable() -> HTTPResponse {
+        error(503, "store_unavailable", "the session store is failing; retry later")
+    }
+
+    /// For a REST call that answers once `ops` are committed: `respond` gets `committed()` then,
+    /// or 503 `store_unavailable` (and `gaveUp` runs) if that takes longer than `storeWaitMs`.
+    func respondAfterCommit(_ ops: [StoreOp] = [], respond: @escaping (HTTPResponse) -> Void,
+                            gaveUp: @escaping () -> Void = {}, _ committed: @escaping () -> HTTPResponse) {
+        var answered = false
+        let timer = loop.schedule(afterMillis: settings.storeWaitMs) {
+            guard !answered else { return }
+            answered = true
+            gaveUp()
+            respond(Relay.storeUnavailable())
+        }
+        afterCommit(ops) {
+            guard !answered else { return }
+            answered = true
+            timer.cancel()
+            respond(committed())
+        }
+    }
+
     /// Deletes terminal sessions that ended more than the retention period ago.
     public func purge() {
         guard let store else { return }
@@ -166,7 +194,9 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
         switch (method, parts) {
         case ("GET", ["healthz"]): return Relay.json(200, .object(["status": .string("ok")]))
         case ("GET", ["readyz"]):
-            return draining ? Relay.error(503, "draining", "the server is shutting down") : Relay.json(200, .object(["status": .string("ready")]))
+            if draining { return Relay.error(503, "draining", "the server is shutting down") }
+            if !storeHealthy { return Relay.storeUnavailable() }
+            return Relay.json(200, .object(["status": .string("ready")]))
         case ("GET", ["version"]):
             return Relay.json(200, .object(["version": .string(Relay.version), "protocolVersion": .int(ProtocolVersion.current)]))
         case ("GET", ["metrics"]):
@@ -181,6 +211,12 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
                 text += "switchboard_store_commit_ms{quantile=\"0.99\"} \(q(0.99))\n"
                 text += "switchboard_store_commit_ms_sum \(l.reduce(0, +))\n"
                 text += "switchboard_store_commit_ms_count \(l.count)\n"
+                text += "# HELP switchboard_store_failed_commits_total Store commits that failed (each is retried until it succeeds).\n"
+                text += "# TYPE switchboard_store_failed_commits_total counter\n"
+                text += "switchboard_store_failed_commits_total \(store.failedCommits)\n"
+                text += "# HELP switchboard_store_healthy 1 while store commits succeed, 0 from a failure until the next success.\n"
+                text += "# TYPE switchboard_store_healthy gauge\n"
+                text += "switchboard_store_healthy \(store.isHealthy ? 1 : 0)\n"
             }
             return HTTPResponse(status: 200, text: text, contentType: "text/plain; version=0.0.4; charset=utf-8")
         default: break
@@ -199,7 +235,7 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
             guard let s = session(parts[2], for: tenant) else { return Relay.error(404, "not_found", "no session \(parts[2])") }
             s.assumeIsolated { $0.lifecycle(.cancel) }
             guard store != nil else { return Relay.json(200, infoJSON(s)) }
-            afterCommit { respond(Relay.json(200, self.infoJSON(s))) }
+            respondAfterCommit(respond: respond) { Relay.json(200, self.infoJSON(s)) }
             return nil
         case ("GET", 4) where parts[3] == "events" || parts[3] == "journal":
             guard let s = session(parts[2], for: tenant) else { return Relay.error(404, "not_found", "no session \(parts[2])") }
@@ -222,7 +258,7 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
             }
             // With a store, read after everything written so far is committed.
             guard store != nil else { return read() }
-            afterCommit { respond(read()) }
+            respondAfterCommit(respond: respond, read)
             return nil
         case (_, 2), (_, 3), (_, 4):
             return Relay.error(405, "method_not_allowed", "\(request.method) is not allowed on \(path)")
@@ -256,6 +292,7 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
 
     private func createSession(_ request: HTTPRequest, tenant: String, respond: @escaping (HTTPResponse) -> Void) -> HTTPResponse? {
         if draining { return Relay.error(503, "draining", "the server is shutting down") }
+        if !storeHealthy { return Relay.storeUnavailable() }
         var body = JSONObject()
         if !request.body.isEmpty {
             guard let parsed = try? JSONParser.parse(request.body), let o = parsed.objectValue else {
@@ -329,7 +366,9 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
         ]))
         // The tokens are shown once: answer only when the session is durable.
         guard store != nil else { return response }
-        afterCommit([.insertSession(record)]) { respond(response) }
+        // If the store cannot take it in time, the caller never sees the tokens: end the
+        // session so it does not wait for peers that cannot come.
+        respondAfterCommit([.insertSession(record)], respond: respond, gaveUp: { session.assumeIsolated { $0.lifecycle(.cancel) } }) { response }
         return nil
     }
 

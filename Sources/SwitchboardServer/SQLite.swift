@@ -26,6 +26,8 @@ final class Database {
 
     var lastError: String { String(cString: sqlite3_errmsg(db)) }
 
+    func setBusyTimeout(ms: Int32) { sqlite3_busy_timeout(db, ms) }
+
     func exec(_ sql: String) throws(SQLiteError) {
         var err: UnsafeMutablePointer<CChar>?
         if sqlite3_exec(db, sql, nil, nil, &err) != SQLITE_OK {

@@ -71,7 +71,10 @@ public actor Session {
     var usedIds: Set<String> = []
     var commandCounter = 0
     var commandCount = 0
+    /// Highest telemetry batch stored (what the client's hello is told).
     var lastClientSeq = 0
+    /// Highest telemetry batch accepted: stored, or queued for the next commit.
+    var acceptedClientSeq = 0
     var timers: [Timer] = []
     var journalLog = JournalLog()
     var events = EventLog()
@@ -392,6 +395,10 @@ public actor Session {
         if state.phase.isTerminal { sendError(worker, .sessionTerminal, "the session has ended", id: c.id); return }
         if let p = pending {
             sendError(worker, .commandPending, "\(p.kind.rawValue) \(p.id) is still pending", id: c.id, details: ["pendingId": .string(p.id)])
+            return
+        }
+        guard relay.storeHealthy else {
+            sendError(worker, .internalError, "the session store is failing; the command was not sent (retry later)", id: c.id)
             return
         }
         guard let cid = claimId(c.id, worker: worker) else { return }

@@ -12,7 +12,8 @@ extension Session {
     /// that is not a message, an event or a journal entry).
     func stateSnapshot() -> JSONObject {
         var o = JSONObject()
-        o["lastClientSeq"] = .int(lastClientSeq)
+        // The snapshot is committed with the batch it follows: it records what is accepted.
+        o["lastClientSeq"] = .int(acceptedClientSeq)
         o["commandCounter"] = .int(commandCounter)
         o["commandCount"] = .int(commandCount)
         o["seqReserved"] = .object(["worker": .int(workerStream.reserved), "client": .int(clientStream.reserved)])
@@ -66,6 +67,7 @@ extension Session {
         state = SessionState(phase: r.phase, reason: r.reason, result: r.result, error: r.error)
         let st = r.state
         lastClientSeq = st["lastClientSeq"]?.intValue ?? 0
+        acceptedClientSeq = lastClientSeq
         commandCounter = st["commandCounter"]?.intValue ?? 0
         commandCount = st["commandCount"]?.intValue ?? 0
         // Stream positions now, before any timer or REST call can emit: no seq is reused.

@@ -273,11 +273,17 @@ extension Session {
     func handleTelemetry(clientSeq: Int?, events incoming: [TelemetryEvent], from peer: Peer) {
         ensureLoaded()
         if let cs = clientSeq {
-            // A retransmission of a batch already stored: drop it, ack it again (after
+            // A retransmission of a batch already accepted: drop it, ack it again (after
             // whatever is still being committed, so an ack never precedes the data).
-            if cs <= lastClientSeq { ackWhenCommitted(cs); return }
-            lastClientSeq = cs
+            if cs <= acceptedClientSeq { ackWhenCommitted(cs); return }
         }
+        // While the store fails, new batches are refused unacknowledged: the client keeps
+        // them and sends them again (nothing is acknowledged that is not stored).
+        guard relay.storeHealthy else {
+            sendError(peer, .internalError, "the session store is failing; keep the batch and send it again later")
+            return
+        }
+        if let cs = clientSeq { acceptedClientSeq = cs }
         var ops: [StoreOp] = []
         let filter = (clientConfig["eventFilter"]?["types"]?.arrayValue).map { Set($0.compactMap(\.stringValue)) }
         let now = epochMillis()
@@ -310,8 +316,11 @@ extension Session {
 
     /// Sends `server.ack` once everything submitted so far is committed.
     private func ackWhenCommitted(_ cs: Int) {
-        guard let store = relay.store else { sendAck(cs); return }
-        store.submit([]) { [self] in self.assumeIsolated { $0.sendAck(cs) } }
+        guard let store = relay.store else { lastClientSeq = max(lastClientSeq, cs); sendAck(cs); return }
+        store.submit([]) { [self] in self.assumeIsolated { s in
+            s.lastClientSeq = max(s.lastClientSeq, cs)
+            s.sendAck(cs)
+        } }
     }
 
     func sendAck(_ cs: Int) {

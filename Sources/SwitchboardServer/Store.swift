@@ -56,6 +56,10 @@ public protocol SessionStore: AnyObject, Sendable {
     /// Deletes terminal sessions that ended before `endedBefore`; returns their ids.
     func purgeTerminal(endedBefore: Int64) throws -> [String]
     var commitLatencies: [Double] { get }
+    /// False from a failed commit until the next successful one.
+    var isHealthy: Bool { get }
+    /// Commits that failed (each is retried until it succeeds).
+    var failedCommits: Int { get }
     func close()
 }
 
@@ -72,7 +76,11 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
     private var wakeWrite: Int32 = -1
     private var thread: pthread_t?
     private let latencies = Mutex<[Double]>([])
+    private let health = Atomic<Bool>(true)
+    private let failures = Atomic<Int>(0)
     public let path: String
+    public var isHealthy: Bool { health.load(ordering: .relaxed) }
+    public var failedCommits: Int { failures.load(ordering: .relaxed) }
 
     public static let schema = """
     CREATE TABLE IF NOT EXISTS sessions (
@@ -108,6 +116,8 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
         self.path = path
         self.loop = loop
         writer = try Database(path: path)
+        // A locked database fails a commit after 1 s; the commit is retried (see writerLoop).
+        writer.setBusyTimeout(ms: 1000)
         // WAL with synchronous=NORMAL: a commit appends to the WAL without fsync, so it survives
         // a crash of the process (SIGKILL, OOM kill, deploy). Checkpoints, which do fsync, run
         // on their own thread so that no commit ever waits for the disk.
@@ -178,6 +188,7 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
 
     private func writerLoop() {
         var buf = [UInt8](repeating: 0, count: 64)
+        var retries = 0
         while true {
             _ = Glibc.read(wakeRead, &buf, buf.count)
             let (ops, done, stop) = pending.withLock { p -> ([StoreOp], [@Sendable () -> Void], Bool) in
@@ -198,12 +209,31 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
                     for (id, state) in lastState { try apply(.updateState(id: id, state: state)) }
                     try writer.exec("COMMIT")
                 } catch {
-                    // A failed commit must not be acknowledged: the completions are dropped and the
-                    // error is reported; peers resend what was not acked.
+                    // A failed commit is acknowledged to no one: the batch goes back to the front of
+                    // the queue and is retried with backoff until it commits (the server recovers by
+                    // itself); meanwhile the relay reports unready and refuses new work.
                     try? writer.exec("ROLLBACK")
-                    let line = Array("switchboard: store commit failed: \(error)\n".utf8)
-                    line.withUnsafeBytes { _ = write(2, $0.baseAddress, $0.count) }
+                    let first = health.exchange(false, ordering: .relaxed)
+                    failures.add(1, ordering: .relaxed)
+                    if first {
+                        let line = Array("switchboard: store commit failed, retrying: \(error)\n".utf8)
+                        line.withUnsafeBytes { _ = write(2, $0.baseAddress, $0.count) }
+                    }
+                    pending.withLock { p in
+                        p.ops.insert(contentsOf: ops, at: 0)
+                        p.done.insert(contentsOf: done, at: 0)
+                    }
+                    if stop && failures.load(ordering: .relaxed) > 20 { break }  // shutting down: give up
+                    usleep(UInt32(min(1_000_000, 25_000 << min(6, retries))))
+                    retries += 1
+                    var b: UInt8 = 1
+                    _ = write(wakeWrite, &b, 1)
                     continue
+                }
+                retries = 0
+                if !health.exchange(true, ordering: .relaxed) {
+                    let line = Array("switchboard: store commits work again\n".utf8)
+                    line.withUnsafeBytes { _ = write(2, $0.baseAddress, $0.count) }
                 }
                 let ms = Double(monotonicNanos() - start) / 1e6
                 latencies.withLock { l in

@@ -237,3 +237,61 @@ def test_data_directory_and_files_are_private(serve_factory, tmp_path):
     for name in names:
         mode = stat.S_IMODE(os.stat(d / name).st_mode)
         assert mode & 0o077 == 0, (name, oct(mode))
+
+
+def wait_until(predicate, timeout=15, what="condition"):
+    deadline = time.time() + timeout
+    while not predicate():
+        assert time.time() < deadline, "timed out waiting for " + what
+        time.sleep(0.05)
+
+
+def metric(port, name):
+    _, text = sb.rest(port, "GET", "/metrics")
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+def test_a_failing_store_acknowledges_nothing_and_recovers_by_itself(server):
+    import os
+    import sqlite3
+
+    async def go():
+        s, w, c = await sb.pair(server.port)
+        lock = sqlite3.connect(os.path.join(server.data_dir, "switchboard.db"), isolation_level=None, timeout=0)
+        lock.execute("BEGIN EXCLUSIVE")
+        try:
+            await c.send({"type": "client.events", "clientSeq": 1, "events": [{"type": "one", "ts": 1}]})
+            wait_until(lambda: sb.rest(server.port, "GET", "/readyz")[0] == 503, what="readyz 503")
+            assert sb.rest(server.port, "GET", "/readyz")[1]["error"]["code"] == "store_unavailable"
+            assert metric(server.port, "switchboard_store_failed_commits_total") >= 1
+            assert metric(server.port, "switchboard_store_healthy") == 0
+            # New work is refused with a clear answer; nothing is acknowledged.
+            status, body = sb.rest(server.port, "POST", "/v1/sessions", {})
+            assert status == 503 and body["error"]["code"] == "store_unavailable"
+            await c.send({"type": "client.events", "clientSeq": 2, "events": [{"type": "two", "ts": 2}]})
+            await c.expect_error("internal_error")
+            await w.send({"type": "worker.command", "id": "k", "command": "url"})
+            assert (await w.expect_error("internal_error"))["id"] == "k"
+            # A REST call that must wait for the store answers 503 within its deadline.
+            started = time.time()
+            status, body = sb.rest(server.port, "GET", f"/v1/sessions/{s['sessionId']}/events")
+            assert status == 503 and body["error"]["code"] == "store_unavailable" and time.time() - started < 9
+            assert not any(m.get("type") == "server.ack" for m in c.seen)
+        finally:
+            lock.execute("ROLLBACK")
+            lock.close()
+        # The retried commit lands: batch 1 is acknowledged, the server is ready again.
+        await c.expect("server.ack", clientSeq=1, timeout=15)
+        wait_until(lambda: sb.rest(server.port, "GET", "/readyz")[0] == 200, what="readyz 200")
+        assert metric(server.port, "switchboard_store_healthy") == 1
+        await c.send({"type": "client.events", "clientSeq": 2, "events": [{"type": "two", "ts": 2}]})
+        await c.expect("server.ack", clientSeq=2)
+        await w.send({"type": "worker.command", "id": "k", "command": "url"})
+        await c.expect("server.command", id="k")
+        _, ev = sb.rest(server.port, "GET", f"/v1/sessions/{s['sessionId']}/events")
+        assert [e["type"] for e in ev["events"]] == ["one", "two"]
+        assert sb.rest(server.port, "POST", "/v1/sessions", {})[0] == 201
+    run(go(), timeout=90)
