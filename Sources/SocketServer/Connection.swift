@@ -33,6 +33,8 @@ public final class Connection: Selectable, @unchecked Sendable {
 
     public let fd: Int32
     public let remoteAddress: String
+    /// The peer's IP address (no port).
+    public let ip: String
     public unowned let server: Server
     public var loop: EventLoop { server.loop }
     private var config: ServerConfiguration { server.configuration }
@@ -40,6 +42,7 @@ public final class Connection: Selectable, @unchecked Sendable {
     private var phase = Phase.http
     private var http: HTTPRequestParser
     private var awaitingResponse = false
+    private var inProcessHTTP = false
     private var keepAlive = true
     private var inbound = InboundProcessor()
     private var closer = CloseStateMachine()
@@ -71,9 +74,10 @@ public final class Connection: Selectable, @unchecked Sendable {
     /// Set once upgraded (stays set through closing).
     public private(set) var wasWebSocket = false
 
-    init(fd: Int32, remote: String, server: Server) {
+    init(fd: Int32, remote: String, ip: String, server: Server) {
         self.fd = fd
         remoteAddress = remote
+        self.ip = ip
         self.server = server
         http = HTTPRequestParser(limits: server.configuration.httpLimits)
         tls = server.tls.map { TLSSession(context: $0) }
@@ -84,6 +88,9 @@ public final class Connection: Selectable, @unchecked Sendable {
     }
 
     public var isWebSocket: Bool { phase == .webSocket }
+
+    /// Lowers the largest message (after decompression) this connection accepts.
+    public func limitMessages(to bytes: Int) { inbound.limitMessages(to: bytes) }
     public var isOpen: Bool { phase == .webSocket && closer.isOpen }
 
     // MARK: Reading
@@ -171,8 +178,14 @@ public final class Connection: Selectable, @unchecked Sendable {
 
     // MARK: HTTP
 
+    /// Serves the buffered requests one after the other, iteratively: a response given during
+    /// `handle` lets the loop continue (no recursion per pipelined request). Stops while a
+    /// response is outstanding or too many response bytes wait for the peer to read them.
     private func processHTTP() {
-        while phase == .http && !awaitingResponse {
+        guard !inProcessHTTP else { return }
+        inProcessHTTP = true
+        defer { inProcessHTTP = false; updateInterest() }
+        while phase == .http && !awaitingResponse && queuedBytes <= config.maxQueuedHTTPBytes {
             let request: HTTPRequest?
             do {
                 request = try http.next()
@@ -245,7 +258,7 @@ public final class Connection: Selectable, @unchecked Sendable {
             flushIfIdle()
         } else {
             deadline = loop.now &+ UInt64(config.idleHTTPTimeoutMs) * 1_000_000
-            if http.bufferedCount > 0 { processHTTP() }
+            if http.bufferedCount > 0 { processHTTP() }   // a no-op when called from processHTTP
         }
     }
 
@@ -429,6 +442,11 @@ public final class Connection: Selectable, @unchecked Sendable {
             linger()
             return
         }
+        // Pipelined requests that waited for the peer to read responses go on now.
+        if phase == .http && !awaitingResponse && http.bufferedCount > 0 && queuedBytes <= config.maxQueuedHTTPBytes {
+            processHTTP()
+            return
+        }
         updateInterest()
     }
 
@@ -441,7 +459,11 @@ public final class Connection: Selectable, @unchecked Sendable {
         let pending = queueHead < queue.count
         if pending && queuedBytes > config.readPauseHighWater { readPaused = true }
         if readPaused && queuedBytes < config.readPauseLowWater { readPaused = false }
-        var want: Interest = readPaused && phase != .lingering ? [] : .read
+        // HTTP: stop reading while a full request is buffered beyond the one being answered
+        // or responses pile up unread; what is buffered is served first.
+        let httpBacklog = phase == .http && (http.bufferedCount > config.httpLimits.maxHeadSize + config.httpLimits.maxBodySize
+                                               || queuedBytes > config.maxQueuedHTTPBytes)
+        var want: Interest = (readPaused || httpBacklog) && phase != .lingering ? [] : .read
         if pending { want.insert(.write) }
         if want != interest {
             interest = want

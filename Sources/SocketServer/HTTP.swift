@@ -135,20 +135,31 @@ public struct HTTPRequestParser: Sendable {
 
     public let limits: Limits
     private(set) var buffer: [UInt8] = []
+    /// Bytes of `buffer` already consumed by returned requests (compacted in bulk, so that
+    /// many pipelined requests cost linear time, not a shift each).
+    private var consumed = 0
     private var scanFrom = 0
     private var pendingHead: HTTPRequest? = nil
     private var bodyLength = 0
 
     public init(limits: Limits = Limits()) { self.limits = limits }
 
-    public var bufferedCount: Int { buffer.count }
+    public var bufferedCount: Int { buffer.count - consumed }
 
-    public mutating func append(_ bytes: UnsafeRawBufferPointer) { buffer.append(contentsOf: bytes) }
+    public mutating func append(_ bytes: UnsafeRawBufferPointer) {
+        if consumed > 0 && consumed * 2 >= buffer.count {
+            buffer.removeSubrange(0..<consumed)
+            scanFrom -= consumed
+            consumed = 0
+        }
+        buffer.append(contentsOf: bytes)
+    }
 
     /// Bytes received after the last complete request (e.g. WebSocket frames after an upgrade).
     public mutating func takeRemainder() -> [UInt8] {
-        let r = buffer
+        let r = Array(buffer[consumed...])
         buffer = []
+        consumed = 0
         scanFrom = 0
         return r
     }
@@ -157,19 +168,21 @@ public struct HTTPRequestParser: Sendable {
         if pendingHead == nil {
             // Find the blank line that ends the head.
             guard let end = findHeadEnd() else {
-                if buffer.count > limits.maxHeadSize { throw Failure(status: 431, message: "request head larger than \(limits.maxHeadSize) bytes") }
+                if bufferedCount > limits.maxHeadSize { throw Failure(status: 431, message: "request head larger than \(limits.maxHeadSize) bytes") }
                 return nil
             }
-            if end > limits.maxHeadSize { throw Failure(status: 431, message: "request head larger than \(limits.maxHeadSize) bytes") }
-            let head = try parseHead(buffer[0..<end])
-            buffer.removeSubrange(0..<(end + 4))
-            scanFrom = 0
+            if end - consumed > limits.maxHeadSize { throw Failure(status: 431, message: "request head larger than \(limits.maxHeadSize) bytes") }
+            let head = try parseHead(buffer[consumed..<end])
+            consumed = end + 4
+            scanFrom = consumed
             pendingHead = head.request
             bodyLength = head.bodyLength
         }
-        guard buffer.count >= bodyLength, var request = pendingHead else { return nil }
-        request.body = Array(buffer[0..<bodyLength])
-        buffer.removeSubrange(0..<bodyLength)
+        guard bufferedCount >= bodyLength, var request = pendingHead else { return nil }
+        request.body = Array(buffer[consumed..<(consumed + bodyLength)])
+        consumed += bodyLength
+        scanFrom = consumed
+        if consumed == buffer.count { buffer.removeAll(keepingCapacity: buffer.capacity <= 64 << 10); consumed = 0; scanFrom = 0 }
         pendingHead = nil
         bodyLength = 0
         return request
@@ -177,8 +190,8 @@ public struct HTTPRequestParser: Sendable {
 
     private mutating func findHeadEnd() -> Int? {
         let n = buffer.count
-        guard n >= 4 else { return nil }
-        var i = max(0, scanFrom - 3)
+        guard n - consumed >= 4 else { return nil }
+        var i = max(consumed, scanFrom - 3)
         while i + 3 < n {
             if buffer[i] == 13 && buffer[i + 1] == 10 && buffer[i + 2] == 13 && buffer[i + 3] == 10 { return i }
             i += 1

@@ -20,6 +20,15 @@ public struct ServerConfiguration: Sendable {
     public var readPauseLowWater = 256 << 10
     /// permessage-deflate; nil turns it off.
     public var deflate: DeflatePolicy? = DeflatePolicy()
+    /// Open connections at most (beyond it, new ones are closed at once).
+    public var maxConnections = 100_000
+    /// Open connections from one IP address at most.
+    public var maxConnectionsPerIP = 10_000
+    /// After accept fails for lack of descriptors or memory, accepting resumes after this.
+    public var acceptRetryMs = 100
+    /// Bytes of HTTP responses queued for one connection before further pipelined requests
+    /// wait (and reading pauses).
+    public var maxQueuedHTTPBytes = 1 << 20
 
     public init() {}
 
@@ -42,6 +51,13 @@ public final class Server: @unchecked Sendable {
     public private(set) var connectionCount = 0
     public private(set) var acceptedTotal = 0
     public private(set) var webSocketCount = 0
+    /// Connections closed at accept because of `maxConnections` / `maxConnectionsPerIP`.
+    public private(set) var refusedGlobal = 0
+    public private(set) var refusedPerIP = 0
+    /// Times accepting paused because descriptors or memory ran out.
+    public private(set) var acceptPauses = 0
+    private var perIP: [String: Int] = [:]
+    private var acceptPaused = false
     /// Bytes of connections already closed (open ones are added in `bytesIn` / `bytesOut`).
     var closedBytesIn = 0
     var closedBytesOut = 0
@@ -101,19 +117,50 @@ public final class Server: @unchecked Sendable {
     }
 
     func accept(from listener: Listener) {
-        guard accepting else { return }
+        guard accepting, !acceptPaused else { return }
         // Bounded per wake-up so a connection storm cannot starve established peers.
         for _ in 0..<256 {
-            guard let (fd, remote) = Socket.accept(listener.fd) else { return }
-            let c = Connection(fd: fd, remote: remote, server: self)
-            do {
-                try loop.register(c, interest: .read)
-            } catch {
-                Glibc.close(fd)
-                continue
+            switch Socket.accept(listener.fd) {
+            case .none:
+                return
+            case .exhausted:
+                pauseAccepting()
+                return
+            case .connection(let fd, let remote, let ip):
+                if connectionCount >= configuration.maxConnections {
+                    refusedGlobal += 1
+                    Glibc.close(fd)
+                    continue
+                }
+                if perIP[ip, default: 0] >= configuration.maxConnectionsPerIP {
+                    refusedPerIP += 1
+                    Glibc.close(fd)
+                    continue
+                }
+                let c = Connection(fd: fd, remote: remote, ip: ip, server: self)
+                do {
+                    try loop.register(c, interest: .read)
+                } catch {
+                    Glibc.close(fd)
+                    continue
+                }
+                perIP[ip, default: 0] += 1
+                connectionCount += 1
+                acceptedTotal += 1
             }
-            connectionCount += 1
-            acceptedTotal += 1
+        }
+    }
+
+    /// Out of descriptors: the pending connection stays in the backlog and the listeners stay
+    /// readable, so polling them would spin. Stop listening to them and try again later.
+    private func pauseAccepting() {
+        acceptPaused = true
+        acceptPauses += 1
+        for l in listeners { loop.reregister(l, interest: []) }
+        loop.schedule(afterMillis: configuration.acceptRetryMs) { [weak self] in
+            guard let self, self.acceptPaused else { return }
+            self.acceptPaused = false
+            for l in self.listeners { self.loop.reregister(l, interest: .read) }
         }
     }
 
@@ -132,6 +179,7 @@ public final class Server: @unchecked Sendable {
 
     func connectionClosed(_ c: Connection) {
         connectionCount -= 1
+        if let n = perIP[c.ip] { if n <= 1 { perIP[c.ip] = nil } else { perIP[c.ip] = n - 1 } }
         closedBytesIn += c.bytesIn
         closedBytesOut += c.bytesOut
         if c.wasWebSocket { webSocketCount -= 1 }

@@ -67,8 +67,16 @@ public enum Socket {
         return "\(cString(buf)):\(port(of: storage))"
     }
 
-    /// Accepts one connection (non-blocking, close-on-exec, TCP_NODELAY); nil when none is waiting.
-    static func accept(_ listener: Int32) -> (fd: Int32, remote: String)? {
+    enum Accepted {
+        case connection(fd: Int32, remote: String, ip: String)
+        /// Nothing is waiting (or the connection was aborted before we took it).
+        case none
+        /// Out of descriptors or kernel memory: stop accepting for a while.
+        case exhausted(errno: Int32)
+    }
+
+    /// Accepts one connection (non-blocking, close-on-exec, TCP_NODELAY).
+    static func accept(_ listener: Int32) -> Accepted {
         var storage = sockaddr_storage()
         var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
         let fd = withUnsafeMutablePointer(to: &storage) {
@@ -76,10 +84,15 @@ public enum Socket {
                 accept4(listener, $0, &len, Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue))
             }
         }
-        guard fd >= 0 else { return nil }
+        guard fd >= 0 else {
+            let e = errno
+            return e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM ? .exhausted(errno: e) : .none
+        }
         var one: Int32 = 1
         setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-        return (fd, describe(storage))
+        let remote = describe(storage)
+        let ip = remote.hasPrefix("[") ? String(remote.dropFirst().prefix { $0 != "]" }) : String(remote.prefix { $0 != ":" })
+        return .connection(fd: fd, remote: remote, ip: ip)
     }
 
     private static func cString(_ buf: [CChar]) -> String {

@@ -34,6 +34,18 @@ public enum JSON: Sendable, Equatable {
 
     public subscript(key: String) -> JSON? { objectValue?[key] }
 
+    /// Bytes of the value written as JSON, approximately (escapes not counted): what byte
+    /// budgets on parsed values count.
+    public var estimatedSize: Int {
+        switch self {
+        case .null, .bool: return 5
+        case .number(let n): return n.utf8.count
+        case .string(let s): return s.utf8.count + 2
+        case .array(let a): return a.reduce(2) { $0 + $1.estimatedSize + 1 }
+        case .object(let o): return o.members.reduce(2) { $0 + $1.key.utf8.count + 4 + $1.value.estimatedSize }
+        }
+    }
+
     /// The JSON type name, for error messages.
     public var typeName: String {
         switch self {

@@ -33,22 +33,6 @@ public struct ServeConfiguration: Sendable, Equatable {
     public var port = 8080
     public var dataDir = "switchboard-data"
 
-    /// Makes the data directory 0700 and every regular file directly in it 0600; returns
-    /// what failed, if anything.
-    public static func restrictPermissions(dataDir: String) -> String? {
-        guard chmod(dataDir, 0o700) == 0 else { return "cannot restrict data directory \(dataDir) to 0700: errno \(errno)" }
-        guard let d = opendir(dataDir) else { return nil }
-        defer { closedir(d) }
-        while let e = readdir(d) {
-            let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
-            guard name != "." && name != ".." else { continue }
-            var st = stat()
-            let path = dataDir + "/" + name
-            guard lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, st.st_mode & 0o077 != 0 else { continue }
-            guard chmod(path, 0o600) == 0 else { return "cannot restrict \(path) to 0600: errno \(errno)" }
-        }
-        return nil
-    }
     public var apiKeys: [String] = []
     public var publicURL: String? = nil
     public var tlsCert: String? = nil
@@ -83,8 +67,46 @@ public struct ServeConfiguration: Sendable, Equatable {
     public var store = "sqlite"
     public var journalStoredEntries = 100_000
     public var retentionHours = 168
+    // Bounds (docs: config/switchboard.toml, "Bounds").
+    public var maxSessions = 100_000
+    public var maxConnections = 100_000
+    public var maxConnectionsPerIP = 10_000
+    public var acceptRetryMs = 100
+    public var maxQueuedHTTPBytes = 1 << 20
+    public var rateBytesPerSecond = 16 << 20
+    public var rateBytesBurst = 32 << 20
+    public var rateCloseAfterDrops = 2000
+    public var rateWindowMs = 10_000
+    public var maxWorkerMessageBytes = 4 << 20
+    public var maxClientMessageBytes = 16 << 20
+    public var maxDebugMessageBytes = 64 << 10
+    public var eventsMaxPerSession = 100_000
+    public var eventsMaxBytesPerSession = 64 << 20
+    public var journalMaxEntries = 1_000
+    public var journalMaxBytes = 1 << 20
+    public var journalStoredBytes = 64 << 20
+    public var storeWaitMs = 5_000
+    public var maxYieldTimeoutMs = 86_400_000
+    public var logBufferBytes = 64 << 20
 
     public init() {}
+
+    /// Makes the data directory 0700 and every regular file directly in it 0600; returns
+    /// what failed, if anything.
+    public static func restrictPermissions(dataDir: String) -> String? {
+        guard chmod(dataDir, 0o700) == 0 else { return "cannot restrict data directory \(dataDir) to 0700: errno \(errno)" }
+        guard let d = opendir(dataDir) else { return nil }
+        defer { closedir(d) }
+        while let e = readdir(d) {
+            let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+            guard name != "." && name != ".." else { continue }
+            var st = stat()
+            let path = dataDir + "/" + name
+            guard lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, st.st_mode & 0o077 != 0 else { continue }
+            guard chmod(path, 0o600) == 0 else { return "cannot restrict \(path) to 0600: errno \(errno)" }
+        }
+        return nil
+    }
 
     enum Kind: Sendable { case string, optionalString, int(ClosedRange<Int>), bool, list }
 
@@ -136,6 +158,26 @@ public struct ServeConfiguration: Sendable, Equatable {
         Key(name: "journal_stored_entries", kind: .int(0...100_000_000)) { c, v in if case .int(let i) = v { c.journalStoredEntries = i } },
         Key(name: "store", kind: .string) { c, v in if case .string(let s) = v { c.store = s } },
         Key(name: "retention_hours", kind: .int(1...87_600)) { c, v in if case .int(let i) = v { c.retentionHours = i } },
+        Key(name: "max_sessions", kind: .int(1...100_000_000)) { c, v in if case .int(let i) = v { c.maxSessions = i } },
+        Key(name: "max_connections", kind: .int(1...100_000_000)) { c, v in if case .int(let i) = v { c.maxConnections = i } },
+        Key(name: "max_connections_per_ip", kind: .int(1...100_000_000)) { c, v in if case .int(let i) = v { c.maxConnectionsPerIP = i } },
+        Key(name: "accept_retry_ms", kind: .int(1...60_000)) { c, v in if case .int(let i) = v { c.acceptRetryMs = i } },
+        Key(name: "max_queued_http_bytes", kind: .int(4096...(1 << 30))) { c, v in if case .int(let i) = v { c.maxQueuedHTTPBytes = i } },
+        Key(name: "rate_bytes_per_second", kind: .int(1024...(1 << 40))) { c, v in if case .int(let i) = v { c.rateBytesPerSecond = i } },
+        Key(name: "rate_bytes_burst", kind: .int(1024...(1 << 40))) { c, v in if case .int(let i) = v { c.rateBytesBurst = i } },
+        Key(name: "rate_close_after_drops", kind: .int(1...100_000_000)) { c, v in if case .int(let i) = v { c.rateCloseAfterDrops = i } },
+        Key(name: "rate_window_ms", kind: .int(100...3_600_000)) { c, v in if case .int(let i) = v { c.rateWindowMs = i } },
+        Key(name: "max_worker_message_bytes", kind: .int(1024...(1 << 30))) { c, v in if case .int(let i) = v { c.maxWorkerMessageBytes = i } },
+        Key(name: "max_client_message_bytes", kind: .int(1024...(1 << 30))) { c, v in if case .int(let i) = v { c.maxClientMessageBytes = i } },
+        Key(name: "max_debug_message_bytes", kind: .int(128...(1 << 30))) { c, v in if case .int(let i) = v { c.maxDebugMessageBytes = i } },
+        Key(name: "events_max_per_session", kind: .int(1...100_000_000)) { c, v in if case .int(let i) = v { c.eventsMaxPerSession = i } },
+        Key(name: "events_max_bytes_per_session", kind: .int(4096...(1 << 40))) { c, v in if case .int(let i) = v { c.eventsMaxBytesPerSession = i } },
+        Key(name: "journal_max_entries", kind: .int(1...10_000_000)) { c, v in if case .int(let i) = v { c.journalMaxEntries = i } },
+        Key(name: "journal_max_bytes", kind: .int(4096...(1 << 40))) { c, v in if case .int(let i) = v { c.journalMaxBytes = i } },
+        Key(name: "journal_stored_bytes", kind: .int(4096...(1 << 40))) { c, v in if case .int(let i) = v { c.journalStoredBytes = i } },
+        Key(name: "store_wait_ms", kind: .int(100...600_000)) { c, v in if case .int(let i) = v { c.storeWaitMs = i } },
+        Key(name: "max_yield_timeout_ms", kind: .int(1...604_800_000)) { c, v in if case .int(let i) = v { c.maxYieldTimeoutMs = i } },
+        Key(name: "log_buffer_bytes", kind: .int(65536...(1 << 40))) { c, v in if case .int(let i) = v { c.logBufferBytes = i } },
     ]
 
     public static var keyNames: [String] { keys.map(\.name) }

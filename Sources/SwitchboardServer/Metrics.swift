@@ -12,6 +12,8 @@ public final class Metrics {
     var messagesIn: [Int: (name: StaticString, count: Int)] = [:]
     var errors: [String: Int] = [:]
     var closeCodes: [UInt16: Int] = [:]
+    /// Times each configured bound was hit, by the bound's configuration key.
+    var limitHits: [String: Int] = [:]
     var peers: [Role: Int] = [:]
     var yieldCounts = [Int](repeating: 0, count: yieldBuckets.count + 1)
     var yieldSum = 0
@@ -40,6 +42,9 @@ public final class Metrics {
     }
 
     func closed(_ code: UInt16) { closeCodes[code, default: 0] += 1 }
+
+    /// A bound was hit (`limit` is its configuration key).
+    func hit(_ limit: String, _ n: Int = 1) { limitHits[limit, default: 0] += n }
 
     func observeYield(seconds: Int) {
         yieldSum += seconds
@@ -110,6 +115,9 @@ public final class Metrics {
         line("# TYPE switchboard_replays_incomplete_total counter")
         line("switchboard_replays_incomplete_total \(incompleteReplays)")
         histogram("switchboard_command_rtt_ms", "Command round trip, worker send to client response.", Metrics.buckets, rttCounts, rttSum)
+        line("# HELP switchboard_limit_hits_total Times a configured bound was hit, by its configuration key.")
+        line("# TYPE switchboard_limit_hits_total counter")
+        for (k, n) in limitHits.sorted(by: { $0.key < $1.key }) { line("switchboard_limit_hits_total{limit=\"\(k)\"} \(n)") }
         for (name, type, value) in extra {
             line("# TYPE \(name) \(type)")
             line("\(name) \(value)")

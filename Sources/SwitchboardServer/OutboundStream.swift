@@ -1,5 +1,36 @@
 import WebSocketCore
 
+/// The newest records of a numbered series (events, journal entries) within a count and a
+/// byte budget. Records are grouped in chunks so that trimming is one delete per chunk;
+/// `add` returns the number through which the oldest records must go.
+struct RetentionWindow {
+    static let chunk = 256
+    private var chunks: [(last: Int, count: Int, bytes: Int)] = []
+    private var head = 0
+    private(set) var count = 0
+    private(set) var bytes = 0
+
+    mutating func add(_ number: Int, bytes b: Int, maxCount: Int, maxBytes: Int) -> Int? {
+        if head == chunks.count || chunks[chunks.count - 1].count >= RetentionWindow.chunk { chunks.append((number, 0, 0)) }
+        chunks[chunks.count - 1].last = number
+        chunks[chunks.count - 1].count += 1
+        chunks[chunks.count - 1].bytes += b
+        count += 1
+        bytes += b
+        var through: Int? = nil
+        // The newest chunk always stays.
+        while chunks.count - head > 1 && (count > maxCount || bytes > maxBytes) {
+            let c = chunks[head]
+            head += 1
+            count -= c.count
+            bytes -= c.bytes
+            through = c.last
+        }
+        if head > 64 && head * 2 > chunks.count { chunks.removeFirst(head); head = 0 }
+        return through
+    }
+}
+
 /// A message retained for replay.
 struct Retained {
     var seq: Int

@@ -23,8 +23,24 @@ public struct RelaySettings: Sendable {
     public var maxDebugConnections = 8
     public var ratePerSecond = 1000
     public var rateBurst = 2000
+    /// Bytes per second per peer (token bucket), next to the message rate.
+    public var rateBytesPerSecond = 16 << 20
+    public var rateBytesBurst = 32 << 20
+    /// Dropped messages within `rateWindowMs` that close the peer with 4029 (PROTOCOL.md §11).
+    public var rateCloseAfterDrops = 2000
+    public var rateWindowMs = 10_000
+    /// Largest message (after decompression) per role.
+    public var maxWorkerMessageBytes = 4 << 20
+    public var maxClientMessageBytes = 16 << 20
+    public var maxDebugMessageBytes = 64 << 10
+    /// Telemetry events kept per session (memory without a store; the store with one), by
+    /// count and by bytes (the events' JSON size); the oldest go first.
+    public var eventsMaxBytesPerSession = 64 << 20
+    /// Bytes of journal kept per session in the store (next to `journalStoredEntries`).
+    public var journalStoredBytes = 64 << 20
     public var replayMaxMessages = 1000
     public var replayMaxBytes = 8 << 20
+    /// Sessions that are not terminal, at most (ended ones do not count).
     public var maxSessions = 100_000
     /// How long a REST call waits for the store before it answers 503 `store_unavailable`.
     public var storeWaitMs = 5_000
@@ -76,8 +92,9 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
     /// Brings back every session the store holds (on the loop, before accepting): rows and
     /// deadlines now, replay tails, events and journals on first use. Then schedules retention.
     public func restore() throws {
-        guard let store else { return }
+        guard let store else { scheduleRetention(); return }
         let records = try store.loadSessions()
+        defer { scheduleRetention() }
         for r in records {
             let session = Session(id: r.id, ordinal: r.ordinal, relay: self, workerTokenHash: r.workerTokenHash,
                                   clientTokenHash: r.clientTokenHash, createdAt: r.createdAt, timeouts: r.timeouts,
@@ -92,10 +109,9 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
             log.event(session: nil, "restored", ["sessions": .int(records.count),
                                                  "live": .int(records.filter { !$0.phase.isTerminal }.count)])
         }
-        scheduleRetention()
     }
 
-    private func scheduleRetention() {
+    func scheduleRetention() {
         loop.schedule(afterMillis: 3_600_000) { [weak self] in
             self?.purge()
             self?.scheduleRetention()
@@ -135,11 +151,21 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
         }
     }
 
-    /// Deletes terminal sessions that ended more than the retention period ago.
+    /// Sessions in a phase that is not terminal.
+    var liveSessions: Int { (metrics.phases[.created] ?? 0) + (metrics.phases[.pending] ?? 0) + (metrics.phases[.active] ?? 0) }
+
+    /// Deletes terminal sessions that ended more than the retention period ago (from the
+    /// store, or from memory when there is none).
     public func purge() {
-        guard let store else { return }
         let cutoff = epochMillis() - settings.retentionMs
-        guard let ids = try? store.purgeTerminal(endedBefore: cutoff), !ids.isEmpty else { return }
+        let ids: [String]
+        if let store {
+            guard let purged = try? store.purgeTerminal(endedBefore: cutoff) else { return }
+            ids = purged
+        } else {
+            ids = order.filter { s in s.assumeIsolated { $0.endedAt.map { $0 < cutoff } ?? false } }.map(\.id)
+        }
+        guard !ids.isEmpty else { return }
         let gone = Set(ids)
         order.removeAll { gone.contains($0.id) }
         for id in ids { sessions[id] = nil }
@@ -200,6 +226,13 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
         case ("GET", ["version"]):
             return Relay.json(200, .object(["version": .string(Relay.version), "protocolVersion": .int(ProtocolVersion.current)]))
         case ("GET", ["metrics"]):
+            // Bounds counted below the relay, reported with the relay's own.
+            if let server {
+                metrics.limitHits["max_connections"] = server.refusedGlobal
+                metrics.limitHits["max_connections_per_ip"] = server.refusedPerIP
+                metrics.limitHits["accept_retry_ms"] = server.acceptPauses
+            }
+            metrics.limitHits["log_buffer_bytes"] = log.dropped
             var text = metrics.render(connections: server?.connectionCount ?? 0, bytesIn: server?.bytesIn ?? 0,
                                       bytesOut: server?.bytesOut ?? 0, extra: processGauges())
             if let store {
@@ -341,7 +374,10 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
             }
         }
         guard issues.isEmpty else { return Relay.error(400, "validation_error", "the request is not valid", issues: issues) }
-        guard sessions.count < settings.maxSessions else { return Relay.error(429, "rate_limited", "too many sessions") }
+        guard liveSessions < settings.maxSessions else {
+            metrics.hit("max_sessions")
+            return Relay.error(429, "rate_limited", "at most \(settings.maxSessions) live sessions")
+        }
         let sid = "sess_" + Crypto.hex(Crypto.randomBytes(12))
         let workerToken = Crypto.token(prefix: "wt_")
         let clientToken = Crypto.token(prefix: "ct_")
@@ -469,6 +505,8 @@ final class PeerHandler: WebSocketHandler {
 
     func webSocketDidOpen(_ connection: Connection) {
         let role = self.role, since = self.since
+        let s = session.relay.settings
+        connection.limitMessages(to: role == .worker ? s.maxWorkerMessageBytes : role == .client ? s.maxClientMessageBytes : s.maxDebugMessageBytes)
         peer = session.assumeIsolated { $0.attach(connection, role: role, since: since) }
     }
 
@@ -483,6 +521,7 @@ final class PeerHandler: WebSocketHandler {
 
     func webSocketDidClose(_ connection: Connection, code: CloseCode) {
         session.relay.metrics.closed(code.rawValue)
+        if code == .messageTooBig { session.relay.metrics.hit(role == .worker ? "max_worker_message_bytes" : role == .client ? "max_client_message_bytes" : "max_debug_message_bytes") }
         guard let peer else { return }
         self.peer = nil
         session.assumeIsolated { $0.connectionClosed(peer, code: code) }

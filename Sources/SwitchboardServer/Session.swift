@@ -10,17 +10,24 @@ final class Peer: @unchecked Sendable {
     var helloDone = false
     var helloTimer: Timer?
     var capabilities: [String] = []
-    // Token bucket for the message rate limit.
+    // Token buckets for the message and byte rate limits.
     var tokens: Double
+    var byteTokens: Double
     var lastRefill: UInt64
-    var dropped = 0
+    /// Drops in a row (the first of a run is answered `rate_limited`).
+    var droppedInRow = 0
+    /// Drops in the current window (PROTOCOL.md §11: too many within it close with 4029).
+    var dropsInWindow = 0
+    var windowStart: UInt64
     var detached = false
 
-    init(role: Role, connection: Connection, burst: Int) {
+    init(role: Role, connection: Connection, settings: RelaySettings) {
         self.role = role
         self.connection = connection
-        tokens = Double(burst)
+        tokens = Double(settings.rateBurst)
+        byteTokens = Double(settings.rateBytesBurst)
         lastRefill = monotonicNanos()
+        windowStart = lastRefill
     }
 }
 
@@ -71,6 +78,11 @@ public actor Session {
     var usedIds: Set<String> = []
     var commandCounter = 0
     var commandCount = 0
+    /// When the session reached a terminal phase (for retention without a store).
+    var endedAt: Int64?
+    /// What the store keeps of this session's events and journal, within their budgets.
+    var storedEvents = RetentionWindow()
+    var storedJournal = RetentionWindow()
     /// Highest telemetry batch stored (what the client's hello is told).
     var lastClientSeq = 0
     /// Highest telemetry batch accepted: stored, or queued for the next commit.
@@ -134,7 +146,7 @@ public actor Session {
 
     /// A new WebSocket for `role`. Replaces an earlier worker or client connection (4001).
     func attach(_ connection: Connection, role: Role, since: Int? = nil) -> Peer {
-        let peer = Peer(role: role, connection: connection, burst: relay.settings.rateBurst)
+        let peer = Peer(role: role, connection: connection, settings: relay.settings)
         relay.metrics.peers[role, default: 0] += 1
         relay.log.event(session: id, "connect", ["role": .string(role.rawValue), "remote": .string(connection.remoteAddress)])
         switch role {
@@ -185,11 +197,12 @@ public actor Session {
     // MARK: Inbound
 
     func receive(_ message: ReceivedMessage, from peer: Peer) {
+        // Every role is rate limited, debug viewers included.
+        guard allowRate(peer, bytes: message.bytes.count) else { return }
         if peer.role == .debug {
             sendError(peer, .readOnly, "debug connections are read-only")
             return
         }
-        guard allowRate(peer) else { return }
         let now = epochMillis()
         let decoded = message.storage.withUnsafeBytes { raw in
             InboundDecoder.decode(UnsafeRawBufferPointer(rebasing: raw[FrameWriter.maxHeaderSize...]),
@@ -217,19 +230,39 @@ public actor Session {
         }
     }
 
-    private func allowRate(_ peer: Peer) -> Bool {
+    /// Token buckets for messages and bytes. A message over either rate is dropped; the first
+    /// of a run is answered `rate_limited`; more than `rateCloseAfterDrops` drops within
+    /// `rateWindowMs` close the peer with 4029, even when some messages get through between.
+    private func allowRate(_ peer: Peer, bytes: Int) -> Bool {
+        let s = relay.settings
         let now = loop.now
         let elapsed = Double(now &- peer.lastRefill) / 1e9
         peer.lastRefill = now
-        peer.tokens = min(Double(relay.settings.rateBurst), peer.tokens + elapsed * Double(relay.settings.ratePerSecond))
-        if peer.tokens >= 1 {
+        peer.tokens = min(Double(s.rateBurst), peer.tokens + elapsed * Double(s.ratePerSecond))
+        peer.byteTokens = min(Double(s.rateBytesBurst), peer.byteTokens + elapsed * Double(s.rateBytesPerSecond))
+        // A message larger than the byte burst passes when the bucket is full.
+        let cost = Double(min(bytes, s.rateBytesBurst))
+        let messagesOK = peer.tokens >= 1, bytesOK = peer.byteTokens >= cost
+        if messagesOK && bytesOK {
             peer.tokens -= 1
-            peer.dropped = 0
+            peer.byteTokens -= cost
+            peer.droppedInRow = 0
             return true
         }
-        peer.dropped += 1
-        if peer.dropped == 1 { sendError(peer, .rateLimited, "more than \(relay.settings.ratePerSecond) messages per second") }
-        if peer.dropped > relay.settings.rateBurst { peer.connection.close(.rateLimited, reason: "rate limited") }
+        relay.metrics.hit(messagesOK ? "rate_bytes_per_second" : "rate_per_second")
+        if now &- peer.windowStart > UInt64(s.rateWindowMs) * 1_000_000 {
+            peer.windowStart = now
+            peer.dropsInWindow = 0
+        }
+        peer.dropsInWindow += 1
+        peer.droppedInRow += 1
+        if peer.droppedInRow == 1 {
+            sendError(peer, .rateLimited, messagesOK ? "more than \(s.rateBytesPerSecond) bytes per second"
+                                                     : "more than \(s.ratePerSecond) messages per second")
+        }
+        if peer.dropsInWindow > s.rateCloseAfterDrops {
+            peer.connection.close(.rateLimited, reason: "rate limited")
+        }
         return false
     }
 
@@ -527,6 +560,7 @@ public actor Session {
                 relay.metrics.phaseChanged(from: from, to: to)
                 journal("server", JSONWriter.serialize(.object(["type": .string("server.phase"), "phase": .string(to.rawValue)]))[...])
             case .ended:
+                endedAt = epochMillis()
                 ended()
             case .armGrace(let role):
                 armGrace(role, deadline: epochMillis() + Int64(timeouts.disconnectGracePeriodMs))

@@ -51,10 +51,13 @@ extension Session {
     }
 
     func persistJournal(_ e: JournalEntry) {
-        guard relay.store != nil, relay.settings.journalStoredEntries > 0 else { return }
+        let s = relay.settings
+        guard relay.store != nil, s.journalStoredEntries > 0 else { return }
         var ops: [StoreOp] = [.journal(session: id, n: e.n, direction: e.direction, ts: e.ts, body: e.bytes)]
-        let keep = relay.settings.journalStoredEntries
-        if e.n > keep && e.n % 256 == 0 { ops.append(.trimJournal(session: id, throughN: e.n - keep)) }
+        if let through = storedJournal.add(e.n, bytes: e.bytes.count, maxCount: s.journalStoredEntries, maxBytes: s.journalStoredBytes) {
+            relay.metrics.hit("journal_stored_bytes")
+            ops.append(.trimJournal(session: id, throughN: through))
+        }
         persist(ops)
     }
 

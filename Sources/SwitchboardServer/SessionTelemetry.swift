@@ -72,6 +72,9 @@ public struct StoredEvent: Sendable {
     public var source: String
     public var payload: JSONObject
 
+    /// Bytes of the event's JSON, approximately (what budgets count).
+    var estimatedSize: Int { 96 + type.utf8.count + source.utf8.count + JSON.object(payload).estimatedSize }
+
     var json: JSON {
         .object(["eventSeq": .int(eventSeq), "type": .string(type), "ts": .int64(ts), "serverTs": .int64(serverTs),
                  "source": .string(source), "payload": .object(payload)])
@@ -85,16 +88,31 @@ struct EventLog {
     private(set) var total = 0
 
     mutating func restore(total n: Int) { total = max(total, n) }
-    mutating func release() { list = []; head = 0 }
+    mutating func release() { list = []; sizes = []; head = 0; bytes = 0 }
 
-    mutating func append(_ e: TelemetryEvent, serverTs: Int64, max: Int) -> StoredEvent {
+    private var bytes = 0
+    private var sizes: [Int] = []
+
+    /// Numbers the event; keeps it (within `max` events and `maxBytes`) when `keep`.
+    /// Returns the event and whether older events were dropped to make room.
+    mutating func append(_ e: TelemetryEvent, serverTs: Int64, keep: Bool, max: Int, maxBytes: Int) -> (StoredEvent, dropped: Bool) {
         total += 1
         let stored = StoredEvent(eventSeq: total, type: e.type, ts: e.ts ?? serverTs, serverTs: serverTs,
                                  source: e.source ?? "client", payload: e.payload ?? [:])
+        guard keep else { return (stored, false) }
         list.append(stored)
-        if list.count - head > max { head += 1 }
-        if head > 1024 && head * 2 > list.count { list.removeFirst(head); head = 0 }
-        return stored
+        let size = stored.estimatedSize
+        sizes.append(size)
+        bytes += size
+        var dropped = false
+        while list.count - head > 1 && (list.count - head > max || bytes > maxBytes) {
+            bytes -= sizes[head]
+            list[head] = StoredEvent(eventSeq: 0, type: "", ts: 0, serverTs: 0, source: "", payload: [:])
+            head += 1
+            dropped = true
+        }
+        if head > 1024 && head * 2 > list.count { list.removeFirst(head); sizes.removeFirst(head); head = 0 }
+        return (stored, dropped)
     }
 
     func page(after: Int, limit: Int, types: Set<String>?) -> (events: [StoredEvent], next: Int?) {
@@ -296,10 +314,17 @@ extension Session {
                 if e.type == "navigation" { lastNavigation = StoredEvent(eventSeq: 0, type: e.type, ts: e.ts ?? now, serverTs: now, source: e.source ?? "client", payload: e.payload ?? [:]) }
                 continue
             }
-            let stored = events.append(e, serverTs: now, max: relay.settings.eventsMaxPerSession)
+            // With a store, events are read back from it: memory keeps none.
+            let s = relay.settings
+            let (stored, dropped) = events.append(e, serverTs: now, keep: relay.store == nil, max: s.eventsMaxPerSession, maxBytes: s.eventsMaxBytesPerSession)
+            if dropped { relay.metrics.hit("events_max_bytes_per_session") }
             if relay.store != nil {
                 ops.append(.event(session: id, eventSeq: stored.eventSeq, type: stored.type, ts: stored.ts, serverTs: stored.serverTs,
                                   source: stored.source, payload: stored.payload))
+                if let through = storedEvents.add(stored.eventSeq, bytes: stored.estimatedSize, maxCount: s.eventsMaxPerSession, maxBytes: s.eventsMaxBytesPerSession) {
+                    relay.metrics.hit("events_max_bytes_per_session")
+                    ops.append(.trimEvents(session: id, throughSeq: through))
+                }
             }
             if stored.type == "navigation" && stored.payload["isMainFrame"]?.boolValue != false { lastNavigation = stored }
             evaluateYield(stored)

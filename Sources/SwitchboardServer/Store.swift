@@ -34,6 +34,7 @@ public enum StoreOp: Sendable {
     case event(session: String, eventSeq: Int, type: String, ts: Int64, serverTs: Int64, source: String, payload: JSONObject)
     case journal(session: String, n: Int, direction: StaticString, ts: Int64, body: ArraySlice<UInt8>)
     case trimJournal(session: String, throughN: Int)
+    case trimEvents(session: String, throughSeq: Int)
     case usedId(session: String, id: String)
     case delete(session: String)
 }
@@ -280,6 +281,8 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
                              [.text(s), .int(n), .text(dir.description), .int(ts), .bytes(body)])
         case .trimJournal(let s, let through):
             try writer.query("DELETE FROM journal WHERE session = ? AND n <= ?", [.text(s), .int(through)])
+        case .trimEvents(let s, let through):
+            try writer.query("DELETE FROM events WHERE session = ? AND event_seq <= ?", [.text(s), .int(through)])
         case .usedId(let s, let id):
             try writer.query("INSERT OR IGNORE INTO ids (session, id) VALUES (?,?)", [.text(s), .text(id)])
         case .delete(let s):

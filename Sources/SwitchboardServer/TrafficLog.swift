@@ -27,6 +27,9 @@ public final class TrafficLog: @unchecked Sendable {
         public var keep: Int = 5
         public var redact = true
         public var maxString = 1024
+        /// Bytes waiting for the writer thread at most; lines beyond it are dropped (and
+        /// counted) rather than growing memory while the disk is slow.
+        public var maxBuffer = 64 << 20
         public init(path: String) { self.path = path }
     }
 
@@ -59,12 +62,19 @@ public final class TrafficLog: @unchecked Sendable {
         thread = try? startThread { self.writerLoop() }
     }
 
+    private let droppedLines = Mutex<Int>(0)
+    /// Lines dropped because the buffer was full.
+    public var dropped: Int { droppedLines.withLock { $0 } }
+
     /// Appends one line (without newline). Cheap: copies into the shared buffer.
     public func append(_ line: [UInt8]) {
-        buffer.withLock { b in
+        let full = buffer.withLock { b -> Bool in
+            guard b.count + line.count < options.maxBuffer else { return true }
             b.append(contentsOf: line)
             b.append(0x0A)
+            return false
         }
+        if full { droppedLines.withLock { $0 += 1 } }
     }
 
     /// Reopens the file at its path (after logrotate moved it).
@@ -134,7 +144,8 @@ public final class TrafficLog: @unchecked Sendable {
                         sensitive: Bool, json: Bool = true) {
         // Formatted straight into the shared buffer (no intermediate copy); the writer thread
         // only swaps the buffer out, so the lock is held briefly on its side.
-        buffer.withLock { shared in
+        let full = buffer.withLock { shared -> Bool in
+        guard shared.count + bytes.count + 256 < options.maxBuffer else { return true }
         var w = JSONWriter()
         swap(&w.bytes, &shared)
         defer { w.bytes.append(0x0A); swap(&w.bytes, &shared) }
@@ -161,7 +172,9 @@ public final class TrafficLog: @unchecked Sendable {
             w.write(string: "[unparsable: \(bytes.count) bytes]")
         }
         w.raw("}")
+        return false
         }
+        if full { droppedLines.withLock { $0 += 1 } }
     }
 
     /// Any other event line: `{"ts","session","event",...fields}`.

@@ -43,7 +43,12 @@ public struct InboundProcessor: Sendable {
     }
 
     private var parser: FrameParser
-    private let limits: Limits
+    public private(set) var limits: Limits
+
+    /// Lowers the largest message accepted from now on (e.g. once the peer's role is known).
+    public mutating func limitMessages(to bytes: Int) {
+        limits.maxMessageSize = min(limits.maxMessageSize, bytes)
+    }
     private var inflater: Inflater?
 
     // The data message being assembled.

@@ -114,6 +114,10 @@ struct Serve: ParsableCommand {
         server.maxFrameSize = c.maxMessageSize
         server.maxQueuedBytes = c.maxSendQueue
         server.deflate = c.compression ? DeflatePolicy(contextTakeover: c.deflateContextTakeover) : nil
+        server.maxConnections = c.maxConnections
+        server.maxConnectionsPerIP = c.maxConnectionsPerIP
+        server.acceptRetryMs = c.acceptRetryMs
+        server.maxQueuedHTTPBytes = c.maxQueuedHTTPBytes
 
         var settings = RelaySettings()
         settings.apiKeys = keys
@@ -130,6 +134,21 @@ struct Serve: ParsableCommand {
         settings.journalStoredEntries = c.journalStoredEntries
         settings.defaults = c.sessionDefaults
         settings.maxima = c.sessionMaxima
+        settings.maxSessions = c.maxSessions
+        settings.rateBytesPerSecond = c.rateBytesPerSecond
+        settings.rateBytesBurst = c.rateBytesBurst
+        settings.rateCloseAfterDrops = c.rateCloseAfterDrops
+        settings.rateWindowMs = c.rateWindowMs
+        settings.maxWorkerMessageBytes = c.maxWorkerMessageBytes
+        settings.maxClientMessageBytes = c.maxClientMessageBytes
+        settings.maxDebugMessageBytes = c.maxDebugMessageBytes
+        settings.eventsMaxPerSession = c.eventsMaxPerSession
+        settings.eventsMaxBytesPerSession = c.eventsMaxBytesPerSession
+        settings.journalMaxEntries = c.journalMaxEntries
+        settings.journalMaxBytes = c.journalMaxBytes
+        settings.journalStoredBytes = c.journalStoredBytes
+        settings.storeWaitMs = c.storeWaitMs
+        settings.maxYieldTimeoutMs = c.maxYieldTimeoutMs
         do { settings.injectionScripts = try InjectionScripts.load(c.injectionScripts) } catch {
             throw StartupError("\(error)")
         }
@@ -138,6 +157,7 @@ struct Serve: ParsableCommand {
         logOptions.redact = c.redaction
         logOptions.maxBytes = c.logMaxBytes
         logOptions.keep = c.logKeep
+        logOptions.maxBuffer = c.logBufferBytes
         let log: TrafficLog
         do { log = try TrafficLog(options: logOptions) } catch { throw StartupError("cannot open traffic log: \(error)") }
         log.start()

@@ -19,9 +19,10 @@ if _soft < 8192:
 
 
 class Proc:
-    def __init__(self, args, ready_pattern):
+    def __init__(self, args, ready_pattern, env=None, preexec_fn=None):
         self.args = args
-        self.proc = subprocess.Popen([BIN] + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen([BIN] + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     env=dict(os.environ, **(env or {})), preexec_fn=preexec_fn)
         self.port = None
         self.lines = []
         deadline = time.time() + 20
@@ -88,10 +89,12 @@ API_KEY = "test-key"
 def serve_factory(tmp_path):
     procs = []
 
-    def start(*extra, data_dir=None):
+    def start(*extra, data_dir=None, env=None, preexec_fn=None):
+        """`env`: configuration as SWITCHBOARD_* variables, e.g. {"max_sessions": 2}."""
         d = data_dir or str(tmp_path / ("data%d" % len(procs)))
+        variables = {"SWITCHBOARD_" + k.upper(): str(v) for k, v in (env or {}).items()}
         p = Proc(["serve", "--host", "127.0.0.1", "--port", "0", "--data-dir", d, "--api-key", API_KEY] + list(extra),
-                 r"listening on http://127\.0\.0\.1:(\d+)")
+                 r"listening on http://127\.0\.0\.1:(\d+)", env=variables, preexec_fn=preexec_fn)
         p.data_dir = d
         procs.append(p)
         return p

@@ -178,7 +178,7 @@ def test_every_server_error_code(server):
 
 
 def test_rate_limit_then_4029(serve_factory):
-    server = serve_factory("--rate-per-second", "10", "--rate-burst", "20")
+    server = serve_factory("--rate-per-second", "10", "--rate-burst", "20", env={"rate_close_after_drops": 20})
 
     async def go():
         s = sb.create(server.port)

@@ -1,4 +1,5 @@
 import Testing
+import Foundation
 import Glibc
 import Synchronization
 import SocketServer
@@ -49,5 +50,20 @@ import SwitchboardProtocol
         let page = try store.events(session: "s", after: 1, limit: 1, types: ["navigation"])
         #expect(page.map(\.eventSeq) == [3, 5])  // one past the limit: there is a next page
         #expect(try store.events(session: "s", after: 0, limit: 10, types: ["console", "net.response"]).map(\.eventSeq) == [2, 4])
+    }
+}
+
+@Suite struct ConfigurationDocs {
+    /// Every configuration key is documented, with its default, in config/switchboard.toml.
+    @Test func everyKeyIsDocumentedWithItsDefault() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let text = try String(contentsOf: root.appendingPathComponent("config/switchboard.toml"), encoding: .utf8)
+        let documented = Set(text.split(separator: "\n").compactMap { line -> String? in
+            guard line.hasPrefix("# "), let eq = line.range(of: " = ") else { return nil }
+            return String(line[line.index(line.startIndex, offsetBy: 2)..<eq.lowerBound])
+        })
+        for key in ServeConfiguration.keys.map(\.name) {
+            #expect(documented.contains(key), "\(key) is not documented in config/switchboard.toml")
+        }
     }
 }
