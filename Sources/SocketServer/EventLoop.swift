@@ -188,6 +188,38 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
         for h in handlers { if let h { body(h) } }
     }
 
+    // MARK: Driving by hand (tests and fuzzers)
+
+    /// Makes the calling thread the loop's thread without running the loop, so that its work
+    /// can be driven by hand with `runPending` and `fireNextTimer`.
+    public func adoptCurrentThread() { threadID = pthread_self() }
+
+    /// Runs the queued work and the iteration hooks once.
+    public func runPending() {
+        now = monotonicNanos()
+        runQueue()
+        for h in iterationHooks { h() }
+    }
+
+    /// Drops every pending timer (ending a driven-by-hand run).
+    public func cancelAllTimers() {
+        for t in timers { t.action = nil }
+        timers.removeAll()
+    }
+
+    /// Runs the earliest pending timer as if its time had come; false when none is left.
+    public func fireNextTimer() -> Bool {
+        while !timers.isEmpty {
+            let t = popTimer()
+            if let action = t.action {
+                t.action = nil
+                action()
+                return true
+            }
+        }
+        return false
+    }
+
     // MARK: Running
 
     public func stop() {

@@ -201,6 +201,9 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
         return found.map { Crypto.hex(Array($0.prefix(16))) }
     }
 
+    /// The session with `id`, whoever owns it.
+    func session(_ id: String) -> Session? { sessions[id] }
+
     /// A session the tenant may see: its own, or one stored before tenants were recorded.
     private func session(_ id: String, for tenant: String) -> Session? {
         guard let s = sessions[id], s.tenant == nil || s.tenant == tenant else { return nil }

@@ -6,7 +6,7 @@ import WebSocketCore
 final class Peer: @unchecked Sendable {
     // Confined to the session's loop.
     let role: Role
-    let connection: Connection
+    let connection: any PeerConnection
     var helloDone = false
     var helloTimer: Timer?
     var capabilities: [String] = []
@@ -21,7 +21,7 @@ final class Peer: @unchecked Sendable {
     var windowStart: UInt64
     var detached = false
 
-    init(role: Role, connection: Connection, settings: RelaySettings) {
+    init(role: Role, connection: any PeerConnection, settings: RelaySettings) {
         self.role = role
         self.connection = connection
         tokens = Double(settings.rateBurst)
@@ -145,7 +145,7 @@ public actor Session {
     }
 
     /// A new WebSocket for `role`. Replaces an earlier worker or client connection (4001).
-    func attach(_ connection: Connection, role: Role, since: Int? = nil) -> Peer {
+    func attach(_ connection: any PeerConnection, role: Role, since: Int? = nil) -> Peer {
         let peer = Peer(role: role, connection: connection, settings: relay.settings)
         relay.metrics.peers[role, default: 0] += 1
         relay.log.event(session: id, "connect", ["role": .string(role.rawValue), "remote": .string(connection.remoteAddress)])

@@ -1,0 +1,137 @@
+// libFuzzer entry points for the parsers (scripts/fuzz.sh). Each target is compiled with its
+// own -D FUZZ_<TARGET>; the session target lives in Session.swift.
+@testable import SocketServer
+@testable import SwitchboardProtocol
+import WebSocketCore
+
+/// The fuzz input as bytes.
+func input(_ data: UnsafePointer<UInt8>?, _ size: Int) -> [UInt8] {
+    guard let data, size > 0 else { return [] }
+    return Array(UnsafeBufferPointer(start: data, count: size))
+}
+
+#if FUZZ_HTTP
+/// The request parser fed in pieces (the first byte picks the split), each request then
+/// checked as a WebSocket upgrade, with its path and query decoded.
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
+    let bytes = input(data, size)
+    guard let first = bytes.first else { return 0 }
+    var parser = HTTPRequestParser(limits: .init(maxHeadSize: 4096, maxHeaders: 32, maxBodySize: 4096))
+    let step = Int(first) + 1
+    var offset = 1
+    while offset < bytes.count {
+        let end = min(bytes.count, offset + step)
+        bytes[offset..<end].withUnsafeBytes { parser.append($0) }
+        offset = end
+        while true {
+            guard let request = try? parser.next() else { break }
+            _ = request.path
+            _ = request.query
+            _ = Handshake.isUpgradeRequest(request.headers)
+            _ = Handshake.validate(method: request.method, version: request.version, headers: request.headers, deflate: DeflatePolicy())
+        }
+    }
+    _ = parser.takeRemainder()
+    return 0
+}
+#endif
+
+#if FUZZ_FRAMES
+/// Client frames (masked and unmasked) through frame parsing, message assembly and UTF-8
+/// validation, fed in pieces; small limits so that size checks are reached.
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
+    var bytes = input(data, size)
+    guard let first = bytes.first else { return 0 }
+    var p = InboundProcessor(limits: .init(maxFrameSize: 1 << 16, maxMessageSize: 1 << 17), requireMask: first & 1 == 0)
+    let step = Int(first >> 1) + 1
+    var offset = 1
+    do {
+        while offset < bytes.count {
+            let end = min(bytes.count, offset + step)
+            try bytes[offset..<end].withUnsafeMutableBytes { try p.process($0) { _ in } }
+            offset = end
+        }
+    } catch {
+        // Every failure maps to a close code (checked by the frame layer's own tests).
+    }
+    return 0
+}
+#endif
+
+#if FUZZ_INFLATE
+/// Compressed messages (RSV1) through the frame layer with a shared and a private inflater,
+/// with a small message limit: a deflate bomb must stop at the limit.
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
+    var bytes = input(data, size)
+    guard let first = bytes.first else { return 0 }
+    var p = InboundProcessor(limits: .init(maxFrameSize: 1 << 16, maxMessageSize: 1 << 16), requireMask: false,
+                             inflater: Inflater(resetAfterMessage: first & 1 == 0))
+    do {
+        try bytes[1...].withUnsafeMutableBytes { try p.process($0) { m in
+            if case .text(let t) = m { precondition(t.count <= 1 << 16, "inflated past the limit") }
+        } }
+    } catch {
+        // Every failure maps to a close code (checked by the frame layer's own tests).
+    }
+    return 0
+}
+#endif
+
+#if FUZZ_JSON
+/// The JSON parser: full parse, top-level member ranges, selective building, writing back.
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
+    let bytes = input(data, size)
+    if let v = try? JSONParser.parse(bytes) {
+        // What we write parses again, and writes the same bytes.
+        let written = JSONWriter.serialize(v)
+        guard let again = try? JSONParser.parse(written) else { fatalError("wrote JSON that does not parse") }
+        precondition(JSONWriter.serialize(again) == written, "JSON write/parse round trip changed the value")
+        _ = v.intValue
+        _ = v.estimatedSize
+    }
+    bytes.withUnsafeBytes { raw in
+        _ = try? JSONParser.parseObject(raw, build: { $0.count % 2 == 0 })
+    }
+    return 0
+}
+#endif
+
+#if FUZZ_INBOUND
+/// The inbound decoder for both roles (catalog validation, numbers, timestamps, patterns),
+/// and every string that validates as a pattern matched against the input.
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
+    let bytes = input(data, size)
+    let limits = InboundLimits(maxCommandTimeoutMs: 600_000, maxYieldTimeoutMs: 86_400_000)
+    for role in [Role.worker, .client] {
+        if case .success(let m) = InboundDecoder.decode(bytes, role: role, receivedAt: 1_700_000_000_000, limits: limits) {
+            switch m {
+            case .command(let c):
+                let t = CommandCatalog.effectiveTimeout(command: c.command, params: c.params, timeoutMs: c.timeoutMs,
+                                                        sessionDefault: 30_000, limit: limits.maxCommandTimeoutMs)
+                precondition(t >= 0 && t <= limits.maxCommandTimeoutMs, "timeout out of range")
+            case .telemetry(_, let events):
+                for e in events { precondition(e.ts.map { WireNumbers.timestampRange.contains($0) } ?? true, "timestamp out of range") }
+            case .yield(let y):
+                for c in y.conditions {
+                    for key in ["pattern", "url"] {
+                        if let p = c[key]?.stringValue, let pattern = try? Pattern(p) {
+                            _ = pattern.search(Array(String(decoding: bytes, as: UTF8.self).unicodeScalars), budget: 100_000)
+                        }
+                    }
+                }
+            default: break
+            }
+        }
+    }
+    // The input itself as a pattern, matched against itself.
+    let text = String(decoding: bytes, as: UTF8.self)
+    if let p = try? Pattern(text) { _ = p.search(Array(text.unicodeScalars), budget: 100_000) }
+    _ = ISO8601.parse(text)
+    return 0
+}
+#endif

@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""Writes the seed corpora of the fuzz targets (Fuzz/corpus/TARGET/seed-N). Run it after a
+protocol change; the files are committed."""
+import json
+import os
+import shutil
+import struct
+import zlib
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Fuzz", "corpus")
+
+
+def write(target, seeds):
+    d = os.path.join(ROOT, target)
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    for i, s in enumerate(seeds):
+        with open(os.path.join(d, "seed-%03d" % i), "wb") as f:
+            f.write(s)
+
+
+def frame(opcode, payload, fin=True, mask=True, rsv1=False):
+    b0 = (0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode
+    n = len(payload)
+    head = bytes([b0])
+    m = 0x80 if mask else 0
+    if n < 126:
+        head += bytes([m | n])
+    elif n < 65536:
+        head += bytes([m | 126]) + struct.pack(">H", n)
+    else:
+        head += bytes([m | 127]) + struct.pack(">Q", n)
+    if not mask:
+        return head + payload
+    key = b"\x01\x02\x03\x04"
+    return head + key + bytes(c ^ key[i % 4] for i, c in enumerate(payload))
+
+
+def deflate(data):
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    out = c.compress(data) + c.flush(zlib.Z_SYNC_FLUSH)
+    return out[:-4]
+
+
+UPGRADE = (b"GET /sessions/s/ws?role=worker&token=t HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+           b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits, permessage-deflate; server_no_context_takeover\r\n\r\n")
+
+write("http", [
+    b"\x05" + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * 3,
+    b"\xff" + UPGRADE,
+    b"\x10" + b"POST /v1/sessions HTTP/1.1\r\nHost: x\r\nContent-Length: 13\r\nAuthorization: Bearer k\r\n\r\n{\"metadata\":{}}",
+    b"\x00" + b"GET /v1/sessions?limit=5&cursor=%41%2 HTTP/1.0\r\n\r\n",
+    b"\x03" + b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+    b"\x40" + b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+])
+
+hello = json.dumps({"type": "worker.hello", "protocolVersion": 1}).encode()
+write("frames", [
+    b"\x00" + frame(1, hello),
+    b"\x02" + frame(1, b"hel", fin=False) + frame(9, b"p") + frame(0, b"lo"),
+    b"\x00" + frame(2, b"\x00" * 300) + frame(8, b"\x03\xe8bye"),
+    b"\x01" + frame(1, "é€😀".encode(), mask=False),
+    b"\x00" + frame(1, b"\xc3\x28"),
+    b"\x00" + frame(1, b"x" * 70000),
+])
+
+write("inflate", [
+    b"\x00" + frame(1, deflate(hello), mask=False, rsv1=True),
+    b"\x01" + frame(1, deflate(b"\x00" * 200000), mask=False, rsv1=True),
+    b"\x00" + frame(1, deflate(b"abc" * 10), fin=False, mask=False, rsv1=True) + frame(0, deflate(b"def"), mask=False),
+])
+
+write("json", [s.encode() for s in [
+    '{"a":[1,2.5,-3e10,true,false,null],"b":{"c":"\\u00e9\\ud83d\\ude00"}}',
+    '[' * 40 + ']' * 40, '"\\ud800"', '1e400', '{"x":1,"x":2}', '-0.0e-0', '{"k":"' + "v" * 300 + '"}',
+]])
+
+commands = [
+    {"type": "worker.command", "id": "c1", "command": "navigate", "params": {"url": "https://example.com", "waitUntil": "load"}},
+    {"type": "worker.command", "command": "fill", "params": {"selector": "#p", "value": "secret"}, "timeoutMs": 5000},
+    {"type": "worker.command", "command": "waitForSelector", "params": {"selector": "#a", "timeout": 1e19}},
+    {"type": "worker.command", "command": "waitForNavigation", "params": {"urlPattern": "^(a+)+$", "timeout": 100}},
+    {"type": "worker.command", "command": {"action": "select", "selector": "#s", "value": "x"}},
+    {"type": "worker.yield_to_user", "id": "y1", "conditions": [{"type": "url", "pattern": "/done$"},
+                                                                {"type": "networkRequest", "url": "api", "method": "post", "bodyContains": "ok"},
+                                                                {"type": "selector", "selector": "#ok"}], "timeoutMs": 60000, "optional": True},
+    {"type": "worker.cancel", "id": "c1"}, {"type": "worker.complete", "result": {"ok": 1}}, {"type": "worker.fail", "error": {"code": "x"}},
+    {"type": "worker.hello", "protocolVersion": 1, "lastSeq": 3, "events": ["navigation"]},
+]
+client = [
+    {"type": "client.hello", "protocolVersion": 1, "lastSeq": 0, "capabilities": ["cdp"]},
+    {"type": "client.command_response", "id": "c1", "result": {"value": 1}},
+    {"type": "client.command_response", "id": "c1", "error": {"code": "timeout", "message": "m"}},
+    {"type": "client.events", "clientSeq": 1, "events": [{"type": "navigation", "ts": 1700000000000, "payload": {"url": "https://a/done", "isMainFrame": True}},
+                                                         {"type": "net.response", "ts": "2026-01-01T00:00:00Z", "payload": {"url": "https://a/api", "method": "POST", "status": 200, "body": "ok"}},
+                                                         {"type": "condition.matched", "payload": {"yieldId": "y1", "index": 2}}]},
+    {"type": "client.console_activity", "clientSeq": 2, "entries": [{"ts": 1e19, "level": "log", "text": "hi"}]},
+    {"type": "client.network_activity", "entries": [{"url": "https://x", "status": 404}]},
+]
+write("inbound", [json.dumps(m).encode() for m in commands + client] + [b"{not json", b'{"type":"worker.command","command":"url","timeoutMs":9007199254740993}'])
+
+
+def rec(op, payload=b""):
+    return bytes([op]) + struct.pack("<H", len(payload)) + payload
+
+
+def msg(m):
+    return json.dumps(m, separators=(",", ":")).encode()
+
+
+W, C = 3, 5
+hello_w = rec(W, msg({"type": "worker.hello", "protocolVersion": 1}))
+hello_c = rec(C, msg({"type": "client.hello", "protocolVersion": 1}))
+session = [
+    rec(0) + rec(1) + hello_w + hello_c + rec(W, msg(commands[0])) + rec(11) + rec(C, msg(client[1])) + rec(11),
+    rec(0) + rec(1) + hello_w + hello_c + rec(W, msg({"type": "worker.command", "id": "t", "command": "url"})) + rec(13)
+    + rec(0) + rec(W, msg({"type": "worker.hello", "protocolVersion": 1, "lastSeq": 1})) + rec(10) + rec(10) + rec(11),
+    rec(0) + rec(1) + rec(2) + hello_w + hello_c + rec(W, msg(commands[5])) + rec(11) + rec(C, msg(client[3])) + rec(11) + rec(14, b"\x02"),
+    rec(0) + rec(1) + hello_w + hello_c + rec(12) + rec(C, msg(client[3])) + rec(W, msg(commands[1])) + rec(12) + rec(11) + rec(13) + rec(1)
+    + rec(C, msg({"type": "client.hello", "protocolVersion": 1, "lastSeq": 2})) + rec(11),
+    rec(0) + hello_w + rec(W, b"{not json") + rec(7, b"{}") + rec(14, b"\x01") + rec(11) + rec(10),
+    rec(1) + hello_c + rec(C, msg(client[4])) + rec(C, msg(client[1])) + rec(8) + rec(9) + rec(10) + rec(10) + rec(10) + rec(13) + rec(10),
+]
+write("session", session)
+print("seeds written to", os.path.normpath(ROOT))
