@@ -50,7 +50,14 @@ public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     do {
         while offset < bytes.count {
             let end = min(bytes.count, offset + step)
-            try bytes[offset..<end].withUnsafeMutableBytes { try p.process($0) { _ in } }
+            // A small budget: most reads stop early and go on from where they stopped.
+            var chunk = Array(bytes[offset..<end])
+            var used = 0
+            while used < chunk.count {
+                let n = try chunk[used...].withUnsafeMutableBytes { try p.process($0, budget: 64) { _ in } }
+                if n == 0 { break }
+                used += n
+            }
             offset = end
         }
     } catch {

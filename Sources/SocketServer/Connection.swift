@@ -153,12 +153,30 @@ public final class Connection: Selectable, @unchecked Sendable {
         }
     }
 
+    /// Received bytes not processed yet: the connection used its work budget for this loop
+    /// iteration. While any wait, reads pause (see `updateInterest`).
+    private var backlog: [UInt8] = []
+
     private func processFrames(_ bytes: UnsafeMutableRawBufferPointer) {
+        if !backlog.isEmpty { backlog.append(contentsOf: bytes); return }
         do {
-            try inbound.process(bytes) { message in self.deliver(message) }
+            let used = try inbound.process(bytes, budget: config.inboundBytesPerIteration) { message in self.deliver(message) }
+            guard used < bytes.count, phase == .webSocket else { return }
+            backlog.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[used...]))
+            updateInterest()
+            loop.execute { [weak self] in self?.drainBacklog() }
         } catch {
             fail(error.closeCode, reason: error.reason)
         }
+    }
+
+    /// Goes on with a backlog, one budget per loop iteration.
+    private func drainBacklog() {
+        guard phase == .webSocket, !backlog.isEmpty else { backlog = []; return }
+        var work = backlog
+        backlog = []
+        work.withUnsafeMutableBytes { processFrames($0) }
+        if backlog.isEmpty { updateInterest() }
     }
 
     private func deliver(_ message: InboundMessage) {
@@ -463,7 +481,7 @@ public final class Connection: Selectable, @unchecked Sendable {
         // or responses pile up unread; what is buffered is served first.
         let httpBacklog = phase == .http && (http.bufferedCount > config.httpLimits.maxHeadSize + config.httpLimits.maxBodySize
                                                || queuedBytes > config.maxQueuedHTTPBytes)
-        var want: Interest = (readPaused || httpBacklog) && phase != .lingering ? [] : .read
+        var want: Interest = (readPaused || httpBacklog || !backlog.isEmpty) && phase != .lingering ? [] : .read
         if pending { want.insert(.write) }
         if want != interest {
             interest = want

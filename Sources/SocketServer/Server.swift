@@ -29,6 +29,9 @@ public struct ServerConfiguration: Sendable {
     /// Bytes of HTTP responses queued for one connection before further pipelined requests
     /// wait (and reading pauses).
     public var maxQueuedHTTPBytes = 1 << 20
+    /// Message bytes (after decompression) one connection may deliver per loop iteration;
+    /// the rest of what it sent waits for the next iteration, and its reads pause meanwhile.
+    public var inboundBytesPerIteration = 1 << 20
 
     public init() {}
 

@@ -73,7 +73,7 @@ public struct ServeConfiguration: Sendable, Equatable {
     public var maxConnectionsPerIP = 10_000
     public var acceptRetryMs = 100
     public var maxQueuedHTTPBytes = 1 << 20
-    public var rateBytesPerSecond = 16 << 20
+    public var rateBytesPerSecond = 4 << 20
     public var rateBytesBurst = 32 << 20
     public var rateCloseAfterDrops = 2000
     public var rateWindowMs = 10_000
@@ -88,6 +88,7 @@ public struct ServeConfiguration: Sendable, Equatable {
     public var storeWaitMs = 5_000
     public var maxYieldTimeoutMs = 86_400_000
     public var logBufferBytes = 64 << 20
+    public var inboundBytesPerIteration = 1 << 20
 
     public init() {}
 
@@ -177,6 +178,7 @@ public struct ServeConfiguration: Sendable, Equatable {
         Key(name: "journal_stored_bytes", kind: .int(4096...(1 << 40))) { c, v in if case .int(let i) = v { c.journalStoredBytes = i } },
         Key(name: "store_wait_ms", kind: .int(100...600_000)) { c, v in if case .int(let i) = v { c.storeWaitMs = i } },
         Key(name: "max_yield_timeout_ms", kind: .int(1...604_800_000)) { c, v in if case .int(let i) = v { c.maxYieldTimeoutMs = i } },
+        Key(name: "inbound_bytes_per_iteration", kind: .int(1024...(1 << 30))) { c, v in if case .int(let i) = v { c.inboundBytesPerIteration = i } },
         Key(name: "log_buffer_bytes", kind: .int(65536...(1 << 40))) { c, v in if case .int(let i) = v { c.logBufferBytes = i } },
     ]
 

@@ -24,7 +24,7 @@ public struct RelaySettings: Sendable {
     public var ratePerSecond = 1000
     public var rateBurst = 2000
     /// Bytes per second per peer (token bucket), next to the message rate.
-    public var rateBytesPerSecond = 16 << 20
+    public var rateBytesPerSecond = 4 << 20
     public var rateBytesBurst = 32 << 20
     /// Dropped messages within `rateWindowMs` that close the peer with 4029 (PROTOCOL.md §11).
     public var rateCloseAfterDrops = 2000

@@ -71,11 +71,17 @@ public struct InboundProcessor: Sendable {
                                                   allowCompression: inflater != nil))
     }
 
-    /// Parses `buffer` completely (payloads are unmasked in place) and hands every complete
-    /// message to `deliver`, in order. Throws at the first violation; the caller closes the
-    /// connection with `error.closeCode`.
-    public mutating func process(_ buffer: UnsafeMutableRawBufferPointer, _ deliver: (InboundMessage) -> Void) throws(WebSocketError) {
+    /// Parses `buffer` (payloads are unmasked in place) and hands every complete message to
+    /// `deliver`, in order. Throws at the first violation; the caller closes the connection
+    /// with `error.closeCode`. Stops early, at a message boundary, once the messages delivered
+    /// add up to `budget` bytes (after decompression) and returns how many bytes of `buffer`
+    /// it used: the caller passes the rest again later, so that one peer's backlog (or a
+    /// read full of tiny compressed messages) cannot hold the thread.
+    @discardableResult
+    public mutating func process(_ buffer: UnsafeMutableRawBufferPointer, budget: Int = .max,
+                                 _ deliver: (InboundMessage) -> Void) throws(WebSocketError) -> Int {
         var index = 0
+        var delivered = 0
         while !closeReceived, let event = try parser.next(buffer, &index) {
             switch event {
             case .header(let h):
@@ -110,13 +116,16 @@ public struct InboundProcessor: Sendable {
                     controlOpcode = nil
                     try deliverControl(op, deliver)
                 } else if !parser.inFragmentedMessage {
-                    try deliverMessage(deliver)
+                    delivered += try deliverMessage(deliver)
+                    if delivered >= budget { return index }
                 }
             }
         }
+        return closeReceived ? buffer.count : index
     }
 
-    private mutating func deliverMessage(_ deliver: (InboundMessage) -> Void) throws(WebSocketError) {
+    /// Delivers the assembled message; returns its size.
+    private mutating func deliverMessage(_ deliver: (InboundMessage) -> Void) throws(WebSocketError) -> Int {
         var payload = message
         message = []
         if messageCompressed {
@@ -131,6 +140,7 @@ public struct InboundProcessor: Sendable {
         }
         let received = ReceivedMessage(storage: payload)
         deliver(messageOpcode == .text ? .text(received) : .binary(received))
+        return received.count
     }
 
     private mutating func deliverControl(_ op: Opcode, _ deliver: (InboundMessage) -> Void) throws(WebSocketError) {

@@ -118,6 +118,7 @@ struct Serve: ParsableCommand {
         server.maxConnectionsPerIP = c.maxConnectionsPerIP
         server.acceptRetryMs = c.acceptRetryMs
         server.maxQueuedHTTPBytes = c.maxQueuedHTTPBytes
+        server.inboundBytesPerIteration = c.inboundBytesPerIteration
 
         var settings = RelaySettings()
         settings.apiKeys = keys

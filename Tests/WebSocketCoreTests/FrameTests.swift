@@ -220,3 +220,32 @@ import Testing
         #expect(!UTF8Validator.isValid(bytes))
     }
 }
+
+@Suite struct WorkBudget {
+    /// A budget stops processing at a message boundary; the rest, passed again, continues
+    /// exactly where it stopped, compressed messages included.
+    @Test func processingStopsAtTheBudgetAndResumes() throws {
+        let deflater = Deflater(windowBits: 15, resetAfterMessage: false)
+        var bytes: [UInt8] = []
+        for k in 0..<10 {
+            let text = Array(String(repeating: "m\(k)", count: 500).utf8)
+            let compressed = text.withUnsafeBytes { deflater.compress($0) }!
+            bytes += masked(.text, Array(compressed[FrameWriter.maxHeaderSize...]), rsv1: true)
+        }
+        var p = InboundProcessor(requireMask: true, inflater: Inflater(resetAfterMessage: false))
+        var got: [String] = []
+        var offset = 0
+        var calls = 0
+        while offset < bytes.count {
+            var rest = Array(bytes[offset...])
+            let used = try rest.withUnsafeMutableBytes { try p.process($0, budget: 2000) { m in
+                if case .text(let t) = m { got.append(String(decoding: t.bytes, as: UTF8.self)) }
+            } }
+            #expect(used > 0)
+            offset += used
+            calls += 1
+        }
+        #expect(got == (0..<10).map { String(repeating: "m\($0)", count: 500) })
+        #expect(calls == 5)   // 1 000 bytes a message, 2 000 a call
+    }
+}
