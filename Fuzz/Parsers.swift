@@ -18,7 +18,8 @@ public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     let bytes = input(data, size)
     guard let first = bytes.first else { return 0 }
     var parser = HTTPRequestParser(limits: .init(maxHeadSize: 4096, maxHeaders: 32, maxBodySize: 4096))
-    let step = Int(first) + 1
+    // Pieces of 1 to 2 041 bytes: requests split at every kind of boundary.
+    let step = Int(first) * 8 + 1
     var offset = 1
     while offset < bytes.count {
         let end = min(bytes.count, offset + step)

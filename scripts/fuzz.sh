@@ -51,12 +51,12 @@ run_one() {
   mkdir -p "$B/corpus/$t" "$B/artifacts"
   # New inputs go to the working corpus; the committed seeds are read only.
   "$B/fuzz-$t" "$B/corpus/$t" "Fuzz/corpus/$t" -artifact_prefix="$B/artifacts/$t-" -print_final_stats=1 \
-    -rss_limit_mb=4096 -timeout=10 -detect_leaks=0 "$@" 2>&1 | tee "$B/$t.log" | grep -E "^(#[0-9]+ *DONE|Done|==[0-9]+==|SUMMARY|stat::number_of_executed_units|stat::peak_rss_mb)" || true
-  if grep -qE "^(==[0-9]+==ERROR|SUMMARY: |.*deadly signal|.*Fatal error)" "$B/$t.log"; then
+    -rss_limit_mb=4096 -timeout=10 -detect_leaks=0 "$@" 2>&1 | tee "$B/$t.log" | grep -aE "^(#[0-9]+ *DONE|Done|==[0-9]+==|SUMMARY|stat::number_of_executed_units|stat::peak_rss_mb)" || true
+  if grep -aqE "^(==[0-9]+==ERROR|SUMMARY: |.*deadly signal|.*Fatal error)" "$B/$t.log"; then
     echo "fuzz: $t FOUND A CRASH (see $B/$t.log and $B/artifacts/)" >&2
     return 1
   fi
-  echo "fuzz: $t ok ($(grep -o 'stat::number_of_executed_units: [0-9]*' "$B/$t.log" | awk '{print $2}') runs)"
+  echo "fuzz: $t ok ($(grep -ao "stat::number_of_executed_units: [0-9]*" "$B/$t.log" | awk '{print $2}') runs)"
 }
 
 build_modules
