@@ -1,4 +1,4 @@
-/// The command catalog (PROTOCOL.md section 5.3): names, parameters and their rules, as a
+/// The command catalog (docs/protocol.md section 5.3): names, parameters and their rules, as a
 /// table, plus the normalisation of legacy shapes (section 5.1).
 public enum CommandCatalog {
     enum Kind {

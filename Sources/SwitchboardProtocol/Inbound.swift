@@ -297,7 +297,7 @@ public struct RawMembers {
     }
 }
 
-/// Validation of yield conditions (PROTOCOL.md section 6).
+/// Validation of yield conditions (docs/protocol.md section 6).
 public enum YieldConditions {
     public static func validate(_ conditions: [JSON]) -> [ValidationIssue] {
         var issues: [ValidationIssue] = []

@@ -1,4 +1,4 @@
-/// The Switchboard wire protocol, version 1 (PROTOCOL.md). These Codable types are the schema
+/// The Switchboard wire protocol, version 1 (docs/protocol.md). These Codable types are the schema
 /// shared by the server, SDKs, tools and tests.
 
 public enum ProtocolVersion {
@@ -16,7 +16,7 @@ public enum Phase: String, Codable, Sendable, CaseIterable {
     public var isTerminal: Bool { self == .complete || self == .failed || self == .expired }
 }
 
-/// `server.error` codes (PROTOCOL.md section 10).
+/// `server.error` codes (docs/protocol.md section 10).
 public enum ErrorCode: String, Codable, Sendable, CaseIterable {
     case helloRequired = "hello_required"
     case unsupportedProtocolVersion = "unsupported_protocol_version"

@@ -1,6 +1,6 @@
 import SwitchboardProtocol
 
-/// Scripts sent to clients in `server.hello` (`injectionScripts`, PROTOCOL.md 7.4). The client
+/// Scripts sent to clients in `server.hello` (`injectionScripts`, docs/protocol.md 7.4). The client
 /// SDK injects them into the webview and provides the bridge `window.__switchboard.emit(event)`,
 /// which queues an event of the §7.1 shape into the next `client.events` batch.
 public enum InjectionScripts {

@@ -26,7 +26,7 @@ public struct RelaySettings: Sendable {
     /// Bytes per second per peer (token bucket), next to the message rate.
     public var rateBytesPerSecond = 4 << 20
     public var rateBytesBurst = 32 << 20
-    /// Dropped messages within `rateWindowMs` that close the peer with 4029 (PROTOCOL.md §11).
+    /// Dropped messages within `rateWindowMs` that close the peer with 4029 (docs/protocol.md §11).
     public var rateCloseAfterDrops = 2000
     public var rateWindowMs = 10_000
     /// Largest message (after decompression) per role.
@@ -192,7 +192,7 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
     }
 
     /// The tenant of the request's API key (a digest of the key), or nil when the key is
-    /// missing or unknown. Each key is a tenant (PROTOCOL.md §12).
+    /// missing or unknown. Each key is a tenant (docs/protocol.md §12).
     private func tenant(of request: HTTPRequest) -> String? {
         guard let auth = request.headers["Authorization"], auth.hasPrefix("Bearer ") else { return nil }
         let h = Crypto.sha256(String(auth.dropFirst(7)).trimmingCharacters())
@@ -278,7 +278,10 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
             let q = request.query
             var after = 0, limit = 100
             if let a = q["after"] {
-                guard let v = Int(a), v >= 0 else { return Relay.error(400, "validation_error", "after must be a non-negative integer", issues: [ValidationIssue(path: "after", message: "must be a non-negative integer")]) }
+                guard let v = Int(a), v >= 0, v <= WireNumbers.maxSafeInteger else {
+                    return Relay.error(400, "validation_error", "after must be an integer from 0 to \(WireNumbers.maxSafeInteger)",
+                                       issues: [ValidationIssue(path: "after", message: "must be an integer from 0 to \(WireNumbers.maxSafeInteger)")])
+                }
                 after = v
             }
             if let l = q["limit"] {
@@ -488,7 +491,7 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
         }
         var since: Int? = nil
         if role == .debug, let sv = q["since"] {
-            guard let v = Int(sv), v >= 0 else { return .refuse(Relay.error(400, "bad_request", "since must be a non-negative integer")) }
+            guard let v = Int(sv), v >= 0, v <= WireNumbers.maxSafeInteger else { return .refuse(Relay.error(400, "bad_request", "since must be a non-negative integer")) }
             since = v
         }
         return .accept(PeerHandler(session: session, role: role, since: since))

@@ -16,7 +16,7 @@ final class Peer: @unchecked Sendable {
     var lastRefill: UInt64
     /// Drops in a row (the first of a run is answered `rate_limited`).
     var droppedInRow = 0
-    /// Drops in the current window (PROTOCOL.md §11: too many within it close with 4029).
+    /// Drops in the current window (docs/protocol.md §11: too many within it close with 4029).
     var dropsInWindow = 0
     var windowStart: UInt64
     var detached = false

@@ -114,7 +114,7 @@ extension Session {
     /// After a restart the client may have answered the pending command while the server was
     /// dying: its response was never stored, yet the client's lastSeq covers the command, so a
     /// replay would skip it. The command is therefore sent again with a new seq; the client's
-    /// response cache (PROTOCOL.md 5.2) answers it without running it twice.
+    /// response cache (docs/protocol.md 5.2) answers it without running it twice.
     func redeliverPendingIfNeeded(lastSeq: Int?) {
         guard redeliverAfterRestore, let p = pending, p.kind == .command else { return }
         redeliverAfterRestore = false

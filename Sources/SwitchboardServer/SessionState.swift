@@ -1,6 +1,6 @@
 import SwitchboardProtocol
 
-/// Per-session timeouts (PROTOCOL.md section 4), in milliseconds.
+/// Per-session timeouts (docs/protocol.md section 4), in milliseconds.
 public struct SessionTimeouts: Sendable, Equatable, Codable {
     public var connectTimeoutMs = 300_000
     public var sessionDurationMs = 3_600_000

@@ -18,7 +18,7 @@ enum Timestamps {
     }
 }
 
-/// The operator log (PROTOCOL.md section 13): one JSON object per line, appended by a
+/// The operator log (docs/protocol.md section 13): one JSON object per line, appended by a
 /// background writer thread so the event loop only formats and enqueues; rotated by size.
 public final class TrafficLog: @unchecked Sendable {
     public struct Options: Sendable {

@@ -65,7 +65,7 @@ public struct CloseCode: RawRepresentable, Hashable, Sendable, CustomStringConve
     public static let policyViolation = CloseCode(1008)
     public static let messageTooBig = CloseCode(1009)
     public static let internalError = CloseCode(1011)
-    // Switchboard's application codes (PROTOCOL.md section 10).
+    // Switchboard's application codes (docs/protocol.md section 10).
     public static let invalidJSON = CloseCode(4000)
     public static let replaced = CloseCode(4001)
     public static let unsupportedProtocolVersion = CloseCode(4002)

@@ -295,3 +295,15 @@ def test_a_failing_store_acknowledges_nothing_and_recovers_by_itself(server):
         assert [e["type"] for e in ev["events"]] == ["one", "two"]
         assert sb.rest(server.port, "POST", "/v1/sessions", {})[0] == 201
     run(go(), timeout=90)
+
+
+def test_rest_numbers_out_of_range_are_refused(serve_factory):
+    server = serve_factory("--store", "memory")
+    s = sb.create(server.port)
+    for path in ("journal", "events"):
+        for after in ("9223372036854775807", "9007199254740992", "-1", "1e3"):
+            status, body = sb.rest(server.port, "GET", f"/v1/sessions/{s['sessionId']}/{path}?after={after}")
+            assert status == 400 and body["error"]["code"] == "validation_error", (path, after, body)
+    for cursor in ("9223372036854775807", "-9223372036854775808"):
+        assert sb.rest(server.port, "GET", f"/v1/sessions?cursor={cursor}")[0] == 200
+    assert healthy(server.port)

@@ -2,7 +2,7 @@ import Testing
 import SwitchboardProtocol
 @testable import SwitchboardServer
 
-/// Every transition of PROTOCOL.md section 4, and the forbidden ones, as a table.
+/// Every transition of docs/protocol.md section 4, and the forbidden ones, as a table.
 @Suite struct SessionStateTransitions {
     /// Builds a state in `phase` through legal events only.
     static func state(_ phase: Phase, worker: Bool = false, client: Bool = false) -> SessionState {

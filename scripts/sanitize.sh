@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs the unit tests and the integration tests under a sanitizer:
+#   scripts/sanitize.sh address     AddressSanitizer (out-of-bounds, use-after-free)
+#   scripts/sanitize.sh thread      ThreadSanitizer (data races between the loop, the store's
+#                                   writer, the checkpointer and the log writer)
+# Builds into .build-<sanitizer>/; prints the test summaries and any sanitizer report.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+san="${1:?usage: scripts/sanitize.sh address|thread}"
+scripts/install-deps.sh
+VENV="${SWITCHBOARD_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/switchboard-venv}"
+B=".build-$san"
+export SWIFT_BACKTRACE=enable=no
+# Reports go to files so that a report from a server process is not lost in its output.
+mkdir -p "$B/reports"
+rm -f "$B"/reports/*
+opts="log_path=$PWD/$B/reports/report"
+[ "$san" = thread ] && export TSAN_OPTIONS="$opts halt_on_error=0"
+[ "$san" = address ] && export ASAN_OPTIONS="$opts detect_leaks=0"
+swift build --build-tests --sanitize="$san" --scratch-path "$B"
+swift test --skip-build --sanitize="$san" --scratch-path "$B" 2>&1 | tail -3
+SWITCHBOARD_BIN="$PWD/$B/debug/switchboard" "$VENV/bin/python" -m pytest -q -p no:cacheprovider Tests/Integration 2>&1 | tail -3
+if ls "$B"/reports/report* >/dev/null 2>&1; then
+  echo "sanitize: $san reports:"
+  head -50 "$B"/reports/report*
+  exit 1
+fi
+echo "sanitize: $san clean"
