@@ -32,7 +32,7 @@ let package = Package(
         .testTarget(name: "SwitchboardProtocolTests", dependencies: ["SwitchboardProtocol"]),
         .testTarget(name: "WebSocketCoreTests", dependencies: ["WebSocketCore"]),
         .testTarget(name: "SocketServerTests", dependencies: ["SocketServer", "WebSocketCore"]),
-        .testTarget(name: "SwitchboardServerTests", dependencies: ["SwitchboardServer", "SwitchboardProtocol"]),
+        .testTarget(name: "SwitchboardServerTests", dependencies: ["SwitchboardServer", "SwitchboardProtocol", "SocketServer", "WebSocketCore"]),
     ],
     swiftLanguageModes: [.v6]
 )

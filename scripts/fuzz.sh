@@ -31,7 +31,7 @@ FLAGS=(-sanitize=fuzzer,address -parse-as-library -O -g -swift-version 6 -enable
 build_modules() {
   mkdir -p "$B"
   local stamp="$B/.sources" now
-  now=$(cat Sources/{SwitchboardProtocol,WebSocketCore,SocketServer,SwitchboardServer}/*.swift Fuzz/*.swift scripts/fuzz.sh | sha256sum | cut -d' ' -f1)
+  now=$(cat Sources/{SwitchboardProtocol,WebSocketCore,SocketServer,SwitchboardServer}/*.swift Fuzz/*.swift Tests/SwitchboardServerTests/Fakes.swift scripts/fuzz.sh | sha256sum | cut -d' ' -f1)
   [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$now" ] && return 0
   echo "fuzz: building instrumented modules in $B" >&2
   for m in SwitchboardProtocol WebSocketCore SocketServer SwitchboardServer; do
@@ -39,7 +39,7 @@ build_modules() {
       -c Sources/$m/*.swift -o "$B/$m.o"
   done
   for t in $TARGETS; do
-    "$SWIFTC" "${FLAGS[@]}" -module-name "Fuzz_$t" -D "FUZZ_$(echo "$t" | tr a-z A-Z)" Fuzz/*.swift \
+    "$SWIFTC" "${FLAGS[@]}" -module-name "Fuzz_$t" -D "FUZZ_$(echo "$t" | tr a-z A-Z)" Fuzz/*.swift Tests/SwitchboardServerTests/Fakes.swift \
       "$B"/SwitchboardProtocol.o "$B"/WebSocketCore.o "$B"/SocketServer.o "$B"/SwitchboardServer.o \
       -lz -lssl -lcrypto -lsqlite3 -use-ld=lld -o "$B/fuzz-$t"
   done

@@ -76,6 +76,10 @@ public actor Session {
     var clientStream = OutboundStream()
     var pending: Pending?
     var usedIds: Set<String> = []
+    /// Commands that ended without their response (timed out, cancelled): a late response to
+    /// one is dropped silently; any other response that is not for the pending command gets
+    /// `unknown_command_id` (a second response to an answered command included).
+    var endedWithoutResponse: Set<String> = []
     var commandCounter = 0
     var commandCount = 0
     /// When the session reached a terminal phase (for retention without a store).
@@ -474,7 +478,7 @@ public actor Session {
 
     private func handleResponse(_ r: CommandResponse) {
         guard let p = pending, p.id == r.id, p.kind == .command else {
-            if usedIds.contains(r.id) {
+            if endedWithoutResponse.contains(r.id) {
                 relay.log.event(session: id, "late_response", ["id": .string(r.id)])
             } else if let client {
                 sendError(client, .unknownCommandId, "no pending command has id \(r.id)", id: r.id)
@@ -520,6 +524,7 @@ public actor Session {
     func finishPending(_ p: Pending, errorCode: String, message: String, cancelClient: Bool) {
         p.timer?.cancel()
         pending = nil
+        if p.kind == .command { endedWithoutResponse.insert(p.id) }
         persistState()
         let durationMs = Int((monotonicNanos() &- p.startedAt) / 1_000_000)
         emit(to: .worker, type: "server.command_result", id: p.id) { w in

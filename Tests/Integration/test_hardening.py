@@ -307,3 +307,22 @@ def test_rest_numbers_out_of_range_are_refused(serve_factory):
     for cursor in ("9223372036854775807", "-9223372036854775808"):
         assert sb.rest(server.port, "GET", f"/v1/sessions?cursor={cursor}")[0] == 200
     assert healthy(server.port)
+
+
+def test_a_second_response_to_an_answered_command_is_unknown(server):
+    async def go():
+        s, w, c = await sb.pair(server.port)
+        await w.send({"type": "worker.command", "id": "a", "command": "url"})
+        await c.expect("server.command", id="a")
+        await c.send({"type": "client.command_response", "id": "a", "result": {"value": 1}})
+        await w.expect("server.command_result", id="a")
+        await c.send({"type": "client.command_response", "id": "a", "result": {"value": 2}})
+        assert (await c.expect_error("unknown_command_id"))["id"] == "a"
+        # A late response to a command that timed out is dropped silently.
+        await w.send({"type": "worker.command", "id": "t", "command": "url", "timeoutMs": 50})
+        await c.expect("server.cancel", id="t")
+        await c.send({"type": "client.command_response", "id": "t", "result": {}})
+        await w.send({"type": "worker.command", "id": "b", "command": "url"})
+        await c.expect("server.command", id="b")
+        assert not any(m.get("type") == "server.error" and m.get("id") == "t" for m in c.seen)
+    run(go())

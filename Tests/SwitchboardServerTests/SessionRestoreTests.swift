@@ -1,0 +1,122 @@
+import Testing
+@testable import SocketServer
+@testable import SwitchboardProtocol
+@testable import SwitchboardServer
+import WebSocketCore
+
+/// A session driven without sockets (fake connections, a fake store, a loop driven by hand),
+/// killed and restored from what its store committed.
+@Suite struct SessionRestoreTests {
+    final class World {
+        let loop: EventLoop
+        let store: FakeStore
+        let log: TrafficLog
+        var relay: Relay
+        var sessionId = ""
+        let ledgers: [Role: Ledger] = [.worker: Ledger(), .client: Ledger()]
+
+        static var settings: RelaySettings {
+            var s = RelaySettings()
+            s.apiKeys = ["k"]
+            return s
+        }
+
+        init() throws {
+            loop = try EventLoop(selector: NullSelector(), readBufferSize: 4096)
+            loop.adoptCurrentThread()
+            store = FakeStore(loop: loop)
+            log = try TrafficLog(options: .init(path: "/dev/null"))
+            relay = Relay(loop: loop, settings: World.settings, log: log, store: store)
+            try relay.restore()
+            var answer: HTTPResponse?
+            relay.route(HTTPRequest(method: "POST", target: "/v1/sessions", version: "HTTP/1.1",
+                                    headers: HTTPHeaders([("Authorization", "Bearer k"), ("Host", "x")]),
+                                    body: Array(#"{"config":{"disconnectGracePeriodMs":600000}}"#.utf8))) { answer = $0 }
+            commit()
+            sessionId = try #require(answer.flatMap { try? JSONParser.parse($0.body) }?["sessionId"]?.stringValue)
+        }
+
+        var session: Session { relay.session(sessionId)! }
+
+        func commit() { store.commit(); loop.runPending() }
+
+        /// A peer that connects and says hello.
+        func connect(_ role: Role, lastSeq: Int? = nil) -> (Peer, FakeConnection) {
+            let c = FakeConnection(role: role, ledger: ledgers[role])
+            let peer = session.assumeIsolated { $0.attach(c, role: role) }
+            var hello: JSONObject = ["type": .string("\(role.rawValue).hello"), "protocolVersion": .int(1)]
+            if let lastSeq { hello["lastSeq"] = .int(lastSeq) }
+            send(peer, .object(hello))
+            return (peer, c)
+        }
+
+        func send(_ peer: Peer, _ message: JSON) {
+            session.assumeIsolated { $0.receive(ReceivedMessage(payload: JSONWriter.serialize(message)), from: peer) }
+            commit()
+        }
+
+        /// The process dies: what was not committed is lost, timers and sockets with it.
+        func crashAndRestore() throws {
+            store.crash()
+            loop.cancelAllTimers()
+            loop.runPending()
+            relay = Relay(loop: loop, settings: World.settings, log: log, store: store)
+            try relay.restore()
+        }
+    }
+
+    @Test func aDeadlineThatPassedWhileTheServerWasDownFiresOnceWithFreshSeqs() throws {
+        let world = try World()
+        let (worker, w) = world.connect(.worker)
+        let (_, c) = world.connect(.client)
+        world.send(worker, .object(["type": .string("worker.command"), "id": .string("slow"), "command": .string("title"), "timeoutMs": .int(1000)]))
+        let command = try #require(c.received.last { $0["type"]?.stringValue == "server.command" })
+        let workerSeq = w.lastSeq
+        let journalBefore = world.store.journalBy[world.sessionId]?.map(\.n) ?? []
+
+        try world.crashAndRestore()
+        // Restored, nobody connected yet: the command's deadline is the first timer due.
+        #expect(world.loop.fireNextTimer())
+        world.commit()
+        #expect(world.session.assumeIsolated { $0.pending } == nil)
+
+        // The worker comes back: the timeout result is in its replay, with a new seq.
+        let (_, w2) = world.connect(.worker, lastSeq: workerSeq)
+        let replay = try #require(w2.received.first { $0["type"]?.stringValue == "server.replay" })
+        #expect(replay["complete"] == .bool(true))
+        let results = replay["messages"]?.arrayValue?.filter { $0["type"]?.stringValue == "server.command_result" } ?? []
+        #expect(results.count == 1)
+        #expect(results.first?["error"]?["code"]?.stringValue == "timeout")
+        #expect((results.first?["seq"]?.intValue ?? 0) > workerSeq)
+        // The client learns of the cancellation with a seq it has never seen; the command is
+        // not replayed to it (it is no longer pending).
+        let (_, c2) = world.connect(.client, lastSeq: command["seq"]?.intValue)
+        let clientReplay = try #require(c2.received.first { $0["type"]?.stringValue == "server.replay" })
+        let kinds = clientReplay["messages"]?.arrayValue?.compactMap { $0["type"]?.stringValue } ?? []
+        #expect(kinds.contains("server.cancel") && !kinds.contains("server.command"))
+        // The journal kept every entry written before the crash and numbered on after them
+        // (FakeStore refuses a number written twice).
+        let journalAfter = world.store.journalBy[world.sessionId]?.map(\.n) ?? []
+        #expect(Array(journalAfter.prefix(journalBefore.count)) == journalBefore)
+        #expect(journalAfter.count > journalBefore.count)
+        #expect(journalAfter == journalAfter.sorted())
+    }
+
+    @Test func aCommandIsNeverReplayedBeforeItIsCommitted() throws {
+        let world = try World()
+        let (worker, _) = world.connect(.worker)
+        let (client, c) = world.connect(.client)
+        // The command is accepted but its commit has not happened yet.
+        world.session.assumeIsolated {
+            $0.receive(ReceivedMessage(payload: JSONWriter.serialize(.object(["type": .string("worker.command"), "id": .string("x"), "command": .string("url")]))), from: worker)
+        }
+        #expect(!c.received.contains { $0["type"]?.stringValue == "server.command" })
+        // The client reconnects meanwhile: its replay does not carry the uncommitted command.
+        world.session.assumeIsolated { $0.connectionClosed(client, code: .goingAway) }
+        let (_, c2) = world.connect(.client, lastSeq: 0)
+        #expect(!c2.received.contains { $0["type"]?.stringValue == "server.replay" && ($0["messages"]?.arrayValue ?? []).contains { $0["type"]?.stringValue == "server.command" } })
+        // Once committed it arrives, once.
+        world.commit()
+        #expect(c2.received.filter { $0["type"]?.stringValue == "server.command" }.count == 1)
+    }
+}
