@@ -43,7 +43,7 @@ public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
 /// validation, fed in pieces; small limits so that size checks are reached.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
-    var bytes = input(data, size)
+    let bytes = input(data, size)
     guard let first = bytes.first else { return 0 }
     var p = InboundProcessor(limits: .init(maxFrameSize: 1 << 16, maxMessageSize: 1 << 17), requireMask: first & 1 == 0)
     let step = Int(first >> 1) + 1
@@ -78,7 +78,7 @@ public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     var p = InboundProcessor(limits: .init(maxFrameSize: 1 << 16, maxMessageSize: 1 << 16), requireMask: false,
                              inflater: Inflater(resetAfterMessage: first & 1 == 0))
     do {
-        try bytes[1...].withUnsafeMutableBytes { try p.process($0) { m in
+        _ = try bytes[1...].withUnsafeMutableBytes { try p.process($0) { m in
             if case .text(let t) = m { precondition(t.count <= 1 << 16, "inflated past the limit") }
         } }
     } catch {

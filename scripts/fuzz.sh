@@ -33,6 +33,8 @@ build_modules() {
   local stamp="$B/.sources" now
   now=$(cat Sources/{SwitchboardProtocol,WebSocketCore,SocketServer,SwitchboardServer}/*.swift Fuzz/*.swift Tests/SwitchboardServerTests/Fakes.swift scripts/fuzz.sh | sha256sum | cut -d' ' -f1)
   [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$now" ] && return 0
+  # FUZZ_REUSE=1 runs what was built last even if the sources changed since (long runs).
+  [ "${FUZZ_REUSE:-}" = 1 ] && [ -f "$stamp" ] && return 0
   echo "fuzz: building instrumented modules in $B" >&2
   for m in SwitchboardProtocol WebSocketCore SocketServer SwitchboardServer; do
     "$SWIFTC" "${FLAGS[@]}" -module-name "$m" -emit-module -emit-module-path "$B/$m.swiftmodule" -wmo \

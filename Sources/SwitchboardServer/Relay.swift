@@ -163,7 +163,7 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
             guard let purged = try? store.purgeTerminal(endedBefore: cutoff) else { return }
             ids = purged
         } else {
-            ids = order.filter { s in s.assumeIsolated { $0.endedAt.map { $0 < cutoff } ?? false } }.map(\.id)
+            ids = order.filter { s in s.assumeIsolated { $0.endedAt.map { $0 <= cutoff } ?? false } }.map(\.id)
         }
         guard !ids.isEmpty else { return }
         let gone = Set(ids)

@@ -410,7 +410,7 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
     public func purgeTerminal(endedBefore: Int64) throws -> [String] {
         var ids: [String] = []
         try read { db throws(SQLiteError) in
-            try db.query("SELECT id FROM sessions WHERE ended_at IS NOT NULL AND ended_at < ?", [.int(endedBefore)]) { r in
+            try db.query("SELECT id FROM sessions WHERE ended_at IS NOT NULL AND ended_at <= ?", [.int(endedBefore)]) { r in
                 if let id = r.text(0) { ids.append(id) }
             }
         }

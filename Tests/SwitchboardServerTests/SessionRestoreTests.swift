@@ -120,3 +120,29 @@ import WebSocketCore
         #expect(c2.received.filter { $0["type"]?.stringValue == "server.command" }.count == 1)
     }
 }
+
+@Suite struct MemoryRetention {
+    /// With `store = "memory"`, ended sessions are purged after the retention period too, and
+    /// live ones are kept.
+    @Test func endedSessionsArePurgedWithoutAStore() throws {
+        let loop = try EventLoop(selector: NullSelector(), readBufferSize: 4096)
+        loop.adoptCurrentThread()
+        defer { loop.cancelAllTimers() }
+        var settings = RelaySettings()
+        settings.apiKeys = ["k"]
+        settings.retentionMs = 0
+        let relay = Relay(loop: loop, settings: settings, log: try TrafficLog(options: .init(path: "/dev/null")), store: nil)
+        func call(_ method: String, _ target: String) -> JSON? {
+            var answer: HTTPResponse?
+            relay.route(HTTPRequest(method: method, target: target, version: "HTTP/1.1",
+                                    headers: HTTPHeaders([("Authorization", "Bearer k"), ("Host", "x")]), body: [])) { answer = $0 }
+            return answer.flatMap { try? JSONParser.parse($0.body) }
+        }
+        let ended = try #require(call("POST", "/v1/sessions")?["sessionId"]?.stringValue)
+        let live = try #require(call("POST", "/v1/sessions")?["sessionId"]?.stringValue)
+        _ = call("DELETE", "/v1/sessions/\(ended)")
+        relay.purge()
+        #expect(relay.session(ended) == nil)
+        #expect(relay.session(live) != nil)
+    }
+}
