@@ -87,6 +87,9 @@ public actor Session {
     /// What the store keeps of this session's events and journal, within their budgets.
     var storedEvents = RetentionWindow()
     var storedJournal = RetentionWindow()
+    /// Peers whose hello came while their stream's commit gate was closed: their replay is
+    /// sent when it opens.
+    var deferredReplays: [Role: (peer: Peer, lastSeq: Int?)] = [:]
     /// Highest telemetry batch stored (what the client's hello is told).
     var lastClientSeq = 0
     /// Highest telemetry batch accepted: stored, or queued for the next commit.
@@ -345,6 +348,12 @@ public actor Session {
         }
         lifecycle(.connected(peer.role))
         sendHello(peer)
+        // A message of this stream still awaits its commit (a command just accepted): the
+        // replay waits for it, so that it carries everything the peer missed (see `released`).
+        if withStream(peer.role, { $0.gate != nil }) {
+            deferredReplays[peer.role] = (peer, hello.lastSeq)
+            return
+        }
         replay(to: peer, lastSeq: hello.lastSeq)
         if peer.role == .client { redeliverPendingIfNeeded(lastSeq: hello.lastSeq) }
     }
@@ -679,9 +688,19 @@ public actor Session {
         peer.connection.sendSealed(message)
     }
 
-    /// The store committed `role`'s stream through `seq`: send what the gate releases.
+    /// The store committed `role`'s stream through `seq`: send what the gate releases — or,
+    /// to a peer whose hello came while the gate was closed, the replay it waited for.
     func released(_ role: Role, through seq: Int) {
-        for m in withStream(role, { $0.committed(through: seq) }) { deliver(role, seq: m.seq, m.message) }
+        let messages = withStream(role, { $0.committed(through: seq) })
+        if let (peer, lastSeq) = deferredReplays[role] {
+            guard peer === (role == .worker ? worker : client), !peer.detached else { deferredReplays[role] = nil; return }
+            guard withStream(role, { $0.gate == nil }) else { return }
+            deferredReplays[role] = nil
+            replay(to: peer, lastSeq: lastSeq)
+            if role == .client { redeliverPendingIfNeeded(lastSeq: lastSeq) }
+            return
+        }
+        for m in messages { deliver(role, seq: m.seq, m.message) }
     }
 
     /// Sends a message outside the peer's stream. `record` is what the log and journal keep

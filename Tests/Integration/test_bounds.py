@@ -114,7 +114,10 @@ def test_connections_per_ip_are_capped(serve_factory):
     socks = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(5)]
     extra = socket.create_connection(("127.0.0.1", server.port))
     extra.settimeout(5)
-    assert extra.recv(1) == b""     # closed at once
+    try:
+        assert extra.recv(1) == b""     # closed at once
+    except ConnectionResetError:
+        pass                            # or reset: closed at once either way
     extra.close()
     for s in socks:
         s.close()
@@ -158,6 +161,7 @@ def test_pipelined_requests_are_answered_iteratively_and_bounded(server):
     assert got.count(b"HTTP/1.1 200") == n
     s.close()
     # A client that pipelines without reading: the server stops reading it and stays small.
+    rss_before = metric(server.port, "process_resident_memory_bytes")
     t = socket.create_connection(("127.0.0.1", server.port))
     t.setblocking(False)
     sent = 0
@@ -167,7 +171,7 @@ def test_pipelined_requests_are_answered_iteratively_and_bounded(server):
     except BlockingIOError:
         pass
     assert sent < 200 << 20, "the server kept reading a client that never reads"
-    rss = metric(server.port, "process_resident_memory_bytes")
-    assert rss < 200 << 20
+    grown = metric(server.port, "process_resident_memory_bytes") - rss_before
+    assert grown < 64 << 20, f"RSS grew by {grown / 2**20:.0f} MiB"
     assert healthy(server.port)
     t.close()

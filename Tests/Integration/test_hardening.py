@@ -14,7 +14,10 @@ HUGE = ["1e19", "1e300", "-1e19", "9223372036854775808", "1e400"]
 
 
 def healthy(port):
-    status, body = sb.rest(port, "GET", "/healthz")
+    try:
+        status, body = sb.rest(port, "GET", "/healthz")
+    except OSError:      # refused or reset (e.g. while a connection cap is in force)
+        return False
     return status == 200 and body == {"status": "ok"}
 
 

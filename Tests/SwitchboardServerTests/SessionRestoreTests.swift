@@ -41,18 +41,18 @@ import WebSocketCore
         func commit() { store.commit(); loop.runPending() }
 
         /// A peer that connects and says hello.
-        func connect(_ role: Role, lastSeq: Int? = nil) -> (Peer, FakeConnection) {
+        func connect(_ role: Role, lastSeq: Int? = nil, commit: Bool = true) -> (Peer, FakeConnection) {
             let c = FakeConnection(role: role, ledger: ledgers[role])
             let peer = session.assumeIsolated { $0.attach(c, role: role) }
             var hello: JSONObject = ["type": .string("\(role.rawValue).hello"), "protocolVersion": .int(1)]
             if let lastSeq { hello["lastSeq"] = .int(lastSeq) }
-            send(peer, .object(hello))
+            send(peer, .object(hello), commit: commit)
             return (peer, c)
         }
 
-        func send(_ peer: Peer, _ message: JSON) {
+        func send(_ peer: Peer, _ message: JSON, commit: Bool = true) {
             session.assumeIsolated { $0.receive(ReceivedMessage(payload: JSONWriter.serialize(message)), from: peer) }
-            commit()
+            if commit { self.commit() }
         }
 
         /// The process dies: what was not committed is lost, timers and sockets with it.
@@ -107,17 +107,19 @@ import WebSocketCore
         let (worker, _) = world.connect(.worker)
         let (client, c) = world.connect(.client)
         // The command is accepted but its commit has not happened yet.
-        world.session.assumeIsolated {
-            $0.receive(ReceivedMessage(payload: JSONWriter.serialize(.object(["type": .string("worker.command"), "id": .string("x"), "command": .string("url")]))), from: worker)
-        }
+        world.send(worker, .object(["type": .string("worker.command"), "id": .string("x"), "command": .string("url")]), commit: false)
         #expect(!c.received.contains { $0["type"]?.stringValue == "server.command" })
         // The client reconnects meanwhile: its replay does not carry the uncommitted command.
         world.session.assumeIsolated { $0.connectionClosed(client, code: .goingAway) }
-        let (_, c2) = world.connect(.client, lastSeq: 0)
+        let (_, c2) = world.connect(.client, lastSeq: 0, commit: false)
         #expect(!c2.received.contains { $0["type"]?.stringValue == "server.replay" && ($0["messages"]?.arrayValue ?? []).contains { $0["type"]?.stringValue == "server.command" } })
-        // Once committed it arrives, once.
+        // Once committed, the replay the client waited for carries it, once.
         world.commit()
-        #expect(c2.received.filter { $0["type"]?.stringValue == "server.command" }.count == 1)
+        let replays = c2.received.filter { $0["type"]?.stringValue == "server.replay" }
+        #expect(replays.count == 1)
+        let commands = (replays.first?["messages"]?.arrayValue ?? []).filter { $0["type"]?.stringValue == "server.command" }
+        #expect(commands.map { $0["id"]?.stringValue } == ["x"])
+        #expect(!c2.received.contains { $0["type"]?.stringValue == "server.command" })
     }
 }
 
