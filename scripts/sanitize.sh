@@ -21,7 +21,7 @@ opts="log_path=$PWD/$B/reports/report"
 swift build --build-tests --sanitize="$san" --scratch-path "$B" 2>&1 | tail -1
 status=0
 swift test --skip-build --sanitize="$san" --scratch-path "$B" > "$B/unit.log" 2>&1 || status=1
-grep -aE "Test run with|error:" "$B/unit.log" | tail -3
+grep -aE "Test run with|^error:" "$B/unit.log" | tail -3
 SWITCHBOARD_BIN="$PWD/$B/debug/switchboard" "$VENV/bin/python" -m pytest -q -p no:cacheprovider Tests/Integration > "$B/integration.log" 2>&1 || status=1
 grep -aE "passed|failed|^FAILED" "$B/integration.log" | tail -5
 if ls "$B"/reports/report* >/dev/null 2>&1; then

@@ -78,8 +78,10 @@ public actor Session {
     var usedIds: Set<String> = []
     /// Commands that ended without their response (timed out, cancelled): a late response to
     /// one is dropped silently; any other response that is not for the pending command gets
-    /// `unknown_command_id` (a second response to an answered command included).
+    /// `unknown_command_id` (a second response to an answered command included). The last
+    /// 1 024 are kept.
     var endedWithoutResponse: Set<String> = []
+    var endedWithoutResponseOrder: [String] = []
     var commandCounter = 0
     var commandCount = 0
     /// When the session reached a terminal phase (for retention without a store).
@@ -533,7 +535,11 @@ public actor Session {
     func finishPending(_ p: Pending, errorCode: String, message: String, cancelClient: Bool) {
         p.timer?.cancel()
         pending = nil
-        if p.kind == .command { endedWithoutResponse.insert(p.id) }
+        if p.kind == .command {
+            endedWithoutResponse.insert(p.id)
+            endedWithoutResponseOrder.append(p.id)
+            if endedWithoutResponseOrder.count > 1024 { endedWithoutResponse.remove(endedWithoutResponseOrder.removeFirst()) }
+        }
         persistState()
         let durationMs = Int((monotonicNanos() &- p.startedAt) / 1_000_000)
         emit(to: .worker, type: "server.command_result", id: p.id) { w in
