@@ -1,6 +1,5 @@
 import Glibc
 import CSystem
-import Synchronization
 
 /// Something registered with an event loop for readiness.
 public protocol Selectable: AnyObject {
@@ -46,8 +45,8 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
     private var events: [ReadinessEvent] = []
     private var timers: [Timer] = []
     private var timerOrder: UInt64 = 0
-    private let queue = Mutex<[Work]>([])
-    private let running = Mutex<Bool>(false)
+    private let queue = Locked<[Work]>([])
+    private let running = Locked<Bool>(false)
     private var threadID: pthread_t? = nil
     /// One read buffer shared by every connection of this loop: reads happen one at a time.
     public let readBuffer: UnsafeMutableRawBufferPointer

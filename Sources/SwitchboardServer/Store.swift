@@ -70,13 +70,13 @@ public protocol SessionStore: AnyObject, Sendable {
 public final class SQLiteStore: SessionStore, @unchecked Sendable {
     private let writer: Database
     private let reader: Database
-    private let readLock = Mutex<Int>(0)
+    private let readLock = Locked<Int>(0)
     private let loop: EventLoop
-    private let pending = Mutex<(ops: [StoreOp], done: [@Sendable () -> Void], stop: Bool)>(([], [], false))
+    private let pending = Locked<(ops: [StoreOp], done: [@Sendable () -> Void], stop: Bool)>(([], [], false))
     private var wakeRead: Int32 = -1
     private var wakeWrite: Int32 = -1
     private var thread: pthread_t?
-    private let latencies = Mutex<[Double]>([])
+    private let latencies = Locked<[Double]>([])
     private let health = Atomic<Bool>(true)
     private let failures = Atomic<Int>(0)
     public let path: String
@@ -143,7 +143,7 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
         loop.execute { [weak self] in self?.loop.onIterationEnd { self?.wakeIfNeeded() } }
     }
 
-    private let needsWake = Mutex<Bool>(false)
+    private let needsWake = Locked<Bool>(false)
 
     private func wakeIfNeeded() {
         guard needsWake.withLock({ v in let w = v; v = false; return w }) else { return }

@@ -1,5 +1,4 @@
 import Glibc
-import Synchronization
 import SwitchboardProtocol
 import SocketServer
 
@@ -34,14 +33,14 @@ public final class TrafficLog: @unchecked Sendable {
     }
 
     public let options: Options
-    private let buffer = Mutex<[UInt8]>([])
-    private let reopenRequested = Mutex<Bool>(false)
-    private let stopped = Mutex<Bool>(false)
-    private let wake = Mutex<Int32>(-1)
+    private let buffer = Locked<[UInt8]>([])
+    private let reopenRequested = Locked<Bool>(false)
+    private let stopped = Locked<Bool>(false)
+    private let wake = Locked<Int32>(-1)
     private var fd: Int32 = -1
     private var size = 0
     private var thread: pthread_t? = nil
-    private let done = Mutex<Bool>(false)
+    private let done = Locked<Bool>(false)
 
     public init(options: Options) throws(SystemError) {
         self.options = options
@@ -62,7 +61,7 @@ public final class TrafficLog: @unchecked Sendable {
         thread = try? startThread { self.writerLoop() }
     }
 
-    private let droppedLines = Mutex<Int>(0)
+    private let droppedLines = Locked<Int>(0)
     /// Lines dropped because the buffer was full.
     public var dropped: Int { droppedLines.withLock { $0 } }
 
