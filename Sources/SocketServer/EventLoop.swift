@@ -1,4 +1,5 @@
 import Glibc
+import Synchronization
 import CSystem
 
 /// Something registered with an event loop for readiness.
@@ -47,7 +48,8 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
     private var timerOrder: UInt64 = 0
     private let queue = Locked<[Work]>([])
     private let running = Locked<Bool>(false)
-    private var threadID: pthread_t? = nil
+    /// The loop's thread (0 until it runs); read from any thread by `inLoop`.
+    private let threadID = Atomic<UInt>(0)
     /// One read buffer shared by every connection of this loop: reads happen one at a time.
     public let readBuffer: UnsafeMutableRawBufferPointer
     /// Where TLS connections of this loop decrypt into.
@@ -84,8 +86,8 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
     }
 
     public var inLoop: Bool {
-        guard let threadID else { return false }
-        return pthread_equal(threadID, pthread_self()) != 0
+        let t = threadID.load(ordering: .acquiring)
+        return t != 0 && pthread_equal(pthread_t(t), pthread_self()) != 0
     }
 
     // MARK: SerialExecutor
@@ -191,7 +193,7 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
 
     /// Makes the calling thread the loop's thread without running the loop, so that its work
     /// can be driven by hand with `runPending` and `fireNextTimer`.
-    public func adoptCurrentThread() { threadID = pthread_self() }
+    public func adoptCurrentThread() { threadID.store(UInt(pthread_self()), ordering: .releasing) }
 
     /// Runs the queued work and the iteration hooks once.
     public func runPending() {
@@ -228,7 +230,7 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
 
     /// Runs the loop on the calling thread until `stop`.
     public func run() {
-        threadID = pthread_self()
+        threadID.store(UInt(pthread_self()), ordering: .releasing)
         running.withLock { $0 = true }
         events.reserveCapacity(256)
         while running.withLock({ $0 }) {
