@@ -263,7 +263,7 @@ def test_a_failing_store_acknowledges_nothing_and_recovers_by_itself(server):
 
     async def go():
         s, w, c = await sb.pair(server.port)
-        lock = sqlite3.connect(os.path.join(server.data_dir, "switchboard.db"), isolation_level=None, timeout=0)
+        lock = sqlite3.connect(os.path.join(server.data_dir, "switchboard.db"), isolation_level=None, timeout=10)
         lock.execute("BEGIN EXCLUSIVE")
         try:
             await c.send({"type": "client.events", "clientSeq": 1, "events": [{"type": "one", "ts": 1}]})
