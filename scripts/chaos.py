@@ -104,10 +104,10 @@ class Ordinary:
     def __init__(self, server, n):
         self.server, self.n = server, n
         self.latencies, self.lost, self.done = [], 0, 0
+        self.why = []
         self.stop = asyncio.Event()
 
-    async def pair(self, k):
-        s = rest(self.server.port, "POST", "/v1/sessions", {"config": {"commandTimeoutMs": 20000}})
+    async def pair(self, k, s):
         w = await websockets.connect(ws_url(self.server, s, "worker"), max_size=None)
         c = await websockets.connect(ws_url(self.server, s, "client"), max_size=None)
         await w.send(json.dumps({"type": "worker.hello", "protocolVersion": 1}))
@@ -116,8 +116,10 @@ class Ordinary:
         async def client():
             async for raw in c:
                 m = json.loads(raw)
-                if m.get("type") == "server.command":
-                    await c.send(json.dumps({"type": "client.command_response", "id": m["id"], "result": {"value": k}}))
+                # Commands arrive live, or in the replay that answers the hello.
+                for x in m.get("messages", []) if m.get("type") == "server.replay" else [m]:
+                    if x.get("type") == "server.command":
+                        await c.send(json.dumps({"type": "client.command_response", "id": x["id"], "result": {"value": k}}))
         ct = asyncio.ensure_future(client())
         n = 0
         try:
@@ -136,8 +138,9 @@ class Ordinary:
                     else:
                         self.done += 1
                         self.latencies.append((time.monotonic() - t0) * 1000)
-                except (asyncio.TimeoutError, websockets.exceptions.ConnectionClosed):
+                except (asyncio.TimeoutError, websockets.exceptions.ConnectionClosed) as e:
                     self.lost += 1
+                    self.why.append(repr(e)[:160])
                     break
                 await asyncio.sleep(0.02)
         finally:
@@ -146,7 +149,11 @@ class Ordinary:
             await c.close()
 
     def run(self):
-        return [asyncio.ensure_future(self.pair(k)) for k in range(self.n)]
+        # Sessions are created first: a blocking REST call inside the loop would stall the pairs.
+        t0 = time.monotonic()
+        sessions = [rest(self.server.port, "POST", "/v1/sessions", {"config": {"commandTimeoutMs": 20000}}) for _ in range(self.n)]
+        print(f"created {self.n} sessions in {time.monotonic() - t0:.2f} s", flush=True)
+        return [asyncio.ensure_future(self.pair(k, s)) for k, s in enumerate(sessions)]
 
     def reset(self):
         self.latencies, self.lost, self.done = [], 0, 0
