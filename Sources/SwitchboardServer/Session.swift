@@ -678,7 +678,9 @@ public actor Session {
                           bytes: message.storage[FrameWriter.maxHeaderSize...], sensitive: sensitive)
         journal(direction, message.storage[FrameWriter.maxHeaderSize...])
         relay.metrics.countOut(type)
-        let gated = durableFirst && relay.store != nil
+        // A message whose seq runs past the durable reservation waits for the reservation's
+        // commit (once per block): a peer never sees a seq that a crash could hand out again.
+        let gated = (durableFirst || reservation != nil) && relay.store != nil
         guard withStream(role, { $0.admit(seq: seq, message, durableFirst: gated) }) else {
             if gated { relay.afterCommit { [self] in self.assumeIsolated { $0.released(role, through: seq) } } }
             return
