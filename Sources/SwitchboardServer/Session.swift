@@ -678,9 +678,7 @@ public actor Session {
                           bytes: message.storage[FrameWriter.maxHeaderSize...], sensitive: sensitive)
         journal(direction, message.storage[FrameWriter.maxHeaderSize...])
         relay.metrics.countOut(type)
-        // A message whose seq runs past the durable reservation waits for the reservation's
-        // commit (once per block): a peer never sees a seq that a crash could hand out again.
-        let gated = (durableFirst || reservation != nil) && relay.store != nil
+        let gated = durableFirst && relay.store != nil
         guard withStream(role, { $0.admit(seq: seq, message, durableFirst: gated) }) else {
             if gated { relay.afterCommit { [self] in self.assumeIsolated { $0.released(role, through: seq) } } }
             return
