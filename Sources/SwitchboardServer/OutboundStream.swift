@@ -87,11 +87,12 @@ struct OutboundStream {
     }
 
     /// After a restart: numbering resumes a block past the durable reservation, so no seq a
-    /// peer may have seen is used twice. The first message then persists a new reservation.
+    /// peer may have seen is used twice, and reserves the next block — which the relay commits
+    /// before it serves any peer, so a second crash resumes past this one's seqs too.
     mutating func restore(reserved durable: Int) {
         seq = max(seq, durable + OutboundStream.block)
         delivered = seq
-        reserved = seq
+        reserved = seq + OutboundStream.block
         gap = 1...seq
     }
 

@@ -105,6 +105,9 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
             metrics.phaseChanged(from: nil, to: r.phase)
             session.assumeIsolated { $0.restore(r) }
         }
+        // The new seq reservations are durable before any peer is served: a crash right after
+        // this start resumes beyond every seq this run can hand out.
+        try store.commitNow(records.compactMap { r in sessions[r.id].map { s in .updateState(id: r.id, state: s.assumeIsolated { $0.stateSnapshot() }) } })
         if !records.isEmpty {
             log.event(session: nil, "restored", ["sessions": .int(records.count),
                                                  "live": .int(records.filter { !$0.phase.isTerminal }.count)])

@@ -54,6 +54,8 @@ public protocol SessionStore: AnyObject, Sendable {
     func usedIds(session: String) throws -> Set<String>
     /// The number of the session's last journal entry (0 when none).
     func lastJournalEntry(session: String) throws -> Int
+    /// Commits `ops` before returning (at start, before any peer is served).
+    func commitNow(_ ops: [StoreOp]) throws
     /// Deletes terminal sessions that ended before `endedBefore`; returns their ids.
     func purgeTerminal(endedBefore: Int64) throws -> [String]
     var commitLatencies: [Double] { get }
@@ -205,9 +207,9 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
                     // State rows are full snapshots: only the last one per session is written.
                     var lastState: [String: JSONObject] = [:]
                     for op in ops {
-                        if case .updateState(let id, let state) = op { lastState[id] = state } else { try apply(op) }
+                        if case .updateState(let id, let state) = op { lastState[id] = state } else { try apply(op, on: writer) }
                     }
-                    for (id, state) in lastState { try apply(.updateState(id: id, state: state)) }
+                    for (id, state) in lastState { try apply(.updateState(id: id, state: state), on: writer) }
                     try writer.exec("COMMIT")
                 } catch {
                     // A failed commit is acknowledged to no one: the batch goes back to the front of
@@ -251,44 +253,44 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
 
     public var commitLatencies: [Double] { latencies.withLock { $0 } }
 
-    private func apply(_ op: StoreOp) throws(SQLiteError) {
+    private func apply(_ op: StoreOp, on db: Database) throws(SQLiteError) {
         switch op {
         case .insertSession(let r):
-            try writer.query("""
+            try db.query("""
             INSERT OR REPLACE INTO sessions (id, ordinal, created_at, timeouts, metadata, client_config, worker_token, client_token,
               phase, reason, result, error, ended_at, tenant) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,NULL,?)
             """, [.text(r.id), .int(r.ordinal), .int(r.createdAt), .text(SQLiteStore.encode(r.timeouts)), .json(r.metadata.map { .object($0) }),
                   .json(.object(r.clientConfig)), .blob(r.workerTokenHash), .blob(r.clientTokenHash), .text(r.phase.rawValue),
                   .optText(r.reason?.rawValue), .json(r.result), .json(r.error), .optText(r.tenant)])
-            try writer.query("INSERT OR REPLACE INTO session_state (id, state) VALUES (?,?)", [.text(r.id), .json(.object(r.state))])
+            try db.query("INSERT OR REPLACE INTO session_state (id, state) VALUES (?,?)", [.text(r.id), .json(.object(r.state))])
         case .updateLifecycle(let id, let phase, let reason, let result, let error):
-            try writer.query("UPDATE sessions SET phase = ?, reason = ?, result = ?, error = ?, ended_at = ? WHERE id = ?",
+            try db.query("UPDATE sessions SET phase = ?, reason = ?, result = ?, error = ?, ended_at = ? WHERE id = ?",
                              [.text(phase.rawValue), .optText(reason?.rawValue), .json(result), .json(error),
                               phase.isTerminal ? .int(epochMillis()) : .null, .text(id)])
         case .updateState(let id, let state):
             // State lives in its own narrow table: updating it never rewrites the session row.
-            try writer.query("INSERT OR REPLACE INTO session_state (id, state) VALUES (?,?)", [.text(id), .json(.object(state))])
+            try db.query("INSERT OR REPLACE INTO session_state (id, state) VALUES (?,?)", [.text(id), .json(.object(state))])
         case .message(let s, let stream, let seq, let body, let cid):
-            try writer.query("INSERT OR REPLACE INTO messages (session, stream, seq, body, command_id) VALUES (?,?,?,?,?)",
+            try db.query("INSERT OR REPLACE INTO messages (session, stream, seq, body, command_id) VALUES (?,?,?,?,?)",
                              [.text(s), .int(stream), .int(seq), .bytes(body), .optText(cid)])
         case .trimMessages(let s, let stream, let through):
-            try writer.query("DELETE FROM messages WHERE session = ? AND stream = ? AND seq <= ?", [.text(s), .int(stream), .int(through)])
+            try db.query("DELETE FROM messages WHERE session = ? AND stream = ? AND seq <= ?", [.text(s), .int(stream), .int(through)])
         case .event(let s, let n, let type, let ts, let serverTs, let source, let payload):
-            try writer.query("INSERT OR IGNORE INTO events (session, event_seq, type, ts, server_ts, source, payload) VALUES (?,?,?,?,?,?,?)",
+            try db.query("INSERT OR IGNORE INTO events (session, event_seq, type, ts, server_ts, source, payload) VALUES (?,?,?,?,?,?,?)",
                              [.text(s), .int(n), .text(type), .int(ts), .int(serverTs), .text(source), .json(.object(payload))])
         case .journal(let s, let n, let dir, let ts, let body):
-            try writer.query("INSERT OR REPLACE INTO journal (session, n, direction, ts, body) VALUES (?,?,?,?,?)",
+            try db.query("INSERT OR REPLACE INTO journal (session, n, direction, ts, body) VALUES (?,?,?,?,?)",
                              [.text(s), .int(n), .text(dir.description), .int(ts), .bytes(body)])
         case .trimJournal(let s, let through):
-            try writer.query("DELETE FROM journal WHERE session = ? AND n <= ?", [.text(s), .int(through)])
+            try db.query("DELETE FROM journal WHERE session = ? AND n <= ?", [.text(s), .int(through)])
         case .trimEvents(let s, let through):
-            try writer.query("DELETE FROM events WHERE session = ? AND event_seq <= ?", [.text(s), .int(through)])
+            try db.query("DELETE FROM events WHERE session = ? AND event_seq <= ?", [.text(s), .int(through)])
         case .usedId(let s, let id):
-            try writer.query("INSERT OR IGNORE INTO ids (session, id) VALUES (?,?)", [.text(s), .text(id)])
+            try db.query("INSERT OR IGNORE INTO ids (session, id) VALUES (?,?)", [.text(s), .text(id)])
         case .delete(let s):
-            for table in ["messages", "events", "journal", "ids"] { try writer.query("DELETE FROM \(table) WHERE session = ?", [.text(s)]) }
-            try writer.query("DELETE FROM session_state WHERE id = ?", [.text(s)])
-            try writer.query("DELETE FROM sessions WHERE id = ?", [.text(s)])
+            for table in ["messages", "events", "journal", "ids"] { try db.query("DELETE FROM \(table) WHERE session = ?", [.text(s)]) }
+            try db.query("DELETE FROM session_state WHERE id = ?", [.text(s)])
+            try db.query("DELETE FROM sessions WHERE id = ?", [.text(s)])
         }
     }
 
@@ -396,6 +398,19 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
             var out = Set<String>()
             try db.query("SELECT id FROM ids WHERE session = ?", [.text(session)]) { r in if let t = r.text(0) { out.insert(t) } }
             return out
+        }
+    }
+
+    public func commitNow(_ ops: [StoreOp]) throws {
+        try read { db throws(SQLiteError) in
+            try db.exec("BEGIN")
+            do throws(SQLiteError) {
+                for op in ops { try apply(op, on: db) }
+                try db.exec("COMMIT")
+            } catch {
+                try? db.exec("ROLLBACK")
+                throw error
+            }
         }
     }
 

@@ -112,6 +112,8 @@ final class FakeStore: SessionStore, @unchecked Sendable {
 
     func crash() { queued.removeAll(); completions.removeAll() }
 
+    func commitNow(_ ops: [StoreOp]) throws { for op in ops { apply(op) } }
+
     private func apply(_ op: StoreOp) {
         switch op {
         case .insertSession(let r): if sessions[r.id] == nil { order.append(r.id) }; sessions[r.id] = r

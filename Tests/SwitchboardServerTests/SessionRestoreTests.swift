@@ -102,6 +102,21 @@ import WebSocketCore
         #expect(journalAfter == journalAfter.sorted())
     }
 
+    @Test func twoRestartsWithoutACommitNeverReuseASeq() throws {
+        let world = try World()
+        _ = world.connect(.worker)
+        try world.crashAndRestore()
+        // After the first restart an error reaches the worker; nothing is committed after it.
+        let (w1, c1) = world.connect(.worker, commit: false)
+        world.send(w1, .object(["type": .string("worker.cancel"), "id": .string("one")]), commit: false)
+        let first = try #require(c1.received.last { $0["type"]?.stringValue == "server.error" }?["seq"]?.intValue)
+        try world.crashAndRestore()
+        let (w2, c2) = world.connect(.worker, commit: false)
+        world.send(w2, .object(["type": .string("worker.cancel"), "id": .string("two")]), commit: false)
+        let second = try #require(c2.received.last { $0["type"]?.stringValue == "server.error" }?["seq"]?.intValue)
+        #expect(second > first)
+    }
+
     @Test func aCommandIsNeverReplayedBeforeItIsCommitted() throws {
         let world = try World()
         let (worker, _) = world.connect(.worker)
