@@ -301,7 +301,7 @@ extension Session {
             sendError(peer, .internalError, "the session store is failing; keep the batch and send it again later")
             return
         }
-        if let cs = clientSeq { acceptedClientSeq = cs }
+
         var ops: [StoreOp] = []
         let filter = (clientConfig["eventFilter"]?["types"]?.arrayValue).map { Set($0.compactMap(\.stringValue)) }
         let now = epochMillis()
@@ -334,7 +334,13 @@ extension Session {
                 }
             }
         }
-        if clientSeq != nil { ops.append(.updateState(id: id, state: stateSnapshot())) }
+        // The batch counts as accepted only now: a snapshot persisted while its events were
+        // handled (a yield resolved, a reservation) may be committed before them, and must not
+        // claim the batch (a client told lastClientSeq ≥ cs after a crash would drop it).
+        if let cs = clientSeq {
+            acceptedClientSeq = cs
+            ops.append(.updateState(id: id, state: stateSnapshot()))
+        }
         persist(ops)
         if let cs = clientSeq { ackWhenCommitted(cs) }
     }
