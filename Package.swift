@@ -8,6 +8,10 @@ let package = Package(
     products: [
         .executable(name: "switchboard", targets: ["switchboard"]),
         .library(name: "SwitchboardProtocol", targets: ["SwitchboardProtocol"]),
+        // The SDK: worker and client roles (docs/sdk.md).
+        .library(name: "Switchboard", targets: ["Switchboard"]),
+        .executable(name: "switchboard-example", targets: ["switchboard-example"]),
+        .executable(name: "switchboard-autobahn-client", targets: ["switchboard-autobahn-client"]),
     ],
     dependencies: [
         // The standard command-line parser for Swift; used only by the executable target.
@@ -22,6 +26,14 @@ let package = Package(
         .target(name: "WebSocketCore", dependencies: ["CZlib", "COpenSSL"]),
         .target(name: "SocketServer", dependencies: ["WebSocketCore", "COpenSSL", "CSystem"]),
         .target(name: "SwitchboardServer", dependencies: ["SwitchboardProtocol", "SocketServer", "WebSocketCore", "COpenSSL", "CSQLite"]),
+        // The WebSocket and HTTP client transport of the SDK on Linux (Apple platforms use URLSession).
+        .target(name: "WebSocketClient", dependencies: ["WebSocketCore", "SocketServer", "CSystem", "COpenSSL"]),
+        .target(name: "Switchboard", dependencies: [
+            "SwitchboardProtocol",
+            .target(name: "WebSocketClient", condition: .when(platforms: [.linux])),
+        ]),
+        .executableTarget(name: "switchboard-example", dependencies: ["Switchboard", "SwitchboardProtocol"]),
+        .executableTarget(name: "switchboard-autobahn-client", dependencies: ["WebSocketClient"]),
         .executableTarget(
             name: "switchboard",
             dependencies: [
@@ -32,6 +44,7 @@ let package = Package(
         .testTarget(name: "SwitchboardProtocolTests", dependencies: ["SwitchboardProtocol"]),
         .testTarget(name: "WebSocketCoreTests", dependencies: ["WebSocketCore"]),
         .testTarget(name: "SocketServerTests", dependencies: ["SocketServer", "WebSocketCore"]),
+        .testTarget(name: "SwitchboardSDKTests", dependencies: ["Switchboard", "SwitchboardProtocol", "WebSocketClient", "WebSocketCore"]),
         .testTarget(name: "SwitchboardServerTests", dependencies: ["SwitchboardServer", "SwitchboardProtocol", "SocketServer", "WebSocketCore"]),
     ],
     swiftLanguageModes: [.v6]

@@ -7,6 +7,7 @@
 #include <openssl/rand.h>
 #include <openssl/crypto.h>
 #include <openssl/bio.h>
+#include <openssl/x509v3.h>
 
 // Macros and varargs that Swift cannot import directly.
 static inline long sb_SSL_CTX_set_min_proto_version(SSL_CTX *ctx, int version) {
@@ -39,5 +40,12 @@ static int sb_alpn_select(SSL *ssl, const unsigned char **out, unsigned char *ou
 }
 static inline void sb_SSL_CTX_enable_alpn_http11(SSL_CTX *ctx) {
     SSL_CTX_set_alpn_select_cb(ctx, sb_alpn_select, NULL);
+}
+// Client side: SNI (a macro) and peer verification by host name or IP address.
+static inline long sb_SSL_set_tlsext_host_name(SSL *ssl, const char *name) {
+    return SSL_set_tlsext_host_name(ssl, name);
+}
+static inline int sb_SSL_verify_ip(SSL *ssl, const char *ip) {
+    return X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), ip);
 }
 #endif

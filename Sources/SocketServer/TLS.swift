@@ -58,6 +58,27 @@ public final class TLSContext: @unchecked Sendable {
     deinit { SSL_CTX_free(ctx) }
 }
 
+/// A client TLS configuration: TLS 1.2 minimum, the peer's certificate verified against the
+/// system trust store (plus `trustedCertificatesFile`, PEM, when given) and the host name.
+public final class TLSClientContext: @unchecked Sendable {
+    let ctx: OpaquePointer
+
+    public init(trustedCertificatesFile: String? = nil) throws(TLSError) {
+        ERR_clear_error()
+        guard let ctx = SSL_CTX_new(TLS_client_method()) else { throw TLSError("cannot create a TLS context") }
+        self.ctx = ctx
+        guard sb_SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) == 1 else { throw TLSError("cannot require TLS 1.2") }
+        guard SSL_CTX_set_default_verify_paths(ctx) == 1 else { throw TLSError("cannot load the system trust store") }
+        if let file = trustedCertificatesFile {
+            guard SSL_CTX_load_verify_locations(ctx, file, nil) == 1 else { throw TLSError("cannot load trusted certificates from \(file)") }
+        }
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nil)
+        _ = sb_SSL_CTX_set_mode(ctx, Int(SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS))
+    }
+
+    deinit { SSL_CTX_free(ctx) }
+}
+
 /// One TLS connection as a byte transformer over memory BIOs: ciphertext in, plaintext out,
 /// and back. No socket: the connection moves the bytes. Confined to its loop.
 public final class TLSSession {
@@ -76,7 +97,49 @@ public final class TLSSession {
         SSL_set_accept_state(ssl)
     }
 
+    /// A client session for `host`: SNI is sent for names, and the certificate must match the
+    /// name (or the IP address).
+    public init(client context: TLSClientContext, host: String) throws(TLSError) {
+        ssl = SSL_new(context.ctx)
+        rbio = BIO_new(BIO_s_mem())
+        wbio = BIO_new(BIO_s_mem())
+        _ = sb_BIO_set_mem_eof_return(rbio, -1)
+        SSL_set_bio(ssl, rbio, wbio)
+        SSL_set_connect_state(ssl)
+        let isIP = host.contains(":") || host.split(separator: ".").allSatisfy { !$0.isEmpty && $0.allSatisfy(\.isNumber) }
+        if isIP {
+            guard sb_SSL_verify_ip(ssl, host) == 1 else { throw TLSError("cannot verify by IP address \(host)") }
+        } else {
+            guard sb_SSL_set_tlsext_host_name(ssl, host) == 1 else { throw TLSError("cannot set the server name \(host)") }
+            guard SSL_set1_host(ssl, host) == 1 else { throw TLSError("cannot verify by host name \(host)") }
+        }
+    }
+
     deinit { SSL_free(ssl) }
+
+    public enum HandshakeStatus: Equatable, Sendable {
+        case done
+        /// Send `takeOutput()` and feed what the peer answers.
+        case needsIO
+        case failed(String)
+    }
+
+    /// Advances the handshake (clients start it with this).
+    public func handshake() -> HandshakeStatus {
+        ERR_clear_error()
+        let rc = SSL_do_handshake(ssl)
+        if rc == 1 { return .done }
+        switch SSL_get_error(ssl, rc) {
+        case SSL_ERROR_WANT_READ, SSL_ERROR_WANT_WRITE: return .needsIO
+        default:
+            failed = true
+            let verify = SSL_get_verify_result(ssl)
+            if verify != X509_V_OK, let text = X509_verify_cert_error_string(verify) {
+                return .failed("certificate verification failed: " + String(cString: text))
+            }
+            return .failed(TLSError("TLS handshake failed").description)
+        }
+    }
 
     public var handshakeDone: Bool { SSL_is_init_finished(ssl) == 1 }
 

@@ -273,6 +273,12 @@ public struct ServerAck: Codable, Sendable {
     public var clientSeq: Int
 }
 
+public struct ServerEvent: Codable, Sendable {
+    public var type = "server.event"
+    public var seq: Int
+    public var event: TelemetryEvent
+}
+
 public struct ServerReplay: Codable, Sendable {
     public var type = "server.replay"
     public var fromSeq: Int
@@ -343,7 +349,29 @@ public struct SessionInfo: Codable, Sendable {
 
 public struct SessionList: Codable, Sendable {
     public var sessions: [SessionInfo]
+    /// The cursor of the next page; nil on the last page.
     public var next: String?
+}
+
+/// `GET /v1/sessions/{id}/events`.
+public struct EventPage: Codable, Sendable {
+    public var events: [TelemetryEvent]
+    /// The `after` of the next page; nil when there is nothing more now.
+    public var next: Int?
+}
+
+/// One entry of a session's message journal.
+public struct JournalRecord: Codable, Sendable {
+    public var n: Int
+    public var direction: String
+    public var ts: String
+    public var message: JSON
+}
+
+/// `GET /v1/sessions/{id}/journal`.
+public struct JournalPage: Codable, Sendable {
+    public var entries: [JournalRecord]
+    public var next: Int?
 }
 
 public struct APIError: Codable, Sendable {

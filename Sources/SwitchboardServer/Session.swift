@@ -419,18 +419,8 @@ public actor Session {
         let pendingCommand = pending?.kind == .command ? pending?.id : nil
         guard let (r, messages) = withStream(peer.role, { $0.replay(after: lastSeq, pendingCommand: pendingCommand) }) else { return }
         var w = JSONWriter(bytes: [UInt8](repeating: 0, count: FrameWriter.maxHeaderSize))
-        w.raw("{\"type\":\"server.replay\",\"fromSeq\":")
-        w.int(r.from)
-        w.raw(",\"toSeq\":")
-        w.int(r.to)
-        w.raw(",\"complete\":")
-        w.raw(r.complete ? "true" : "false")
-        w.raw(",\"messages\":[")
-        for (k, m) in messages.enumerated() {
-            if k > 0 { w.raw(",") }
-            w.raw(m.storage[FrameWriter.maxHeaderSize...])
-        }
-        w.raw("]}")
+        ServerReplay.write(&w, fromSeq: r.from, toSeq: r.to, complete: r.complete,
+                           messages: messages.lazy.map { $0.storage[FrameWriter.maxHeaderSize...] })
         relay.metrics.replays += 1
         if !r.complete { relay.metrics.incompleteReplays += 1 }
         peer.connection.send(OutboundMessage(reserved: w.bytes), opcode: .text)
@@ -461,11 +451,7 @@ public actor Session {
         persistState()
         emit(to: .client, type: "server.command", id: cid, commandId: cid, sensitive: c.command == "fill" || c.command == "type",
              durableFirst: true) { w in
-            w.raw(",\"id\":"); w.write(string: cid)
-            w.raw(",\"command\":"); w.write(string: c.command)
-            w.raw(",\"params\":")
-            if let raw = c.rawParams { w.raw(raw) } else { w.write(object: c.params) }
-            w.raw(",\"timeoutMs\":"); w.int(timeout)
+            ServerCommand.writeFields(&w, id: cid, command: c.command, params: c.params, rawParams: c.rawParams, timeoutMs: timeout)
         }
     }
 
@@ -502,18 +488,7 @@ public actor Session {
         let durationMs = Int((monotonicNanos() &- p.startedAt) / 1_000_000)
         relay.metrics.observeRoundTrip(ms: durationMs)
         emit(to: .worker, type: "server.command_result", id: r.id) { w in
-            w.raw(",\"id\":"); w.write(string: r.id)
-            w.raw(",\"command\":"); w.write(string: p.command)
-            if let e = r.error {
-                w.raw(",\"error\":")
-                var eo: JSONObject = ["code": .string(e.code)]
-                if let m = e.message { eo["message"] = .string(m) }
-                w.write(object: eo)
-            } else {
-                w.raw(",\"result\":")
-                if let raw = r.rawResult { w.raw(raw) } else { w.raw("null") }
-            }
-            w.raw(",\"durationMs\":"); w.int(durationMs)
+            ServerCommandResult.writeFields(&w, id: r.id, command: p.command, rawResult: r.rawResult, error: r.error, durationMs: durationMs)
         }
     }
 
@@ -543,17 +518,13 @@ public actor Session {
         persistState()
         let durationMs = Int((monotonicNanos() &- p.startedAt) / 1_000_000)
         emit(to: .worker, type: "server.command_result", id: p.id) { w in
-            w.raw(",\"id\":"); w.write(string: p.id)
-            w.raw(",\"command\":"); w.write(string: p.command)
-            w.raw(",\"error\":"); w.write(object: ["code": .string(errorCode), "message": .string(message)])
-            w.raw(",\"durationMs\":"); w.int(durationMs)
+            ServerCommandResult.writeFields(&w, id: p.id, command: p.command, error: CommandError(code: errorCode, message: message),
+                                            durationMs: durationMs)
         }
         if p.kind == .yield {
             setInteractiveOff(p.id)
         } else if cancelClient {
-            emit(to: .client, type: "server.cancel", id: p.id) { w in
-                w.raw(",\"id\":"); w.write(string: p.id)
-            }
+            emit(to: .client, type: "server.cancel", id: p.id) { w in ServerCancel.writeFields(&w, id: p.id) }
         }
     }
 
@@ -630,22 +601,17 @@ public actor Session {
     }
 
     private func sendSessionEnd(to peer: Peer) {
+        let s = state
+        func fields(_ w: inout JSONWriter) { ServerSessionEnd.writeFields(&w, phase: s.phase, reason: s.reason, result: s.result, error: s.error) }
         if peer.role == .debug {
-            var o: JSONObject = ["type": .string("server.session_end"), "phase": .string(state.phase.rawValue),
-                                 "reason": .string(state.reason?.rawValue ?? "")]
-            if state.phase == .complete { o["result"] = state.result ?? .null } else { o["error"] = state.error ?? .null }
-            sendUnsequenced(peer, JSONWriter.serialize(.object(o)), type: "server.session_end")
+            var w = JSONWriter()
+            w.open(type: "server.session_end", seq: nil)
+            fields(&w)
+            w.raw("}")
+            sendUnsequenced(peer, w.bytes, type: "server.session_end")
             return
         }
-        emit(to: peer.role, type: "server.session_end", id: nil) { w in
-            w.raw(",\"phase\":"); w.write(string: self.state.phase.rawValue)
-            w.raw(",\"reason\":"); w.write(string: self.state.reason?.rawValue ?? "")
-            if self.state.phase == .complete {
-                w.raw(",\"result\":"); w.write(self.state.result ?? .null)
-            } else {
-                w.raw(",\"error\":"); w.write(self.state.error ?? .null)
-            }
-        }
+        emit(to: peer.role, type: "server.session_end", id: nil) { fields(&$0) }
     }
 
     // MARK: Outbound
@@ -661,7 +627,7 @@ public actor Session {
         var w = JSONWriter(bytes: [UInt8](repeating: 0, count: FrameWriter.maxHeaderSize))
         w.bytes.reserveCapacity(256)
         let (seq, reservation) = withStream(role) { $0.next() }
-        w.raw("{\"type\":\""); w.raw(type); w.raw("\",\"seq\":"); w.int(seq)
+        w.open(type: type, seq: seq)
         fields(&w)
         w.raw("}")
         var message = OutboundMessage(reserved: w.bytes)
@@ -726,17 +692,12 @@ public actor Session {
     /// `server.error`: sequenced once the peer's hello was accepted, unsequenced before.
     func sendError(_ peer: Peer, _ code: ErrorCode, _ message: String, id: String? = nil, details: JSONObject? = nil, sequenced: Bool = true) {
         relay.metrics.countError(code.rawValue)
-        func fields(_ w: inout JSONWriter) {
-            w.raw(",\"code\":"); w.write(string: code.rawValue)
-            w.raw(",\"message\":"); w.write(string: message)
-            if let id { w.raw(",\"id\":"); w.write(string: id) }
-            if let details { w.raw(",\"details\":"); w.write(object: details) }
-        }
+        func fields(_ w: inout JSONWriter) { ServerError.writeFields(&w, code: code, message: message, id: id, details: details) }
         if sequenced && peer.helloDone && peer.role != .debug && (peer === worker || peer === client) {
             emit(to: peer.role, type: "server.error", id: id) { fields(&$0) }
         } else {
             var w = JSONWriter()
-            w.raw("{\"type\":\"server.error\"")
+            w.open(type: "server.error", seq: nil)
             fields(&w)
             w.raw("}")
             sendUnsequenced(peer, w.bytes, type: "server.error")

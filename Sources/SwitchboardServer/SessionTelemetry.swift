@@ -204,9 +204,7 @@ extension Session {
         persistState()
         let clientConditions = compiled.compactMap(\.clientJSON)
         emit(to: .client, type: "server.set_interactive", id: yid, durableFirst: true) { w in
-            w.raw(",\"interactive\":true,\"yieldId\":"); w.write(string: yid)
-            if let m = y.message { w.raw(",\"message\":"); w.write(string: m) }
-            w.raw(",\"conditions\":"); w.write(.array(clientConditions))
+            ServerSetInteractive.writeFields(&w, interactive: true, yieldId: yid, message: y.message, conditions: clientConditions)
         }
         // A url condition may already hold: check the current URL at once.
         if let nav = lastNavigation, let url = currentURL {
@@ -243,15 +241,13 @@ extension Session {
         let durationMs = Int((monotonicNanos() &- p.startedAt) / 1_000_000)
         relay.metrics.observeYield(seconds: durationMs / 1000)
         emit(to: .worker, type: "server.command_result", id: p.id, sensitive: true) { w in
-            w.raw(",\"id\":"); w.write(string: p.id)
-            w.raw(",\"command\":\"yield_to_user\",\"result\":"); w.write(result)
-            w.raw(",\"durationMs\":"); w.int(durationMs)
+            ServerCommandResult.writeFields(&w, id: p.id, command: "yield_to_user", result: result, durationMs: durationMs)
         }
     }
 
     func setInteractiveOff(_ yid: String) {
         emit(to: .client, type: "server.set_interactive", id: yid) { w in
-            w.raw(",\"interactive\":false,\"yieldId\":"); w.write(string: yid)
+            ServerSetInteractive.writeFields(&w, interactive: false, yieldId: yid)
         }
     }
 
@@ -330,7 +326,7 @@ extension Session {
             evaluateYield(stored)
             if let sub = workerSubscription, sub.contains(stored.type) {
                 emit(to: .worker, type: "server.event", id: nil, sensitive: TrafficLog.carriesBody(stored.payload)) { wr in
-                    wr.raw(",\"event\":"); wr.write(stored.json)
+                    ServerEvent.writeFields(&wr, event: stored.json)
                 }
             }
         }
@@ -355,9 +351,7 @@ extension Session {
     }
 
     func sendAck(_ cs: Int) {
-        emit(to: .client, type: "server.ack", id: nil) { w in
-            w.raw(",\"clientSeq\":"); w.int(cs)
-        }
+        emit(to: .client, type: "server.ack", id: nil) { w in ServerAck.writeFields(&w, clientSeq: cs) }
     }
 
     // MARK: REST reads

@@ -11,11 +11,14 @@ public struct FrameParser: Sendable {
         public var requireMask: Bool
         /// RSV1 is allowed on the first frame of a data message (permessage-deflate).
         public var allowCompression: Bool
+        /// Server-to-client frames must not be masked (RFC 6455 5.1); a client-side parser sets this.
+        public var forbidMask: Bool
 
-        public init(maxFrameSize: Int = 16 << 20, requireMask: Bool = true, allowCompression: Bool = false) {
+        public init(maxFrameSize: Int = 16 << 20, requireMask: Bool = true, allowCompression: Bool = false, forbidMask: Bool = false) {
             self.maxFrameSize = maxFrameSize
             self.requireMask = requireMask
             self.allowCompression = allowCompression
+            self.forbidMask = forbidMask
         }
     }
 
@@ -115,6 +118,7 @@ public struct FrameParser: Sendable {
         guard let opcode = Opcode(rawValue: b0 & 0x0F) else { throw .reservedOpcode(b0 & 0x0F) }
         let masked = b1 & 0x80 != 0
         if configuration.requireMask && !masked { throw .unmaskedClientFrame }
+        if configuration.forbidMask && masked { throw .maskedServerFrame }
         if rsv2 || rsv3 { throw .reservedBitsSet }
         if rsv1 {
             // Only the first frame of a compressed data message may carry RSV1.

@@ -145,3 +145,63 @@ public enum Handshake {
         return v
     }
 }
+
+/// The client side of the opening handshake (RFC 6455 section 4.1), as pure functions: the
+/// request head to send, and the checks of the server's response head.
+public enum ClientHandshake {
+    /// What the client offers for compression: permessage-deflate, letting the server pick
+    /// the client's window (RFC 7692 section 7.1.2.2).
+    public static let deflateOffer = "permessage-deflate; client_max_window_bits"
+
+    public struct Failure: Error, Equatable, Sendable, CustomStringConvertible {
+        public var description: String
+        /// The HTTP status when the server answered with something other than 101.
+        public var status: Int?
+        public init(_ description: String, status: Int? = nil) { self.description = description; self.status = status }
+    }
+
+    /// The request head: `GET target HTTP/1.1` with the upgrade headers and `extra` ones.
+    public static func requestHead(host: String, target: String, key: String, offerDeflate: Bool,
+                                   extraHeaders: [(String, String)] = []) -> String {
+        var head = "GET \(target) HTTP/1.1\r\nHost: \(host)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        head += "Sec-WebSocket-Key: \(key)\r\nSec-WebSocket-Version: 13\r\n"
+        if offerDeflate { head += "Sec-WebSocket-Extensions: \(deflateOffer)\r\n" }
+        for (name, value) in extraHeaders { head += "\(name): \(value)\r\n" }
+        return head + "\r\n"
+    }
+
+    /// Checks the response: status 101, `Upgrade: websocket`, `Connection: Upgrade`, the
+    /// `Sec-WebSocket-Accept` that matches `key`, and no extension we did not offer. Returns
+    /// the agreed deflate parameters (nil: no compression).
+    public static func validate(status: Int, headers: HTTPHeaders, key: String, offeredDeflate: Bool) -> Result<DeflateParameters?, Failure> {
+        guard status == 101 else { return .failure(Failure("the server answered \(status) instead of 101", status: status)) }
+        guard headers.tokens("Upgrade").contains("websocket") else { return .failure(Failure("the response has no Upgrade: websocket")) }
+        guard headers.tokens("Connection").contains("upgrade") else { return .failure(Failure("the response has no Connection: Upgrade")) }
+        guard headers.values("Sec-WebSocket-Accept").count == 1,
+              headers["Sec-WebSocket-Accept"]?.trimmingSpaces() == Handshake.acceptKey(for: key) else {
+            return .failure(Failure("Sec-WebSocket-Accept does not match the key sent"))
+        }
+        let agreed = Handshake.parseExtensions(headers.values("Sec-WebSocket-Extensions").joined(separator: ","))
+        guard !agreed.isEmpty else { return .success(nil) }
+        guard offeredDeflate, agreed.count == 1, agreed[0].name == "permessage-deflate" else {
+            return .failure(Failure("the server agreed to an extension that was not offered"))
+        }
+        var p = DeflateParameters()
+        var seen = Set<String>()
+        for (name, value) in agreed[0].params {
+            guard seen.insert(name).inserted else { return .failure(Failure("permessage-deflate parameter \(name) repeated")) }
+            switch (name, value) {
+            case ("server_no_context_takeover", nil): p.serverNoContextTakeover = true
+            case ("client_no_context_takeover", nil): p.clientNoContextTakeover = true
+            case ("server_max_window_bits", let v?):
+                guard let bits = Int(v), (8...15).contains(bits) else { return .failure(Failure("bad server_max_window_bits")) }
+                p.serverMaxWindowBits = bits
+            case ("client_max_window_bits", let v?):
+                guard let bits = Int(v), (8...15).contains(bits) else { return .failure(Failure("bad client_max_window_bits")) }
+                p.clientMaxWindowBits = bits
+            default: return .failure(Failure("unexpected permessage-deflate parameter \(name)"))
+            }
+        }
+        return .success(p)
+    }
+}

@@ -64,11 +64,12 @@ public struct InboundProcessor: Sendable {
 
     /// `inflater` is given when permessage-deflate was negotiated; it may be shared by many
     /// connections of one thread when the peer does no context takeover.
-    public init(limits: Limits = Limits(), requireMask: Bool = true, inflater: Inflater? = nil) {
+    /// A client passes `requireMask: false, forbidMask: true` (server frames are never masked).
+    public init(limits: Limits = Limits(), requireMask: Bool = true, forbidMask: Bool = false, inflater: Inflater? = nil) {
         self.limits = limits
         self.inflater = inflater
         parser = FrameParser(configuration: .init(maxFrameSize: limits.maxFrameSize, requireMask: requireMask,
-                                                  allowCompression: inflater != nil))
+                                                  allowCompression: inflater != nil, forbidMask: forbidMask))
     }
 
     /// Parses `buffer` (payloads are unmasked in place) and hands every complete message to

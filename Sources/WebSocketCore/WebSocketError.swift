@@ -2,6 +2,7 @@
 /// close code in `closeCode` below (the one place where that mapping lives).
 public enum WebSocketError: Error, Equatable, Sendable {
     case unmaskedClientFrame
+    case maskedServerFrame
     case reservedBitsSet
     case reservedOpcode(UInt8)
     case controlFrameTooLong
@@ -30,6 +31,7 @@ public enum WebSocketError: Error, Equatable, Sendable {
     public var reason: String {
         switch self {
         case .unmaskedClientFrame: return "client frames must be masked"
+        case .maskedServerFrame: return "server frames must not be masked"
         case .reservedBitsSet: return "reserved bits set without a negotiated extension"
         case .reservedOpcode(let op): return "reserved opcode \(op)"
         case .controlFrameTooLong: return "control frame payload over 125 bytes"

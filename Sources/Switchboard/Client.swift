@@ -1,0 +1,291 @@
+import Foundation
+import SwitchboardProtocol
+
+/// A command for the client to execute (`server.command`).
+public struct ClientCommand: Sendable {
+    public var id: String
+    /// The canonical catalog name (`navigate`, `click`, …).
+    public var name: String
+    public var params: JSONObject
+    /// The server gives up on the command after this long (the executor should too).
+    public var timeoutMs: Int
+}
+
+/// A command that failed in the browser, with the protocol's client code.
+public struct CommandFailure: Error, Sendable, Equatable {
+    public var code: String
+    public var message: String
+    public init(code: String, message: String) { self.code = code; self.message = message }
+
+    public static func elementNotFound(_ m: String) -> CommandFailure { .init(code: "element_not_found", message: m) }
+    public static func elementStale(_ m: String) -> CommandFailure { .init(code: "element_stale", message: m) }
+    public static func navigationFailed(_ m: String) -> CommandFailure { .init(code: "navigation_failed", message: m) }
+    public static func evaluationFailed(_ m: String) -> CommandFailure { .init(code: "evaluation_failed", message: m) }
+    public static func timeout(_ m: String) -> CommandFailure { .init(code: "timeout", message: m) }
+    public static func notSupported(_ m: String) -> CommandFailure { .init(code: "not_supported", message: m) }
+}
+
+/// `server.set_interactive`: show the browser to the user (or hide it again).
+public struct InteractiveChange: Sendable {
+    public var interactive: Bool
+    public var yieldId: String
+    public var message: String?
+    /// The conditions the client evaluates (`selector`), each with its `index`.
+    public var conditions: [YieldCondition]
+}
+
+/// What the server's hello tells the client to set up.
+public struct ClientConfiguration: Sendable {
+    public struct Script: Sendable { public var name: String; public var source: String }
+    public var sessionId: String
+    /// Scripts to install in every page (telemetry hooks), from the server's configuration.
+    public var injectionScripts: [Script]
+    /// `{"types":[…]}`: the event types the server keeps.
+    public var eventFilter: JSON?
+    public var capture: JSON?
+    public var debug: Bool
+}
+
+/// What an app implements to execute commands: a webview on iOS / macOS, headless Chromium on
+/// Linux. Every method is called from the client's actor; `execute` calls may overlap only
+/// with `cancel` of the same command.
+public protocol CommandExecutor: Sendable {
+    /// Optional features to announce (`selectorConditions`, `uid`).
+    var capabilities: [String] { get }
+    /// Called once per connection, before any command: install the injection scripts, apply
+    /// the filter; report telemetry through `telemetry`.
+    func configure(_ configuration: ClientConfiguration, telemetry: TelemetrySink) async
+    /// Runs one command and returns its result; throw `CommandFailure` for a failure with a
+    /// protocol code (any other error is reported as `command_failed`).
+    func execute(_ command: ClientCommand) async throws -> JSON
+    /// Shows or hides the browser for the user.
+    func setInteractive(_ change: InteractiveChange) async
+    /// The server gave up on a command (timeout or the worker's cancel).
+    func cancel(commandId: String) async
+    /// The session ended; no more commands come.
+    func sessionEnded(_ end: ServerSessionEnd) async
+}
+
+extension CommandExecutor {
+    public var capabilities: [String] { [] }
+    public func configure(_ configuration: ClientConfiguration, telemetry: TelemetrySink) async {}
+    public func setInteractive(_ change: InteractiveChange) async {}
+    public func cancel(commandId: String) async {}
+    public func sessionEnded(_ end: ServerSessionEnd) async {}
+}
+
+/// Where an executor (or the app) reports telemetry. Events keep their order; they are sent
+/// in batches and kept until the server has stored them.
+public struct TelemetrySink: Sendable {
+    let input: AsyncStream<TelemetryEvent>.Continuation
+
+    /// Records one event (`navigation`, `net.response`, `console`, …) with `payload`.
+    public func record(_ type: String, payload: JSONObject, ts: Int64 = Int64(Date().timeIntervalSince1970 * 1000)) {
+        input.yield(TelemetryEvent(type: type, ts: ts, source: "client", payload: payload))
+    }
+
+    public func record(_ event: TelemetryEvent) { input.yield(event) }
+}
+
+/// Settings of a client connection.
+public struct ClientOptions: Sendable {
+    public var connection: ConnectionOptions
+    /// Events per `client.events` batch, and how long an open batch waits for more.
+    public var batchSize: Int
+    public var batchDelayMs: Int
+    public var responseCacheSize: Int
+
+    public init(connection: ConnectionOptions = ConnectionOptions(), batchSize: Int = 100, batchDelayMs: Int = 50,
+                responseCacheSize: Int = ResponseCache.defaultCapacity) {
+        self.connection = connection
+        self.batchSize = batchSize
+        self.batchDelayMs = batchDelayMs
+        self.responseCacheSize = responseCacheSize
+    }
+}
+
+/// The client role: receives commands and runs them through a `CommandExecutor`, answers
+/// re-delivered commands from its response cache, follows `set_interactive`, and streams the
+/// executor's telemetry with `clientSeq`, re-sending unacknowledged batches after a reconnect.
+public actor ClientConnection: LinkDelegate {
+    private let link: PeerLink
+    private let executor: any CommandExecutor
+    private let options: ClientOptions
+    private var cache: ResponseCache
+    private var running: [String: Task<Void, Never>] = [:]
+    private var telemetry: TelemetryBuffer
+    private var numbered = false
+    private var flushScheduled = false
+    private var configured = false
+    private let sink: TelemetrySink
+    private var endWaiters: [CheckedContinuation<ServerSessionEnd?, Never>] = []
+    /// How the session ended, once it has.
+    public private(set) var end: ServerSessionEnd?
+    private var done = false
+    /// The last `server.hello`.
+    public private(set) var hello: ServerHello?
+    /// Commands executed (not counting answers from the cache).
+    public private(set) var executedCount = 0
+
+    /// The connection's state changes.
+    public nonisolated var states: AsyncStream<ConnectionState> { link.states }
+    /// Where the app records telemetry.
+    public nonisolated var telemetrySink: TelemetrySink { sink }
+
+    /// Connects the client role (`websocketURL` and the client token from session creation)
+    /// and returns once the server's hello has arrived.
+    public static func connect(websocketURL: String, token: String, executor: any CommandExecutor,
+                               options: ClientOptions = ClientOptions()) async throws -> ClientConnection {
+        let link = PeerLink(url: roleURL(websocketURL, role: .client), headers: [("Authorization", "Bearer \(token)")],
+                            options: options.connection)
+        let (stream, input) = AsyncStream.makeStream(of: TelemetryEvent.self)
+        let c = ClientConnection(link: link, executor: executor, options: options, sink: TelemetrySink(input: input))
+        await c.consume(stream)
+        _ = try await link.start(delegate: c)
+        return c
+    }
+
+    private init(link: PeerLink, executor: any CommandExecutor, options: ClientOptions, sink: TelemetrySink) {
+        self.link = link
+        self.executor = executor
+        self.options = options
+        self.sink = sink
+        cache = ResponseCache(capacity: options.responseCacheSize)
+        telemetry = TelemetryBuffer(maxBatch: options.batchSize)
+    }
+
+    private func consume(_ stream: AsyncStream<TelemetryEvent>) {
+        Task { for await e in stream { self.add(e) } }
+    }
+
+    /// Waits until the session ends (nil when the connection stopped for another reason).
+    public func waitForEnd() async -> ServerSessionEnd? {
+        if done { return end }
+        return await withCheckedContinuation { endWaiters.append($0) }
+    }
+
+    /// Sends any open telemetry batch now.
+    public func flush() async {
+        guard numbered, let batch = telemetry.seal() else { return }
+        await link.send(PeerMessageEncoder.encode(batch))
+    }
+
+    /// Batches not yet acknowledged by the server (sent or not).
+    public var unacknowledgedBatches: Int { telemetry.unacked.count }
+
+    /// Closes the connection (the session goes on until its grace period passes).
+    public func close() async { await link.stop() }
+
+    // MARK: Telemetry
+
+    private func add(_ event: TelemetryEvent) {
+        if telemetry.add(event) {
+            Task { await self.flush() }
+        } else if !flushScheduled {
+            flushScheduled = true
+            let delay = UInt64(options.batchDelayMs) * 1_000_000
+            Task {
+                try? await Task.sleep(nanoseconds: delay)
+                await self.scheduledFlush()
+            }
+        }
+    }
+
+    private func scheduledFlush() async {
+        flushScheduled = false
+        await flush()
+    }
+
+    // MARK: Commands
+
+    private func received(_ c: ServerCommand) async {
+        if let cached = cache[c.id] {
+            await link.send(cached)
+            return
+        }
+        guard running[c.id] == nil else { return }
+        let command = ClientCommand(id: c.id, name: c.command, params: c.params, timeoutMs: c.timeoutMs)
+        let executor = self.executor
+        running[c.id] = Task {
+            let response: ClientCommandResponse
+            do {
+                response = ClientCommandResponse(id: command.id, result: try await executor.execute(command))
+            } catch let f as CommandFailure {
+                response = ClientCommandResponse(id: command.id, error: CommandError(code: f.code, message: f.message))
+            } catch is CancellationError {
+                await self.finished(command.id, nil)
+                return
+            } catch {
+                response = ClientCommandResponse(id: command.id, error: CommandError(code: "command_failed", message: "\(error)"))
+            }
+            await self.finished(command.id, PeerMessageEncoder.encode(response))
+        }
+    }
+
+    private func finished(_ id: String, _ response: [UInt8]?) async {
+        running[id] = nil
+        guard let response else { return }
+        executedCount += 1
+        cache.store(id, response)
+        // Sent now if connected; otherwise the cache answers once the server asks again.
+        await link.send(response)
+    }
+
+    // MARK: LinkDelegate
+
+    func helloMessage(lastSeq: Int?) -> [UInt8] {
+        PeerMessageEncoder.encode(ClientHello(sdk: SDKInfo(name: options.connection.sdkName, version: options.connection.sdkVersion),
+                                              lastSeq: lastSeq, capabilities: executor.capabilities))
+    }
+
+    func linkConnected(_ h: ServerHello) async {
+        hello = h
+        if !configured {
+            configured = true
+            let scripts = (h.injectionScripts ?? []).compactMap { s -> ClientConfiguration.Script? in
+                guard let name = s["name"]?.stringValue, let source = s["source"]?.stringValue else { return nil }
+                return .init(name: name, source: source)
+            }
+            await executor.configure(ClientConfiguration(sessionId: h.sessionId, injectionScripts: scripts, eventFilter: h.eventFilter,
+                                                         capture: h.capture, debug: h.debug ?? false), telemetry: sink)
+        }
+        // The server names the batches it stored: resend the rest, number on after them.
+        numbered = true
+        for batch in telemetry.resume(lastClientSeq: h.lastClientSeq) { await link.send(PeerMessageEncoder.encode(batch)) }
+        // A command the server still waits on whose answer we have (sent while away).
+        if let p = h.pending, p.kind == "command", let cached = cache[p.id] { await link.send(cached) }
+        if h.interactive, let y = h.yieldId {
+            await executor.setInteractive(InteractiveChange(interactive: true, yieldId: y, message: nil, conditions: []))
+        }
+    }
+
+    func linkReceived(_ message: ServerMessage) async {
+        switch message {
+        case .command(let c): await received(c)
+        case .cancel(let c):
+            running[c.id]?.cancel()
+            running[c.id] = nil
+            await executor.cancel(commandId: c.id)
+        case .setInteractive(let s):
+            let conditions = (s.conditions ?? [])
+            await executor.setInteractive(InteractiveChange(interactive: s.interactive, yieldId: s.yieldId, message: s.message,
+                                                            conditions: conditions))
+        case .ack(let a): telemetry.ack(a.clientSeq)
+        case .sessionEnd(let e):
+            end = e
+            for t in running.values { t.cancel() }
+            running.removeAll()
+            await executor.sessionEnded(e)
+        default: break
+        }
+    }
+
+    func linkReplayed(complete: Bool) async {}
+    func linkDisconnected() async {}
+
+    func linkFinished(_ error: SwitchboardError?) async {
+        done = true
+        for c in endWaiters { c.resume(returning: end) }
+        endWaiters.removeAll()
+    }
+}

@@ -1,0 +1,116 @@
+/// The fast encoders of the messages the server sends, next to their Codable definitions
+/// (Messages.swift). The server writes `{"type":…,"seq":…` itself (the seq is taken when the
+/// message is built) and then calls one of these for the remaining members, each written as
+/// `,"key":value`. `ServerWireTests` decodes every one of them with the Codable types and
+/// back, so the two definitions cannot drift apart.
+
+extension ServerCommand {
+    /// `server.command`: `params` are written from `rawParams` (the worker's bytes, already
+    /// validated) when given, else from `params`.
+    public static func writeFields(_ w: inout JSONWriter, id: String, command: String, params: JSONObject,
+                                   rawParams: ArraySlice<UInt8>? = nil, timeoutMs: Int) {
+        w.raw(",\"id\":"); w.write(string: id)
+        w.raw(",\"command\":"); w.write(string: command)
+        w.raw(",\"params\":")
+        if let rawParams { w.raw(rawParams) } else { w.write(object: params) }
+        w.raw(",\"timeoutMs\":"); w.int(timeoutMs)
+    }
+}
+
+extension ServerCommandResult {
+    /// `server.command_result`: either `error` or a result (raw bytes, a value, or null).
+    public static func writeFields(_ w: inout JSONWriter, id: String, command: String, result: JSON? = nil,
+                                   rawResult: ArraySlice<UInt8>? = nil, error: CommandError? = nil, durationMs: Int) {
+        w.raw(",\"id\":"); w.write(string: id)
+        w.raw(",\"command\":"); w.write(string: command)
+        if let error {
+            w.raw(",\"error\":")
+            var eo: JSONObject = ["code": .string(error.code)]
+            if let m = error.message { eo["message"] = .string(m) }
+            w.write(object: eo)
+        } else {
+            w.raw(",\"result\":")
+            if let rawResult { w.raw(rawResult) } else if let result { w.write(result) } else { w.raw("null") }
+        }
+        w.raw(",\"durationMs\":"); w.int(durationMs)
+    }
+}
+
+extension ServerCancel {
+    public static func writeFields(_ w: inout JSONWriter, id: String) {
+        w.raw(",\"id\":"); w.write(string: id)
+    }
+}
+
+extension ServerSetInteractive {
+    /// `server.set_interactive`: `conditions` (the client's share, with their indexes) and
+    /// `message` only when interactive.
+    public static func writeFields(_ w: inout JSONWriter, interactive: Bool, yieldId: String, message: String? = nil,
+                                   conditions: [JSON]? = nil) {
+        w.raw(interactive ? ",\"interactive\":true,\"yieldId\":" : ",\"interactive\":false,\"yieldId\":")
+        w.write(string: yieldId)
+        if let message { w.raw(",\"message\":"); w.write(string: message) }
+        if let conditions { w.raw(",\"conditions\":"); w.write(.array(conditions)) }
+    }
+}
+
+extension ServerAck {
+    public static func writeFields(_ w: inout JSONWriter, clientSeq: Int) {
+        w.raw(",\"clientSeq\":"); w.int(clientSeq)
+    }
+}
+
+extension ServerEvent {
+    /// `server.event`: one stored event (with its `eventSeq` and `serverTs`).
+    public static func writeFields(_ w: inout JSONWriter, event: JSON) {
+        w.raw(",\"event\":"); w.write(event)
+    }
+}
+
+extension ServerError {
+    public static func writeFields(_ w: inout JSONWriter, code: ErrorCode, message: String, id: String? = nil,
+                                   details: JSONObject? = nil) {
+        w.raw(",\"code\":"); w.write(string: code.rawValue)
+        w.raw(",\"message\":"); w.write(string: message)
+        if let id { w.raw(",\"id\":"); w.write(string: id) }
+        if let details { w.raw(",\"details\":"); w.write(object: details) }
+    }
+}
+
+extension ServerSessionEnd {
+    /// `server.session_end`: `result` for a complete session, `error` otherwise.
+    public static func writeFields(_ w: inout JSONWriter, phase: Phase, reason: EndReason?, result: JSON?, error: JSON?) {
+        w.raw(",\"phase\":"); w.write(string: phase.rawValue)
+        w.raw(",\"reason\":"); w.write(string: reason?.rawValue ?? "")
+        if phase == .complete {
+            w.raw(",\"result\":"); w.write(result ?? .null)
+        } else {
+            w.raw(",\"error\":"); w.write(error ?? .null)
+        }
+    }
+}
+
+extension ServerReplay {
+    /// `server.replay` around messages that are already JSON (each as it was sent).
+    public static func write<S: Sequence>(_ w: inout JSONWriter, fromSeq: Int, toSeq: Int, complete: Bool, messages: S)
+    where S.Element == ArraySlice<UInt8> {
+        w.raw("{\"type\":\"server.replay\",\"fromSeq\":"); w.int(fromSeq)
+        w.raw(",\"toSeq\":"); w.int(toSeq)
+        w.raw(complete ? ",\"complete\":true,\"messages\":[" : ",\"complete\":false,\"messages\":[")
+        var first = true
+        for m in messages {
+            if !first { w.raw(",") }
+            first = false
+            w.raw(m)
+        }
+        w.raw("]}")
+    }
+}
+
+extension JSONWriter {
+    /// Opens a sequenced server message: `{"type":"…","seq":n`. The fields and `}` follow.
+    public mutating func open(type: StaticString, seq: Int?) {
+        raw("{\"type\":\""); raw(type); raw("\"")
+        if let seq { raw(",\"seq\":"); int(seq) }
+    }
+}
