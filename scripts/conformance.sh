@@ -1,13 +1,25 @@
 #!/usr/bin/env bash
-# Runs the Autobahn|Testsuite (../shared/tools/autobahn) against `switchboard echo` (release
-# build, permessage-deflate on) and fails unless every case passes.
-#   scripts/conformance.sh [CASES]      default: all cases, 1.* – 13.*
+# Runs the Autobahn|Testsuite (../shared/tools/autobahn) and fails unless every case passes.
+#   scripts/conformance.sh [CASES]          the server: `switchboard echo` (release build,
+#                                           permessage-deflate on); default all cases, 1.* – 13.*
+#   scripts/conformance.sh client [CASES]   the SDK's WebSocket client (its fuzzing-server mode),
+#                                           through `switchboard-autobahn-client`
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+MODE=server
+[ "${1:-}" = client ] && { MODE=client; shift; }
 CASES="${1:-*}"
 AUTOBAHN="${AUTOBAHN_DIR:-$(cd .. && pwd)/shared/tools/autobahn}"
 [ -x "$AUTOBAHN/run.sh" ] || { echo "conformance: no Autobahn tool at $AUTOBAHN" >&2; exit 1; }
 scripts/install-deps.sh
+if [ "$MODE" = client ]; then
+  swift build -c release --product switchboard-autobahn-client
+  OUT="$(mktemp -d)"
+  PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  AUTOBAHN_AGENT=switchboard AUTOBAHN_TIMEOUT="${AUTOBAHN_TIMEOUT:-1800}" \
+    "$AUTOBAHN/run-client.sh" "$PORT" "$CASES" "$OUT/reports" -- .build/release/switchboard-autobahn-client
+  exit $?
+fi
 swift build -c release --product switchboard
 OUT="$(mktemp -d)"
 .build/release/switchboard echo --host 127.0.0.1 --port 0 > "$OUT/echo.log" 2>&1 &

@@ -115,6 +115,10 @@ public actor ClientConnection: LinkDelegate {
     private var running: [String: Task<Void, Never>] = [:]
     private var telemetry: TelemetryBuffer
     private var numbered = false
+    /// Batches through this `clientSeq` went out on the current connection.
+    private var sentThrough = 0
+    /// The current connection has resent what the server lacked: new batches may follow.
+    private var batchesReady = false
     private var flushScheduled = false
     private var configured = false
     private let sink: TelemetrySink
@@ -166,8 +170,21 @@ public actor ClientConnection: LinkDelegate {
 
     /// Sends any open telemetry batch now.
     public func flush() async {
-        guard numbered, let batch = telemetry.seal() else { return }
-        await link.send(PeerMessageEncoder.encode(batch))
+        guard numbered, telemetry.seal() != nil else { return }
+        await sendBatches()
+    }
+
+    /// Sends, in `clientSeq` order, every sealed batch this connection has not carried yet.
+    /// Order matters: the server takes a `clientSeq` at or below the last one it stored for a
+    /// retransmission, so a batch overtaken by a later one would be dropped.
+    private func sendBatches() async {
+        guard batchesReady else { return }
+        while let next = telemetry.unacked.first(where: { $0.clientSeq > sentThrough }) {
+            sentThrough = next.clientSeq
+            guard await link.send(PeerMessageEncoder.encode(ClientEvents(clientSeq: next.clientSeq, events: next.events))) else {
+                return
+            }
+        }
     }
 
     /// Batches not yet acknowledged by the server (sent or not).
@@ -251,7 +268,10 @@ public actor ClientConnection: LinkDelegate {
         }
         // The server names the batches it stored: resend the rest, number on after them.
         numbered = true
-        for batch in telemetry.resume(lastClientSeq: h.lastClientSeq) { await link.send(PeerMessageEncoder.encode(batch)) }
+        telemetry.resume(lastClientSeq: h.lastClientSeq)
+        sentThrough = h.lastClientSeq ?? 0
+        batchesReady = true
+        await sendBatches()
         // A command the server still waits on whose answer we have (sent while away).
         if let p = h.pending, p.kind == "command", let cached = cache[p.id] { await link.send(cached) }
         if h.interactive, let y = h.yieldId {
@@ -281,7 +301,7 @@ public actor ClientConnection: LinkDelegate {
     }
 
     func linkReplayed(complete: Bool) async {}
-    func linkDisconnected() async {}
+    func linkDisconnected() async { batchesReady = false }
 
     func linkFinished(_ error: SwitchboardError?) async {
         done = true

@@ -68,13 +68,12 @@ public struct TelemetryBuffer: Sendable {
         unacked.removeAll { $0.clientSeq <= clientSeq }
     }
 
-    /// After a hello: drops what the server has (`lastClientSeq`), continues numbering after
-    /// it, and returns the batches to send again, in order.
-    public mutating func resume(lastClientSeq: Int?) -> [ClientEvents] {
+    /// After a hello: drops what the server has (`lastClientSeq`) and continues numbering
+    /// after it; `unacked` is then what to send again, in order.
+    public mutating func resume(lastClientSeq: Int?) {
         let stored = lastClientSeq ?? 0
         ack(stored)
         nextClientSeq = max(nextClientSeq, stored + 1)
-        return unacked.map { ClientEvents(clientSeq: $0.clientSeq, events: $0.events) }
     }
 }
 

@@ -22,7 +22,9 @@ public enum ElementState: String, Sendable { case attached, visible, hidden, det
 
 public struct NavigationResult: Codable, Sendable, Equatable {
     public var url: String
+    /// The main document's HTTP status, when there was one.
     public var status: Int?
+    public init(url: String, status: Int? = nil) { self.url = url; self.status = status }
 }
 
 public struct URLResult: Codable, Sendable, Equatable { public var url: String }
@@ -39,6 +41,9 @@ public struct EvaluationResult: Codable, Sendable, Equatable {
     public var description: String?
     public var truncated: Bool?
     public var preview: String?
+    public init(type: String, value: JSON? = nil, description: String? = nil, truncated: Bool? = nil, preview: String? = nil) {
+        self.type = type; self.value = value; self.description = description; self.truncated = truncated; self.preview = preview
+    }
 }
 
 public struct Screenshot: Codable, Sendable {

@@ -71,9 +71,10 @@ public struct Backoff: Sendable, Equatable {
 
     /// The delay before attempt `attempt` (1 = the first retry), using `random` in [0, 1].
     public func delayMs(attempt: Int, random: Double) -> Int {
-        let exponent = min(max(attempt - 1, 0), 20)
-        let ceiling = min(maxMs, baseMs << exponent)
-        let r = min(max(random, 0), 1)
+        let exponent = min(max(attempt, 1) - 1, 20)
+        let (grown, overflow) = baseMs.multipliedReportingOverflow(by: 1 << exponent)
+        let ceiling = overflow ? maxMs : min(maxMs, grown)
+        let r = random.isNaN ? 1 : min(max(random, 0), 1)
         return ceiling / 2 + Int(Double(ceiling - ceiling / 2) * r)
     }
 }

@@ -99,8 +99,17 @@ final class ClientSocket {
             case .done: return
             case .failed(let why): throw TransportError(why)
             case .needsIO:
-                guard let bytes = try receive(deadline: deadline) else { throw TransportError("TLS handshake timed out") }
-                if bytes.isEmpty { throw TransportError("the server closed the connection during the TLS handshake") }
+                // Handshake records only: feed them to OpenSSL and let `handshake()` go on.
+                var buf = [UInt8](repeating: 0, count: 16 << 10)
+                while true {
+                    let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+                    if n > 0 { buf.withUnsafeBytes { tls.feed(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }; break }
+                    if n == 0 { throw TransportError("the server closed the connection during the TLS handshake") }
+                    guard errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR else {
+                        throw TransportError("receive failed during the TLS handshake: \(String(cString: strerror(errno)))")
+                    }
+                    guard ClientSocket.waitFD(fd, events: Int16(POLLIN), deadline: deadline) else { throw TransportError("the TLS handshake timed out") }
+                }
             }
         }
     }
