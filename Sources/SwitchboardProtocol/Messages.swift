@@ -213,6 +213,17 @@ public struct ServerHello: Codable, Sendable {
     public var capture: JSON?
     public var debug: Bool?
     public var injectionScripts: [JSON]?
+
+    public init(currentSeq: Int, sessionId: String, role: Role, protocolVersion: Int = ProtocolVersion.current, serverVersion: String,
+                phase: Phase, workerConnected: Bool, clientConnected: Bool, interactive: Bool, pending: PendingInfo? = nil,
+                expiresAt: Int64, metadata: JSONObject? = nil, lastClientSeq: Int? = nil, yieldId: String? = nil, eventFilter: JSON? = nil,
+                capture: JSON? = nil, debug: Bool? = nil, injectionScripts: [JSON]? = nil) {
+        self.currentSeq = currentSeq; self.sessionId = sessionId; self.role = role; self.protocolVersion = protocolVersion
+        self.serverVersion = serverVersion; self.phase = phase; self.workerConnected = workerConnected
+        self.clientConnected = clientConnected; self.interactive = interactive; self.pending = pending; self.expiresAt = expiresAt
+        self.metadata = metadata; self.lastClientSeq = lastClientSeq; self.yieldId = yieldId; self.eventFilter = eventFilter
+        self.capture = capture; self.debug = debug; self.injectionScripts = injectionScripts
+    }
 }
 
 public struct ServerCommand: Codable, Sendable {

@@ -107,6 +107,46 @@ extension ServerReplay {
     }
 }
 
+extension ServerHello {
+    /// The whole `server.hello`. `pending` is written as null when there is none; the
+    /// worker's and debug viewer's hello carry `metadata` (null when none), the client's
+    /// `lastClientSeq` (null before its first stored batch) and its configuration.
+    public func write(_ w: inout JSONWriter) {
+        w.open(type: "server.hello", seq: nil)
+        w.raw(",\"currentSeq\":"); w.int(currentSeq)
+        w.raw(",\"sessionId\":"); w.write(string: sessionId)
+        w.raw(",\"role\":"); w.write(string: role.rawValue)
+        w.raw(",\"protocolVersion\":"); w.int(protocolVersion)
+        w.raw(",\"serverVersion\":"); w.write(string: serverVersion)
+        w.raw(",\"phase\":"); w.write(string: phase.rawValue)
+        w.raw(workerConnected ? ",\"workerConnected\":true" : ",\"workerConnected\":false")
+        w.raw(clientConnected ? ",\"clientConnected\":true" : ",\"clientConnected\":false")
+        w.raw(interactive ? ",\"interactive\":true" : ",\"interactive\":false")
+        if let yieldId { w.raw(",\"yieldId\":"); w.write(string: yieldId) }
+        w.raw(",\"pending\":")
+        if let p = pending {
+            var po: JSONObject = ["id": .string(p.id), "kind": .string(p.kind)]
+            if let c = p.command { po["command"] = .string(c) }
+            w.write(object: po)
+        } else {
+            w.raw("null")
+        }
+        w.raw(",\"expiresAt\":"); w.bytes.append(contentsOf: String(expiresAt).utf8)
+        if role != .client {
+            w.raw(",\"metadata\":")
+            if let metadata { w.write(object: metadata) } else { w.raw("null") }
+        } else {
+            w.raw(",\"lastClientSeq\":")
+            if let lastClientSeq { w.int(lastClientSeq) } else { w.raw("null") }
+            w.raw(",\"eventFilter\":"); w.write(eventFilter ?? .null)
+            if let capture { w.raw(",\"capture\":"); w.write(capture) }
+            if let debug { w.raw(debug ? ",\"debug\":true" : ",\"debug\":false") }
+            w.raw(",\"injectionScripts\":"); w.write(.array(injectionScripts ?? []))
+        }
+        w.raw("}")
+    }
+}
+
 extension JSONWriter {
     /// Opens a sequenced server message: `{"type":"…","seq":n`. The fields and `}` follow.
     public mutating func open(type: StaticString, seq: Int?) {

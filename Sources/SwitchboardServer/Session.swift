@@ -376,35 +376,23 @@ public actor Session {
     }
 
     private func helloMessage(for role: Role, scripts: JSON? = nil) -> [UInt8] {
-        var o = JSONObject()
-        o["type"] = .string("server.hello")
         let stream = role == .client ? clientStream : workerStream
-        o["currentSeq"] = .int(role == .debug ? 0 : stream.seq)
-        o["sessionId"] = .string(id)
-        o["role"] = .string(role.rawValue)
-        o["protocolVersion"] = .int(ProtocolVersion.current)
-        o["serverVersion"] = .string(Relay.version)
-        o["phase"] = .string(state.phase.rawValue)
-        o["workerConnected"] = .bool(state.workerConnected)
-        o["clientConnected"] = .bool(state.clientConnected)
-        o["interactive"] = .bool(pending?.kind == .yield)
-        if let p = pending, p.kind == .yield { o["yieldId"] = .string(p.id) }
-        if let p = pendingInfo {
-            var po: JSONObject = ["id": .string(p.id), "kind": .string(p.kind)]
-            if let c = p.command { po["command"] = .string(c) }
-            o["pending"] = .object(po)
-        } else {
-            o["pending"] = .null
-        }
-        o["expiresAt"] = .int64(expiresAt)
-        if role == .worker || role == .debug { o["metadata"] = metadata.map { .object($0) } ?? .null }
+        let yieldId = pending?.kind == .yield ? pending?.id : nil
+        var hello = ServerHello(currentSeq: role == .debug ? 0 : stream.seq, sessionId: id, role: role, serverVersion: Relay.version,
+                                phase: state.phase, workerConnected: state.workerConnected, clientConnected: state.clientConnected,
+                                interactive: yieldId != nil, pending: pendingInfo, expiresAt: expiresAt,
+                                metadata: role == .client ? nil : metadata, yieldId: yieldId)
         if role == .client {
-            o["lastClientSeq"] = lastClientSeq > 0 ? .int(lastClientSeq) : .null
-            for m in clientConfig { o[m.key] = m.value }
+            hello.lastClientSeq = lastClientSeq > 0 ? lastClientSeq : nil
+            hello.eventFilter = clientConfig["eventFilter"]
+            hello.capture = clientConfig["capture"]
+            hello.debug = clientConfig["debug"]?.boolValue
             // Scripts come from the server configuration (not stored per session).
-            o["injectionScripts"] = scripts ?? .array(relay.settings.injectionScripts)
+            hello.injectionScripts = (scripts ?? .array(relay.settings.injectionScripts)).arrayValue
         }
-        return JSONWriter.serialize(.object(o))
+        var w = JSONWriter()
+        hello.write(&w)
+        return w.bytes
     }
 
     /// Mutates the outbound stream of `role` (worker or client).

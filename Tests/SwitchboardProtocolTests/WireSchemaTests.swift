@@ -173,6 +173,36 @@ struct Gen: RandomNumberGenerator {
         }
     }
 
+    @Test func hellos() throws {
+        var g = Gen(state: 5)
+        for _ in 0..<Self.rounds {
+            let role = Role.allCases.randomElement(using: &g)!
+            let pending: PendingInfo? = g.bool() ? PendingInfo(id: g.id(), kind: g.bool() ? "command" : "yield", command: g.bool() ? g.string() : nil) : nil
+            var h = ServerHello(currentSeq: g.int(0...1 << 40), sessionId: g.id(), role: role, serverVersion: g.string(),
+                                phase: Phase.allCases.randomElement(using: &g)!, workerConnected: g.bool(), clientConnected: g.bool(),
+                                interactive: g.bool(), pending: pending, expiresAt: Int64(g.int(0...253_402_300_799_999)),
+                                metadata: g.bool() ? g.object() : nil, yieldId: g.bool() ? g.id() : nil)
+            if role == .client {
+                h.lastClientSeq = g.bool() ? g.int(1...1 << 40) : nil
+                h.eventFilter = g.bool() ? .object(["types": .array([.string(g.string())])]) : nil
+                h.capture = g.bool() ? .object(g.object()) : nil
+                h.debug = g.bool() ? g.bool() : nil
+                h.injectionScripts = [.object(["name": .string(g.string()), "source": .string(g.string(200))])]
+            }
+            var w = JSONWriter()
+            h.write(&w)
+            guard case .hello(let d) = try roundTrip(w.bytes) else { Issue.record("hello"); continue }
+            #expect(d.currentSeq == h.currentSeq && d.sessionId == h.sessionId && d.role == role && d.phase == h.phase)
+            #expect(d.pending == pending && d.expiresAt == h.expiresAt && d.yieldId == h.yieldId && d.interactive == h.interactive)
+            if role == .client {
+                #expect(d.lastClientSeq == h.lastClientSeq && d.debug == h.debug && d.metadata == nil)
+                #expect(d.injectionScripts == h.injectionScripts && (d.eventFilter ?? .null) == (h.eventFilter ?? .null))
+            } else {
+                #expect(d.metadata == h.metadata && d.injectionScripts == nil)
+            }
+        }
+    }
+
     @Test func unknownTypesKeepTheirSeq() throws {
         guard case .unknown(let t, let seq) = try ServerMessage.decode(Array(#"{"type":"server.later","seq":9,"x":1}"#.utf8)) else {
             Issue.record("decoded as a known type"); return
