@@ -4,13 +4,19 @@ import SwitchboardProtocol
 /// Session settings at creation (docs/protocol.md section 12). Unset values take the server's
 /// defaults; values above the server's maxima are refused with a `validation_error`.
 public struct SessionConfig: Sendable {
+    /// How long the session may live, from creation.
     public var sessionDurationMs: Int?
+    /// How long to wait for both roles to connect.
     public var connectTimeoutMs: Int?
+    /// How long a role may stay away before the session expires.
     public var disconnectGracePeriodMs: Int?
+    /// The default timeout of a command.
     public var commandTimeoutMs: Int?
     /// Event types the server keeps (`{"types":[…]}`), sent to the client in its hello.
     public var eventTypes: [String]?
+    /// Snapshot / screenshot capture settings for the client (`docs/protocol.md` §7.4).
     public var capture: JSON?
+    /// Asks the client for debug output.
     public var debug: Bool?
 
     public init(sessionDurationMs: Int? = nil, connectTimeoutMs: Int? = nil, disconnectGracePeriodMs: Int? = nil,
@@ -46,8 +52,10 @@ public struct SessionConfig: Sendable {
 /// let worker = try await api.connectWorker(session)
 /// ```
 public struct SwitchboardAPI: Sendable {
+    /// The server's base URL, without a trailing `/`.
     public let baseURL: String
     private let apiKey: String
+    /// TLS trust, timeouts and compression for every call and connection.
     public var options: TransportOptions
 
     /// `baseURL` is the server's `http://` or `https://` address (a trailing `/` is ignored).

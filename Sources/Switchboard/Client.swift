@@ -3,9 +3,11 @@ import SwitchboardProtocol
 
 /// A command for the client to execute (`server.command`).
 public struct ClientCommand: Sendable {
+    /// The command id: the key of the response cache.
     public var id: String
     /// The canonical catalog name (`navigate`, `click`, …).
     public var name: String
+    /// Canonical params (a legacy shape is already normalised by the server).
     public var params: JSONObject
     /// The server gives up on the command after this long (the executor should too).
     public var timeoutMs: Int
@@ -13,22 +15,33 @@ public struct ClientCommand: Sendable {
 
 /// A command that failed in the browser, with the protocol's client code.
 public struct CommandFailure: Error, Sendable, Equatable {
+    /// A client code: `element_not_found`, `element_stale`, `navigation_failed`, `evaluation_failed`, `timeout`, `not_supported`, `command_failed`, `internal_error`.
     public var code: String
+    /// What went wrong, for the worker.
     public var message: String
     public init(code: String, message: String) { self.code = code; self.message = message }
 
+    /// No element matches the target.
     public static func elementNotFound(_ m: String) -> CommandFailure { .init(code: "element_not_found", message: m) }
+    /// The element went away while the command ran.
     public static func elementStale(_ m: String) -> CommandFailure { .init(code: "element_stale", message: m) }
+    /// The navigation failed (network error, bad status).
     public static func navigationFailed(_ m: String) -> CommandFailure { .init(code: "navigation_failed", message: m) }
+    /// The script threw.
     public static func evaluationFailed(_ m: String) -> CommandFailure { .init(code: "evaluation_failed", message: m) }
+    /// The command's own wait ran out.
     public static func timeout(_ m: String) -> CommandFailure { .init(code: "timeout", message: m) }
+    /// This client does not do the command.
     public static func notSupported(_ m: String) -> CommandFailure { .init(code: "not_supported", message: m) }
 }
 
 /// `server.set_interactive`: show the browser to the user (or hide it again).
 public struct InteractiveChange: Sendable {
+    /// True: show the browser to the user; false: hide it again.
     public var interactive: Bool
+    /// The yield this change belongs to.
     public var yieldId: String
+    /// The worker's message for the user.
     public var message: String?
     /// The conditions the client evaluates (`selector`), each with its `index`.
     public var conditions: [YieldCondition]
@@ -36,13 +49,17 @@ public struct InteractiveChange: Sendable {
 
 /// What the server's hello tells the client to set up.
 public struct ClientConfiguration: Sendable {
+    /// An injection script: its name and JavaScript source.
     public struct Script: Sendable { public var name: String; public var source: String }
+    /// The session joined.
     public var sessionId: String
     /// Scripts to install in every page (telemetry hooks), from the server's configuration.
     public var injectionScripts: [Script]
     /// `{"types":[…]}`: the event types the server keeps.
     public var eventFilter: JSON?
+    /// Snapshot / screenshot capture settings (`docs/protocol.md` §7.4).
     public var capture: JSON?
+    /// The worker asked for debug output.
     public var debug: Bool
 }
 
@@ -67,10 +84,15 @@ public protocol CommandExecutor: Sendable {
 }
 
 extension CommandExecutor {
+    /// No optional capabilities by default.
     public var capabilities: [String] { [] }
+    /// Does nothing by default.
     public func configure(_ configuration: ClientConfiguration, telemetry: TelemetrySink) async {}
+    /// Does nothing by default.
     public func setInteractive(_ change: InteractiveChange) async {}
+    /// Does nothing by default (the running `execute` task is cancelled anyway).
     public func cancel(commandId: String) async {}
+    /// Does nothing by default.
     public func sessionEnded(_ end: ServerSessionEnd) async {}
 }
 
@@ -84,15 +106,19 @@ public struct TelemetrySink: Sendable {
         input.yield(TelemetryEvent(type: type, ts: ts, source: "client", payload: payload))
     }
 
+    /// Records an event as it is.
     public func record(_ event: TelemetryEvent) { input.yield(event) }
 }
 
 /// Settings of a client connection.
 public struct ClientOptions: Sendable {
+    /// Transport, backoff and SDK name.
     public var connection: ConnectionOptions
     /// Events per `client.events` batch, and how long an open batch waits for more.
     public var batchSize: Int
+    /// How long an open batch waits for more events before it is sent.
     public var batchDelayMs: Int
+    /// Responses remembered for re-delivered commands (the protocol asks for at least 16).
     public var responseCacheSize: Int
 
     public init(connection: ConnectionOptions = ConnectionOptions(), batchSize: Int = 100, batchDelayMs: Int = 50,

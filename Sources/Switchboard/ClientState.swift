@@ -4,13 +4,16 @@ import SwitchboardProtocol
 /// 5.2): a command delivered again (a replay, a re-delivery after a server restart) is
 /// answered from here instead of running twice.
 public struct ResponseCache: Sendable {
+    /// The protocol's minimum (`docs/protocol.md` §5.2).
     public static let defaultCapacity = 16
+    /// How many responses are kept.
     public let capacity: Int
     private var order: [String] = []
     private var responses: [String: [UInt8]] = [:]
 
     public init(capacity: Int = ResponseCache.defaultCapacity) { self.capacity = max(1, capacity) }
 
+    /// The response stored for `id`, if it is still kept.
     public subscript(id: String) -> [UInt8]? { responses[id] }
 
     /// Remembers `response` (the encoded `client.command_response`) for `id`.
@@ -19,6 +22,7 @@ public struct ResponseCache: Sendable {
         while order.count > capacity { responses[order.removeFirst()] = nil }
     }
 
+    /// Responses kept.
     public var count: Int { order.count }
 }
 
@@ -31,9 +35,13 @@ public struct TelemetryBuffer: Sendable {
     /// Events kept unacknowledged at most; beyond it the oldest batches are dropped (and
     /// counted in `dropped`) so a client cut off for long cannot run out of memory.
     public let maxUnackedEvents: Int
+    /// The `clientSeq` of the next batch.
     public private(set) var nextClientSeq = 1
+    /// Events not yet in a batch.
     public private(set) var open: [TelemetryEvent] = []
+    /// Sealed batches the server has not acknowledged, oldest first.
     public private(set) var unacked: [(clientSeq: Int, events: [TelemetryEvent])] = []
+    /// Events given up because `maxUnackedEvents` was exceeded.
     public private(set) var dropped = 0
 
     public init(maxBatch: Int = 100, maxUnackedEvents: Int = 100_000) {
@@ -79,5 +87,6 @@ public struct TelemetryBuffer: Sendable {
 
 /// The protocol's batch limit, for the SDK's own bound.
 public enum InboundDecoderLimits {
+    /// Events per `client.events` message the server accepts.
     public static let maxEventsPerBatch = InboundDecoder.maxEventsPerBatch
 }

@@ -20,13 +20,16 @@ public enum WaitUntil: String, Sendable { case load, domcontentloaded, networkid
 /// The state `waitForSelector` waits for.
 public enum ElementState: String, Sendable { case attached, visible, hidden, detached }
 
+/// The result of `navigate`.
 public struct NavigationResult: Codable, Sendable, Equatable {
+    /// The URL the page ended up at.
     public var url: String
     /// The main document's HTTP status, when there was one.
     public var status: Int?
     public init(url: String, status: Int? = nil) { self.url = url; self.status = status }
 }
 
+/// The result of `reload`, `goBack`, `goForward`, `waitForNavigation`: the page's URL.
 public struct URLResult: Codable, Sendable, Equatable { public var url: String }
 
 struct ValueResult<T: Codable & Sendable>: Codable, Sendable { var value: T }
@@ -37,30 +40,44 @@ struct SelectedResult: Codable, Sendable { var selected: [String] }
 public struct EvaluationResult: Codable, Sendable, Equatable {
     /// The JavaScript type (`number`, `string`, `object`, `undefined`, …).
     public var type: String
+    /// The value, when it is JSON-serialisable.
     public var value: JSON?
+    /// A description of a value that is not serialisable (a function, a DOM node).
     public var description: String?
+    /// True when the value was too large and only `preview` is given.
     public var truncated: Bool?
+    /// The start of a value too large to send.
     public var preview: String?
     public init(type: String, value: JSON? = nil, description: String? = nil, truncated: Bool? = nil, preview: String? = nil) {
         self.type = type; self.value = value; self.description = description; self.truncated = truncated; self.preview = preview
     }
 }
 
+/// The result of `screenshot`.
 public struct Screenshot: Codable, Sendable {
     /// Base64 of the image.
     public var data: String
+    /// `png` or `jpeg`.
     public var format: String
+    /// Width in pixels.
     public var width: Int?
+    /// Height in pixels.
     public var height: Int?
     /// The image bytes.
     public var bytes: [UInt8] { Data(base64Encoded: data).map(Array.init) ?? [] }
 }
 
+/// An interactive element found by `extract`, addressable by `uid`.
 public struct ExtractedElement: Codable, Sendable, Equatable {
+    /// Pass as `Target.uid` to later commands.
     public var uid: String
+    /// The ARIA role (`button`, `link`, `textbox`, …).
     public var role: String
+    /// The accessible name.
     public var name: String?
+    /// The current value of a form field.
     public var value: String?
+    /// Whether it is visible now.
     public var visible: Bool?
 }
 
@@ -68,15 +85,21 @@ public struct ExtractedElement: Codable, Sendable, Equatable {
 public struct Obstacle: Codable, Sendable, Equatable {
     /// `auth_wall`, `captcha` or `access_denied`.
     public var type: String
+    /// `low` or `high`.
     public var confidence: String
+    /// What the user is asked to do.
     public var message: String?
 }
 
 /// The result of `extract`.
 public struct Extraction: Codable, Sendable {
+    /// The page's inner text (cut at 50 KB).
     public var text: String
+    /// The page as Markdown without navigation, footer, asides and overlays (cut at 30 KB).
     public var markdown: String
+    /// The interactive elements, with `uid`s.
     public var elements: [ExtractedElement]
+    /// A sign-in wall, captcha or block, when the page shows one.
     public var obstacle: Obstacle?
 }
 
@@ -93,6 +116,7 @@ extension WorkerConnection {
         return o
     }
 
+    /// Loads `url` in the main frame and waits for `waitUntil` (default `load`).
     @discardableResult
     public func navigate(_ url: String, waitUntil: WaitUntil? = nil, timeoutMs: Int? = nil) async throws -> NavigationResult {
         var p: JSONObject = ["url": .string(url)]
@@ -100,10 +124,13 @@ extension WorkerConnection {
         return try decodeResult(try await run("navigate", p, timeoutMs))
     }
 
+    /// Reloads the page.
     @discardableResult
     public func reload(timeoutMs: Int? = nil) async throws -> URLResult { try decodeResult(try await run("reload", [:], timeoutMs)) }
+    /// Goes back in history.
     @discardableResult
     public func goBack(timeoutMs: Int? = nil) async throws -> URLResult { try decodeResult(try await run("goBack", [:], timeoutMs)) }
+    /// Goes forward in history.
     @discardableResult
     public func goForward(timeoutMs: Int? = nil) async throws -> URLResult { try decodeResult(try await run("goForward", [:], timeoutMs)) }
 
@@ -115,6 +142,7 @@ extension WorkerConnection {
         return try decodeResult(try await run("waitForNavigation", p, nil))
     }
 
+    /// Clicks the element (after it is attached, visible, stable and enabled).
     public func click(_ target: Target, button: String? = nil, clickCount: Int? = nil, timeoutMs: Int? = nil) async throws {
         var p = target.params
         if let button { p["button"] = .string(button) }
@@ -141,6 +169,7 @@ extension WorkerConnection {
         return r.selected
     }
 
+    /// Moves the mouse over the element.
     public func hover(_ target: Target, timeoutMs: Int? = nil) async throws {
         _ = try await run("hover", target.params, timeoutMs)
     }
@@ -162,6 +191,7 @@ extension WorkerConnection {
         _ = try await run("scroll", target.params, timeoutMs)
     }
 
+    /// Waits until the element reaches `state` (default `visible`).
     public func waitForSelector(_ target: Target, state: ElementState? = nil, timeoutMs: Int? = nil) async throws {
         var p = target.params
         if let state { p["state"] = .string(state.rawValue) }
@@ -169,21 +199,25 @@ extension WorkerConnection {
         _ = try await run("waitForSelector", p, nil)
     }
 
+    /// The attribute's value, or nil when the element has none.
     public func getAttribute(_ target: Target, _ name: String, timeoutMs: Int? = nil) async throws -> String? {
         let r: ValueResult<String?> = try decodeResult(try await run("getAttribute", merge(target.params, ["name": .string(name)]), timeoutMs))
         return r.value
     }
 
+    /// The element's text content.
     public func textContent(_ target: Target, timeoutMs: Int? = nil) async throws -> String {
         let r: ValueResult<String> = try decodeResult(try await run("textContent", target.params, timeoutMs))
         return r.value
     }
 
+    /// The element's inner HTML.
     public func innerHTML(_ target: Target, timeoutMs: Int? = nil) async throws -> String {
         let r: ValueResult<String> = try decodeResult(try await run("innerHTML", target.params, timeoutMs))
         return r.value
     }
 
+    /// Whether the element is visible.
     public func isVisible(_ target: Target, timeoutMs: Int? = nil) async throws -> Bool {
         let r: ValueResult<Bool> = try decodeResult(try await run("isVisible", target.params, timeoutMs))
         return r.value
@@ -194,11 +228,13 @@ extension WorkerConnection {
         try decodeResult(try await run("evaluate", ["expression": .string(expression)], timeoutMs))
     }
 
+    /// The page's URL.
     public func url(timeoutMs: Int? = nil) async throws -> String {
         let r: ValueResult<String> = try decodeResult(try await run("url", [:], timeoutMs))
         return r.value
     }
 
+    /// The page's title.
     public func title(timeoutMs: Int? = nil) async throws -> String {
         let r: ValueResult<String> = try decodeResult(try await run("title", [:], timeoutMs))
         return r.value
@@ -210,6 +246,7 @@ extension WorkerConnection {
         return r.value
     }
 
+    /// A screenshot of the viewport (or the whole page with `fullPage`).
     public func screenshot(format: String = "png", quality: Int? = nil, fullPage: Bool = false, timeoutMs: Int? = nil) async throws -> Screenshot {
         var p: JSONObject = ["format": .string(format), "fullPage": .bool(fullPage)]
         if let quality { p["quality"] = .int(quality) }
@@ -222,6 +259,7 @@ extension WorkerConnection {
         try decodeResult(try await run("extract", selector.map { ["selector": .string($0)] } ?? [:], timeoutMs))
     }
 
+    /// Waits until no request has been in flight for `idleMs` (default 500).
     public func waitForNetworkIdle(idleMs: Int? = nil, timeoutMs: Int? = nil) async throws {
         var p: JSONObject = [:]
         if let idleMs { p["idleMs"] = .int(idleMs) }
@@ -229,6 +267,7 @@ extension WorkerConnection {
         _ = try await run("waitForNetworkIdle", p, nil)
     }
 
+    /// Waits `ms` milliseconds in the page (at most 60 000).
     public func waitForTimeout(_ ms: Int) async throws {
         _ = try await run("waitForTimeout", ["ms": .int(ms)], nil)
     }

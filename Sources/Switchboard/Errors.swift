@@ -24,6 +24,7 @@ public enum SwitchboardError: Error, Sendable, CustomStringConvertible {
     /// The server sent something this SDK cannot read.
     case invalidResponse(String)
 
+    /// A readable account of the error.
     public var description: String {
         switch self {
         case .server(let code, let message, _): return "server error \(code.rawValue): \(message)"
@@ -54,6 +55,7 @@ public enum CloseDecision: Equatable, Sendable {
     /// Do not reconnect: the session ended (1000) or reconnecting cannot help.
     case stop
 
+    /// What to do after the server closed with `code`.
     public static func after(code: UInt16) -> CloseDecision {
         switch code {
         case 1000, 1002, 1003, 1007, 1008, 1009, 4000, 4001, 4002: return .stop
@@ -65,7 +67,9 @@ public enum CloseDecision: Equatable, Sendable {
 /// Jittered exponential backoff between reconnection attempts ("full jitter"): attempt n
 /// waits a uniformly random time in [base·2^(n−1) / 2, base·2^(n−1)], capped at `maxMs`.
 public struct Backoff: Sendable, Equatable {
+    /// The ceiling of the first retry.
     public var baseMs: Int
+    /// The largest ceiling.
     public var maxMs: Int
     public init(baseMs: Int = 250, maxMs: Int = 30_000) { self.baseMs = max(1, baseMs); self.maxMs = max(self.baseMs, maxMs) }
 

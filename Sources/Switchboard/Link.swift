@@ -16,10 +16,13 @@ public enum ConnectionState: Sendable, Equatable {
 
 /// Settings of a role's connection.
 public struct ConnectionOptions: Sendable {
+    /// TLS trust, timeouts and compression.
     public var transport: TransportOptions
+    /// Delays between reconnection attempts.
     public var backoff: Backoff
     /// Names the SDK in the hello (`sdk`).
     public var sdkName: String
+    /// The SDK version sent in the hello.
     public var sdkVersion: String
 
     public init(transport: TransportOptions = TransportOptions(), backoff: Backoff = Backoff(),
@@ -31,7 +34,9 @@ public struct ConnectionOptions: Sendable {
     }
 }
 
+/// Facts about this SDK.
 public enum SwitchboardSDK {
+    /// The SDK's version, sent in hellos.
     public static let version = "0.4.0"
 }
 

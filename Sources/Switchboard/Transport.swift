@@ -13,12 +13,14 @@ public struct TransportOptions: Sendable {
     public var trustedCertificatesFile: String?
     /// Offer permessage-deflate on WebSocket connections.
     public var compression: Bool
+    /// TCP connect, TLS handshake and upgrade together.
     public var connectTimeoutMs: Int
     /// REST calls give up after this long.
     public var requestTimeoutMs: Int
     /// A ping goes out after this long without a frame; the connection is given up (and
     /// reconnected) after `idleTimeoutMs` without any.
     public var pingIntervalMs: Int
+    /// Silence after which a connection is given up and reconnected.
     public var idleTimeoutMs: Int
 
     public init(trustedCertificatesFile: String? = nil, compression: Bool = true, connectTimeoutMs: Int = 10_000,

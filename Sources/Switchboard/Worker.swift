@@ -3,6 +3,7 @@ import SwitchboardProtocol
 
 /// Settings of a worker connection.
 public struct WorkerOptions: Sendable {
+    /// Transport, backoff and SDK name.
     public var connection: ConnectionOptions
     /// Event types to receive live (`events`); empty: none.
     public var events: [String]

@@ -3,6 +3,7 @@ import SocketServer
 
 /// A transport failure: connecting, TLS, or the connection breaking.
 public struct TransportError: Error, CustomStringConvertible, Sendable, Equatable {
+    /// What failed.
     public var description: String
     /// The HTTP status when the server refused a WebSocket upgrade.
     public var status: Int?

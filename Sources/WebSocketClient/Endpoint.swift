@@ -2,8 +2,11 @@ import WebSocketCore
 
 /// Where a client connects: parsed from a `ws://`, `wss://`, `http://` or `https://` URL.
 public struct Endpoint: Sendable, Equatable {
+    /// A host name or an IP address (IPv6 without brackets).
     public var host: String
+    /// The TCP port (the scheme's default when the URL has none).
     public var port: Int
+    /// True for `wss://` and `https://`.
     public var tls: Bool
     /// Path and query, e.g. `/sessions/s1/ws?role=worker`.
     public var target: String
@@ -57,13 +60,17 @@ public struct Endpoint: Sendable, Equatable {
 
 /// An HTTP/1.1 response head, parsed by the client (WebSocket handshake, REST calls).
 public struct ResponseHead: Sendable {
+    /// The HTTP status code.
     public var status: Int
+    /// The response headers, in order.
     public var headers: HTTPHeaders
     /// Bytes of the head including the blank line.
     public var length: Int
 
+    /// The largest head accepted.
     public static let maxSize = 64 << 10
 
+    /// The outcome of `parse`.
     public enum Parse: Sendable {
         case needMore
         case done(ResponseHead)

@@ -5,20 +5,28 @@ import WebSocketCore
 /// A minimal HTTP/1.1 client for JSON APIs on the same transport as `WebSocket` (TCP, TLS
 /// through OpenSSL with verification): one connection per request, `Connection: close`.
 public enum HTTPClient {
+    /// A complete response.
     public struct Response: Sendable {
+        /// The HTTP status code.
         public var status: Int
+        /// The response headers.
         public var headers: HTTPHeaders
+        /// The body, de-chunked.
         public var body: [UInt8]
     }
 
+    /// Limits and TLS trust of a request.
     public struct Options: Sendable {
+        /// The whole request: connect, send and receive.
         public var timeoutMs = 30_000
         /// Largest response body accepted.
         public var maxBodySize = 64 << 20
+        /// A PEM file of certificates to trust besides the system store.
         public var trustedCertificatesFile: String? = nil
         public init() {}
     }
 
+    /// Performs one request and returns the complete response; throws `TransportError`.
     public static func request(_ method: String, _ url: String, headers: [(String, String)] = [], body: [UInt8]? = nil,
                                options: Options = Options()) async throws -> Response {
         guard let endpoint = Endpoint(url) else { throw TransportError("not an http:// or https:// URL: \(url)") }

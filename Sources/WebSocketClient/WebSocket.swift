@@ -8,6 +8,7 @@ import WebSocketCore
 /// frame layer as the server. Each connection has one I/O thread that owns its socket, TLS
 /// state, parser and compressor; `send` and `close` may be called from any thread.
 public final class WebSocket: @unchecked Sendable {
+    /// Connection settings.
     public struct Options: Sendable {
         /// Extra request headers (e.g. `Authorization`).
         public var headers: [(String, String)] = []
@@ -26,6 +27,7 @@ public final class WebSocket: @unchecked Sendable {
         public init() {}
     }
 
+    /// What the connection delivers.
     public enum Event: Sendable {
         case text([UInt8])
         case binary([UInt8])
@@ -105,7 +107,9 @@ public final class WebSocket: @unchecked Sendable {
 
     /// Sends a text message (UTF-8 bytes).
     public func send(text: [UInt8]) { enqueue(.message(.text, text)) }
+    /// Sends a text message.
     public func send(text: String) { enqueue(.message(.text, Array(text.utf8))) }
+    /// Sends a binary message.
     public func send(binary: [UInt8]) { enqueue(.message(.binary, binary)) }
 
     /// Starts the closing handshake; `events` ends with the server's answer.
