@@ -165,6 +165,41 @@ import SwitchboardProtocol
         try await p.worker.complete()
     }
 
+    @Test func aWorkerCutOffMidCommandGetsItsResultOnce() async throws {
+        let server = try ServerProcess()
+        defer { server.stop() }
+        let proxy = CuttableProxy(to: server.port)
+        defer { proxy.stop() }
+        let session = try await server.api.createSession()
+        let browser = ScriptedBrowser()
+        let client = try await ClientConnection.connect(websocketURL: session.websocketUrl, token: session.clientToken, executor: browser,
+                                                        options: ClientOptions(connection: Self.fastReconnect()))
+        let viaProxy = session.websocketUrl.replacingOccurrences(of: ":\(server.port)/", with: ":\(proxy.port)/")
+        let worker = try await WorkerConnection.connect(websocketURL: viaProxy, token: session.workerToken,
+                                                        options: WorkerOptions(connection: Self.fastReconnect()))
+        // The worker's connection is cut while the client runs the command (the result is
+        // produced while the worker is away, or just after it is back), and again just as the
+        // client answers (the result lands in the worker's replay).
+        for round in 0..<6 {
+            if round % 2 == 0 {
+                browser.onExecute = nil
+                let task = Task { try await worker.waitForTimeout(150) }
+                guard await first(browser.started, where: { _ in true }) != nil else { Issue.record("not started"); return }
+                proxy.cut()
+                try await task.value
+            } else {
+                browser.onExecute = { _ in proxy.cut() }
+                #expect(try await worker.title() == "Example")
+            }
+        }
+        browser.onExecute = nil
+        let names = browser.executedNames
+        #expect(names.count == 6)
+        #expect(proxy.connectionCount >= 7)
+        try await worker.complete()
+        #expect(await client.waitForEnd()?.phase == .complete)
+    }
+
     @Test func aCommandSurvivesAServerCrashAndRunsOnce() async throws {
         let data = ServerProcess.temporaryDirectory()
         let crashing = try ServerProcess(dataDir: data)
