@@ -12,6 +12,8 @@ let package = Package(
         .library(name: "Switchboard", targets: ["Switchboard"]),
         .executable(name: "switchboard-example", targets: ["switchboard-example"]),
         .executable(name: "switchboard-autobahn-client", targets: ["switchboard-autobahn-client"]),
+        // The reference client: the client role in headless Chromium over CDP.
+        .executable(name: "switchboard-browser", targets: ["switchboard-browser"]),
     ],
     dependencies: [
         // The standard command-line parser for Swift; used only by the executable target.
@@ -32,6 +34,9 @@ let package = Package(
             "SwitchboardProtocol",
             .target(name: "WebSocketClient", condition: .when(platforms: [.linux])),
         ]),
+        .target(name: "CDP", dependencies: ["SwitchboardProtocol", "WebSocketClient"]),
+        .target(name: "SwitchboardBrowser", dependencies: ["CDP", "Switchboard", "SwitchboardProtocol"]),
+        .executableTarget(name: "switchboard-browser", dependencies: ["CDP", "SwitchboardBrowser", "Switchboard"]),
         .executableTarget(name: "switchboard-example", dependencies: ["Switchboard", "SwitchboardProtocol"]),
         .executableTarget(name: "switchboard-autobahn-client", dependencies: ["WebSocketClient"]),
         .executableTarget(
@@ -45,6 +50,7 @@ let package = Package(
         .testTarget(name: "WebSocketCoreTests", dependencies: ["WebSocketCore"]),
         .testTarget(name: "SocketServerTests", dependencies: ["SocketServer", "WebSocketCore"]),
         .testTarget(name: "SwitchboardSDKTests", dependencies: ["Switchboard", "SwitchboardProtocol", "WebSocketClient", "WebSocketCore"]),
+        .testTarget(name: "SwitchboardBrowserTests", dependencies: ["SwitchboardBrowser", "CDP", "Switchboard", "SwitchboardProtocol"]),
         .testTarget(name: "SwitchboardServerTests", dependencies: ["SwitchboardServer", "SwitchboardProtocol", "SocketServer", "WebSocketCore"]),
     ],
     swiftLanguageModes: [.v6]

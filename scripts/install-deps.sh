@@ -6,7 +6,8 @@
 set -euo pipefail
 
 need=()
-for pkg in libssl-dev zlib1g-dev libsqlite3-dev pkg-config python3-venv openssl curl; do
+# chromium runs the reference client's end-to-end tests (xvfb and xauth for its headed mode).
+for pkg in libssl-dev zlib1g-dev libsqlite3-dev pkg-config python3-venv openssl curl chromium xvfb xauth; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

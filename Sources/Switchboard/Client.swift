@@ -120,6 +120,11 @@ public struct ClientOptions: Sendable {
     public var batchDelayMs: Int
     /// Responses remembered for re-delivered commands (the protocol asks for at least 16).
     public var responseCacheSize: Int
+    /// A file that keeps the client's position (the last `seq`, the response cache, the
+    /// commands started and the telemetry numbering) across restarts of the process: a client
+    /// started again with it resumes where it was and never runs a command twice (one that was
+    /// running when the process died is answered with `command_failed`). Nil: memory only.
+    public var stateFile: String?
 
     public init(connection: ConnectionOptions = ConnectionOptions(), batchSize: Int = 100, batchDelayMs: Int = 50,
                 responseCacheSize: Int = ResponseCache.defaultCapacity) {
@@ -166,22 +171,39 @@ public actor ClientConnection: LinkDelegate {
     /// and returns once the server's hello has arrived.
     public static func connect(websocketURL: String, token: String, executor: any CommandExecutor,
                                options: ClientOptions = ClientOptions()) async throws -> ClientConnection {
+        let saved = options.stateFile.flatMap(ClientStateFile.load)
         let link = PeerLink(url: roleURL(websocketURL, role: .client), headers: [("Authorization", "Bearer \(token)")],
-                            options: options.connection)
+                            options: options.connection, lastSeq: saved?.lastSeq)
         let (stream, input) = AsyncStream.makeStream(of: TelemetryEvent.self)
-        let c = ClientConnection(link: link, executor: executor, options: options, sink: TelemetrySink(input: input))
+        let c = ClientConnection(link: link, executor: executor, options: options, sink: TelemetrySink(input: input), saved: saved)
         await c.consume(stream)
         _ = try await link.start(delegate: c)
         return c
     }
 
-    private init(link: PeerLink, executor: any CommandExecutor, options: ClientOptions, sink: TelemetrySink) {
+    private init(link: PeerLink, executor: any CommandExecutor, options: ClientOptions, sink: TelemetrySink, saved: ClientStateFile?) {
         self.link = link
         self.executor = executor
         self.options = options
         self.sink = sink
         cache = ResponseCache(capacity: options.responseCacheSize)
         telemetry = TelemetryBuffer(maxBatch: options.batchSize)
+        if let saved {
+            for r in saved.responses { cache.store(r.id, Array(r.response.utf8)) }
+            interrupted = Set(saved.started)
+            telemetry.resume(lastClientSeq: saved.nextClientSeq - 1)
+        }
+    }
+
+    /// Commands that were running when an earlier process with the same state file died.
+    private var interrupted: Set<String> = []
+
+    /// Writes the state file (when configured).
+    private func save() async {
+        guard let path = options.stateFile else { return }
+        let state = ClientStateFile(lastSeq: await link.lastSeq, responses: cache.entries.map { .init(id: $0.id, response: String(decoding: $0.response, as: UTF8.self)) },
+                                    started: Array(running.keys) + Array(interrupted), nextClientSeq: telemetry.nextClientSeq)
+        state.write(to: path)
     }
 
     private func consume(_ stream: AsyncStream<TelemetryEvent>) {
@@ -247,6 +269,10 @@ public actor ClientConnection: LinkDelegate {
             return
         }
         guard running[c.id] == nil else { return }
+        if interrupted.contains(c.id) {
+            await answerInterrupted(c.id)
+            return
+        }
         let command = ClientCommand(id: c.id, name: c.command, params: c.params, timeoutMs: c.timeoutMs)
         let executor = self.executor
         running[c.id] = Task {
@@ -263,6 +289,18 @@ public actor ClientConnection: LinkDelegate {
             }
             await self.finished(command.id, PeerMessageEncoder.encode(response))
         }
+        await save()
+    }
+
+    /// A command that was running when the previous process died: whether it finished is
+    /// unknown, and running it again could do it twice, so it is answered `command_failed`.
+    private func answerInterrupted(_ id: String) async {
+        interrupted.remove(id)
+        let response = PeerMessageEncoder.encode(ClientCommandResponse(id: id, error: CommandError(
+            code: ResultErrorCode.commandFailed, message: "the client restarted while running this command; it was not run again")))
+        cache.store(id, response)
+        await save()
+        await link.send(response)
     }
 
     private func finished(_ id: String, _ response: [UInt8]?) async {
@@ -270,6 +308,7 @@ public actor ClientConnection: LinkDelegate {
         guard let response else { return }
         executedCount += 1
         cache.store(id, response)
+        await save()
         // Sent now if connected; otherwise the cache answers once the server asks again.
         await link.send(response)
     }
@@ -298,14 +337,22 @@ public actor ClientConnection: LinkDelegate {
         sentThrough = h.lastClientSeq ?? 0
         batchesReady = true
         await sendBatches()
-        // A command the server still waits on whose answer we have (sent while away).
-        if let p = h.pending, p.kind == "command", let cached = cache[p.id] { await link.send(cached) }
+        // A command the server still waits on: answered from the cache when it ran (the answer
+        // was lost with the connection), refused when an earlier process died running it.
+        if let p = h.pending, p.kind == "command" {
+            if let cached = cache[p.id] {
+                await link.send(cached)
+            } else if interrupted.contains(p.id) {
+                await answerInterrupted(p.id)
+            }
+        }
         if h.interactive, let y = h.yieldId {
             await executor.setInteractive(InteractiveChange(interactive: true, yieldId: y, message: nil, conditions: []))
         }
     }
 
     func linkReceived(_ message: ServerMessage) async {
+        defer { if options.stateFile != nil, message.seq != nil { Task { await self.save() } } }
         switch message {
         case .command(let c): await received(c)
         case .cancel(let c):
@@ -333,5 +380,27 @@ public actor ClientConnection: LinkDelegate {
         done = true
         for c in endWaiters { c.resume(returning: end) }
         endWaiters.removeAll()
+    }
+}
+
+/// What `ClientOptions.stateFile` holds.
+struct ClientStateFile: Codable {
+    struct Response: Codable { var id: String; var response: String }
+    var lastSeq: Int?
+    var responses: [Response]
+    var started: [String]
+    var nextClientSeq: Int
+
+    static func load(_ path: String) -> ClientStateFile? {
+        guard let data = FileManager.default.contents(atPath: path) else { return nil }
+        return try? JSONDecoder().decode(ClientStateFile.self, from: data)
+    }
+
+    /// Written to a temporary file and renamed over the old one (never half written).
+    func write(to path: String) {
+        guard let data = try? JSONEncoder().encode(self) else { return }
+        let tmp = path + ".tmp"
+        guard FileManager.default.createFile(atPath: tmp, contents: data) else { return }
+        _ = rename(tmp, path)
     }
 }

@@ -24,6 +24,9 @@ public struct ResponseCache: Sendable {
 
     /// Responses kept.
     public var count: Int { order.count }
+
+    /// The responses kept, oldest first.
+    public var entries: [(id: String, response: [UInt8])] { order.compactMap { id in responses[id].map { (id: id, response: $0) } } }
 }
 
 /// Telemetry waiting to be stored by the server: events are batched into `client.events`

@@ -69,7 +69,8 @@ actor PeerLink {
     nonisolated let states: AsyncStream<ConnectionState>
     private let stateContinuation: AsyncStream<ConnectionState>.Continuation
 
-    init(url: String, headers: [(String, String)], options: ConnectionOptions) {
+    init(url: String, headers: [(String, String)], options: ConnectionOptions, lastSeq: Int? = nil) {
+        seqs = SeqTracker(lastSeq: lastSeq)
         self.url = url
         self.headers = headers
         self.options = options

@@ -25,4 +25,40 @@ def test_readme_sdk_quickstart_runs_the_example(server):
     out = subprocess.run(["bash", "-euo", "pipefail", "-c", block], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert out.returncode == 0, out.stderr + out.stdout
     assert "client: navigate" in out.stdout and "worker: title is Example Domain" in out.stdout
+    assert "client: extract" in out.stdout and "worker: screenshot 1×1" in out.stdout
     assert "worker: session complete (worker_completed)" in out.stdout
+
+
+def test_readme_real_browser_in_two_terminals(server):
+    """The "Drive a real browser" flow: the worker prints the client's command, which runs
+    switchboard-browser against a page of the local test site."""
+    import signal
+    import sys
+    import threading
+    sys.path.insert(0, os.path.join(ROOT, "Tests", "Site"))
+    import testsite
+    from http.server import ThreadingHTTPServer
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), testsite.Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    page = f"http://127.0.0.1:{httpd.server_address[1]}/dashboard"
+    worker = subprocess.Popen(["swift", "run", "-q", "switchboard-example", "--server", f"http://127.0.0.1:{server.port}",
+                               "--api-key", "test-key", "--url", page], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    browser = None
+    lines = []
+    try:
+        for line in worker.stdout:
+            lines.append(line)
+            if line.strip().startswith("swift run switchboard-browser"):
+                browser = subprocess.Popen(["bash", "-c", line.strip()], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                           start_new_session=True)
+        worker.wait(timeout=120)
+        out = "".join(lines)
+        assert worker.returncode == 0, out
+        assert f"worker: navigated to {page} (status 200)" in out and "worker: title is Dashboard" in out
+        assert "obstacle: none" in out and "worker: session complete (worker_completed)" in out
+        assert browser is not None and browser.wait(timeout=30) == 0
+    finally:
+        worker.kill()
+        if browser and browser.poll() is None:
+            os.killpg(browser.pid, signal.SIGKILL)
+        httpd.shutdown()

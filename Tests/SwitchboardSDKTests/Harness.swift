@@ -276,3 +276,69 @@ func first<T: Sendable>(_ stream: AsyncStream<T>, within seconds: Double = 20, w
         return r
     }
 }
+
+/// A process started for a test and stopped by its PID — in its own process group, so that
+/// what it starts (a browser) goes with it.
+final class TestProcess: @unchecked Sendable {
+    let process = Process()
+    let log: String
+
+    /// Runs `arguments` (Foundation starts it as the leader of a new process group); waits
+    /// (bounded) for `ready` to appear in its output.
+    init(_ arguments: [String], ready: String?, environment: [String: String] = [:], timeout: Double = 60) throws {
+        log = ServerProcess.temporaryDirectory() + "/out.log"
+        FileManager.default.createFile(atPath: log, contents: nil)
+        process.executableURL = URL(fileURLWithPath: arguments[0].hasPrefix("/") ? arguments[0] : "/usr/bin/" + arguments[0])
+        process.arguments = Array(arguments.dropFirst())
+        var env = ProcessInfo.processInfo.environment
+        for (k, v) in environment { env[k] = v }
+        process.environment = env
+        let out = FileHandle(forWritingAtPath: log)!
+        process.standardOutput = out
+        process.standardError = out
+        try process.run()
+        precondition(getpgid(process.processIdentifier) == process.processIdentifier, "the child is not a process group leader")
+        guard let ready else { return }
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline && process.isRunning {
+            if output.range(of: ready, options: .regularExpression) != nil { return }
+            usleep(20_000)
+        }
+        let text = output
+        stop()
+        throw SwitchboardError.transport("\(arguments.first ?? "") did not start: \(text)")
+    }
+
+    var output: String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
+
+    /// The first capture group of `pattern` in the output.
+    func match(_ pattern: String) -> String? {
+        let text = output
+        guard let r = try? NSRegularExpression(pattern: pattern), let m = r.firstMatch(in: text, range: NSRange(text.startIndex..., in: text)),
+              m.numberOfRanges > 1, let g = Range(m.range(at: 1), in: text) else { return nil }
+        return String(text[g])
+    }
+
+    /// SIGKILL to the whole process group, then waits.
+    func kill() {
+        Glibc.kill(-process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+
+    /// SIGTERM to the group (the browser client stops its Chromium), SIGKILL after 5 s.
+    func stop() {
+        guard process.isRunning else { Glibc.kill(-process.processIdentifier, SIGKILL); return }
+        Glibc.kill(-process.processIdentifier, SIGTERM)
+        let deadline = Date().addingTimeInterval(5)
+        while process.isRunning && Date() < deadline { usleep(20_000) }
+        if process.isRunning { kill() }
+        Glibc.kill(-process.processIdentifier, SIGKILL)
+    }
+
+    deinit { if process.isRunning { kill() } }
+
+    static var repository: URL {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    }
+    static func product(_ name: String) -> String { repository.appendingPathComponent(".build/debug/\(name)").path }
+}
