@@ -15,7 +15,7 @@ public actor ChromiumExecutor: CommandExecutor {
     private var eventTypes: Set<String>?
     /// `uid` → backend node id, from the latest `extract`; cleared by main-frame navigations.
     private var uids: [String: Int] = [:]
-    private var inflight: [String: (url: String, method: String, type: String, started: Double)] = [:]
+    private var inflight: [String: (url: String, method: String, type: String, started: Double, loader: String)] = [:]
     private var responses: [String: (status: Int, url: String, mimeType: String)] = [:]
     private var lastNetworkActivity = Date()
     private var documentStatus: [String: Int] = [:]
@@ -148,9 +148,14 @@ public actor ChromiumExecutor: CommandExecutor {
                 || (e.method == "Page.navigatedWithinDocument" && e.params["frameId"]?.stringValue == main
                     && regex.matches(e.params["url"]?.stringValue ?? ""))
             }
-            if regex.matches(currentURL) { cancel(moved); return .object(["url": .string(currentURL)]) }
-            let e = try await wait(moved, until: min(limit, deadline), what: "a navigation to \(pattern)")
-            return .object(["url": .string(e.params["frame"]?["url"]?.stringValue ?? e.params["url"]?.stringValue ?? currentURL)])
+            if regex.matches(currentURL) {
+                cancel(moved)
+            } else {
+                _ = try await wait(moved, until: min(limit, deadline), what: "a navigation to \(pattern)")
+            }
+            // As Playwright does: done once the document has loaded.
+            try await waitForLoad(until: min(limit, deadline))
+            return .object(["url": .string(try await string("location.href"))])
         case "click":
             let (x, y) = try await actionablePoint(p, enabled: true, deadline: deadline)
             let button = p["button"]?.stringValue ?? "left"
@@ -243,7 +248,9 @@ public actor ChromiumExecutor: CommandExecutor {
             let idle = Double(p["idleMs"]?.intValue ?? 500) / 1000
             let limit = p["timeout"]?.intValue.map { Date().addingTimeInterval(Double($0) / 1000) } ?? deadline
             while !(inflight.isEmpty && Date().timeIntervalSince(lastNetworkActivity) >= idle) {
-                guard Date() < min(limit, deadline) else { throw CommandFailure.timeout("the network did not go idle (\(inflight.count) requests in flight)") }
+                guard Date() < min(limit, deadline) else {
+                    throw CommandFailure.timeout("the network did not go idle (in flight: \(inflight.values.map(\.url).prefix(3).joined(separator: ", ")))")
+                }
                 try await Task.sleep(nanoseconds: 25_000_000)
             }
             return .object(["ok": .bool(true)])
@@ -274,6 +281,14 @@ public actor ChromiumExecutor: CommandExecutor {
         }
         // A same-document navigation (a fragment): done at once.
         return .object(["url": .string(try await string("location.href"))])
+    }
+
+    /// Waits until the main document's `readyState` is `complete`.
+    private func waitForLoad(until deadline: Date) async throws {
+        while (try? await string("document.readyState")) != "complete" {
+            guard Date() < deadline else { throw CommandFailure.timeout("the page did not finish loading") }
+            try await Task.sleep(nanoseconds: 25_000_000)
+        }
     }
 
     private func expectLifecycle(_ name: String, loaderId: String?) -> Int {
@@ -532,6 +547,8 @@ public actor ChromiumExecutor: CommandExecutor {
             mainFrame = p["frame"]?["id"]?.stringValue ?? mainFrame
             currentURL = url
             uids = [:]
+            // Requests of the previous document are over for idleness, answered or not.
+            if let loader = p["frame"]?["loaderId"]?.stringValue { inflight = inflight.filter { $0.value.loader == loader } }
             record("navigation", ["url": .string(url), "isMainFrame": .bool(true), "how": .string("load")])
         case "Page.navigatedWithinDocument":
             guard p["frameId"]?.stringValue == mainFrame, let url = p["url"]?.stringValue else { return }
@@ -544,7 +561,9 @@ public actor ChromiumExecutor: CommandExecutor {
         case "Network.requestWillBeSent":
             guard let id = p["requestId"]?.stringValue, let url = p["request"]?["url"]?.stringValue else { return }
             let method = p["request"]?["method"]?.stringValue ?? "GET"
-            if p["redirectResponse"] == nil { inflight[id] = (url, method, p["type"]?.stringValue ?? "", Date().timeIntervalSince1970) }
+            if p["redirectResponse"] == nil {
+                inflight[id] = (url, method, p["type"]?.stringValue ?? "", Date().timeIntervalSince1970, p["loaderId"]?.stringValue ?? "")
+            }
             lastNetworkActivity = Date()
             if !url.hasPrefix("data:") { record("net.request", ["requestId": .string(id), "url": .string(url), "method": .string(method)]) }
         case "Network.responseReceived":

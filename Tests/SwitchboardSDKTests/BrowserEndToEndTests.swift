@@ -62,6 +62,8 @@ import WebSocketClient
         try await w.click(.selector("#signin"))
         #expect(try await w.waitForNavigation(urlPattern: "/dashboard$", timeoutMs: 10_000).url == r.siteURL + "/dashboard")
         #expect(try await w.url() == r.siteURL + "/dashboard")
+        // The page inserts an element 400 ms after loading (the layout moves): wait for it.
+        try await w.waitForSelector(.selector("#delayed"), state: .visible, timeoutMs: 5_000)
         #expect(try await w.content().contains("<h1>Dashboard</h1>"))
         #expect(try await w.getAttribute(.selector("#applink"), "href") == "/app")
         #expect(try await w.getAttribute(.selector("#applink"), "data-none") == nil)
@@ -77,7 +79,6 @@ import WebSocketClient
         #expect(try await w.textContent(.selector("#editor")) == "new text")
         try await w.press("x", on: .selector("#notes"))
         #expect(try await w.title() == "Dashboard:x")
-        try await w.waitForSelector(.selector("#delayed"), state: .visible, timeoutMs: 5_000)
         try await w.click(.selector("#inc"))
         try await w.click(.selector("#inc"))
         try await w.waitForSelector(.selector("#count"), timeoutMs: 1000)
