@@ -265,7 +265,7 @@ public actor ClientConnection: LinkDelegate {
 
     private func received(_ c: ServerCommand) async {
         if let cached = cache[c.id] {
-            await link.send(cached)
+            await link.sendOnce(cached, key: "response:" + c.id)
             return
         }
         guard running[c.id] == nil else { return }
@@ -300,7 +300,7 @@ public actor ClientConnection: LinkDelegate {
             code: ResultErrorCode.commandFailed, message: "the client restarted while running this command; it was not run again")))
         cache.store(id, response)
         await save()
-        await link.send(response)
+        await link.sendOnce(response, key: "response:" + id)
     }
 
     private func finished(_ id: String, _ response: [UInt8]?) async {
@@ -310,7 +310,7 @@ public actor ClientConnection: LinkDelegate {
         cache.store(id, response)
         await save()
         // Sent now if connected; otherwise the cache answers once the server asks again.
-        await link.send(response)
+        await link.sendOnce(response, key: "response:" + id)
     }
 
     // MARK: LinkDelegate
@@ -341,7 +341,7 @@ public actor ClientConnection: LinkDelegate {
         // was lost with the connection), refused when an earlier process died running it.
         if let p = h.pending, p.kind == "command" {
             if let cached = cache[p.id] {
-                await link.send(cached)
+                await link.sendOnce(cached, key: "response:" + p.id)
             } else if interrupted.contains(p.id) {
                 await answerInterrupted(p.id)
             }

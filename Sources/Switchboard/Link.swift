@@ -60,6 +60,8 @@ actor PeerLink {
     weak var delegate: (any LinkDelegate)?
 
     private var socket: (any MessageSocket)?
+    /// Keys of the messages `sendOnce` put on the current connection.
+    private var sentKeys: Set<String> = []
     private var helloDone = false
     private var seqs = SeqTracker()
     private var sessionEnded = false
@@ -99,6 +101,18 @@ actor PeerLink {
         return true
     }
 
+    /// Sends a message unless one with the same `key` already went out on this connection;
+    /// false when not connected.
+    @discardableResult
+    func sendOnce(_ bytes: [UInt8], key: String) -> Bool {
+        guard helloDone, let socket else { return false }
+        if sentKeys.insert(key).inserted { socket.send(bytes) }
+        return true
+    }
+
+    /// Whether `sendOnce` put `key` on the current connection.
+    func sentOnThisConnection(_ key: String) -> Bool { helloDone && sentKeys.contains(key) }
+
     /// Closes with 1000 and stops reconnecting.
     func stop() {
         stopped = true
@@ -128,6 +142,7 @@ actor PeerLink {
                 if await wait(attempt: attempt, code: 1006, reason: e.description) { continue } else { break loop }
             }
             socket = s
+            sentKeys = []
             if stopped { s.close(code: 1000) }
             if let hello = await delegate?.helloMessage(lastSeq: seqs.lastSeq) { s.send(hello) }
             var code: UInt16 = 1006

@@ -162,7 +162,8 @@ public actor WorkerConnection: LinkDelegate {
 
     private func transmit(_ id: String) async {
         guard let f = inFlight, f.id == id else { return }
-        if f.cancelled { await link.send(PeerMessageEncoder.encode(WorkerCancel(id: id))) } else { await link.send(f.message) }
+        if f.cancelled { await link.send(PeerMessageEncoder.encode(WorkerCancel(id: id))); return }
+        await link.sendOnce(f.message, key: id)
     }
 
     private func cancel(_ id: String) async {
@@ -189,23 +190,23 @@ public actor WorkerConnection: LinkDelegate {
     func linkConnected(_ h: ServerHello) async {
         hello = h
         await transmitFinal()
-        guard var f = inFlight else { return }
+        // Sent on this very connection (just after its hello): nothing to recover.
+        guard let f = inFlight, await !link.sentOnThisConnection(f.id), inFlight?.id == f.id else { return }
         if h.pending?.id == f.id {
             // The server has it: its result comes live (or in the replay); a cancel asked for
             // while away goes now.
-            if f.cancelled { await link.send(PeerMessageEncoder.encode(WorkerCancel(id: f.id))) }
+            if inFlight?.cancelled == true { await link.send(PeerMessageEncoder.encode(WorkerCancel(id: f.id))) }
             return
         }
-        if f.cancelled {
+        if inFlight?.cancelled == true {
             // Cancelled while away and not pending at the server: nothing left to stop.
             resolve(f.id, .failure(CancellationError()))
             return
         }
         // Not pending: never received (send it now) or finished while we were away (the
         // server answers `duplicate_command_id` and the replay carries the result).
-        f.resent = true
-        inFlight = f
-        await link.send(f.message)
+        inFlight?.resent = true
+        await link.sendOnce(f.message, key: f.id)
     }
 
     func linkReceived(_ message: ServerMessage) async {
