@@ -88,23 +88,16 @@ public final class TLSSession {
     public private(set) var failed = false
     public private(set) var peerClosed = false
 
-    public init(context: TLSContext) {
-        ssl = SSL_new(context.ctx)
-        rbio = BIO_new(BIO_s_mem())
-        wbio = BIO_new(BIO_s_mem())
-        _ = sb_BIO_set_mem_eof_return(rbio, -1)
-        SSL_set_bio(ssl, rbio, wbio)
+    /// A server session.
+    public convenience init(context: TLSContext) {
+        self.init(ctx: context.ctx)
         SSL_set_accept_state(ssl)
     }
 
     /// A client session for `host`: SNI is sent for names, and the certificate must match the
     /// name (or the IP address).
-    public init(client context: TLSClientContext, host: String) throws(TLSError) {
-        ssl = SSL_new(context.ctx)
-        rbio = BIO_new(BIO_s_mem())
-        wbio = BIO_new(BIO_s_mem())
-        _ = sb_BIO_set_mem_eof_return(rbio, -1)
-        SSL_set_bio(ssl, rbio, wbio)
+    public convenience init(client context: TLSClientContext, host: String) throws(TLSError) {
+        self.init(ctx: context.ctx)
         SSL_set_connect_state(ssl)
         let isIP = host.contains(":") || host.split(separator: ".").allSatisfy { !$0.isEmpty && $0.allSatisfy(\.isNumber) }
         if isIP {
@@ -113,6 +106,15 @@ public final class TLSSession {
             guard sb_SSL_set_tlsext_host_name(ssl, host) == 1 else { throw TLSError("cannot set the server name \(host)") }
             guard SSL_set1_host(ssl, host) == 1 else { throw TLSError("cannot verify by host name \(host)") }
         }
+    }
+
+    /// An SSL object over two memory BIOs.
+    private init(ctx: OpaquePointer) {
+        ssl = SSL_new(ctx)
+        rbio = BIO_new(BIO_s_mem())
+        wbio = BIO_new(BIO_s_mem())
+        _ = sb_BIO_set_mem_eof_return(rbio, -1)
+        SSL_set_bio(ssl, rbio, wbio)
     }
 
     deinit { SSL_free(ssl) }

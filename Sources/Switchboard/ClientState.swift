@@ -48,7 +48,7 @@ public struct TelemetryBuffer: Sendable {
     public private(set) var dropped = 0
 
     public init(maxBatch: Int = 100, maxUnackedEvents: Int = 100_000) {
-        self.maxBatch = max(1, min(maxBatch, InboundDecoderLimits.maxEventsPerBatch))
+        self.maxBatch = max(1, min(maxBatch, InboundDecoder.maxEventsPerBatch))
         self.maxUnackedEvents = max(self.maxBatch, maxUnackedEvents)
     }
 
@@ -86,10 +86,4 @@ public struct TelemetryBuffer: Sendable {
         ack(stored)
         nextClientSeq = max(nextClientSeq, stored + 1)
     }
-}
-
-/// The protocol's batch limit, for the SDK's own bound.
-public enum InboundDecoderLimits {
-    /// Events per `client.events` message the server accepts.
-    public static let maxEventsPerBatch = InboundDecoder.maxEventsPerBatch
 }

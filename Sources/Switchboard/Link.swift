@@ -81,7 +81,6 @@ actor PeerLink {
 
     /// The highest server `seq` processed.
     var lastSeq: Int? { seqs.lastSeq }
-    var isConnected: Bool { helloDone }
 
     /// Connects and returns the first `server.hello`. Throws when the first attempt fails
     /// (unreachable server, refused token, unknown session); later drops are reconnected.
