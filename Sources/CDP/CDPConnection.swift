@@ -70,7 +70,7 @@ public actor CDPConnection {
             waiting[id] = c
             socket.send(text: bytes)
             Task {
-                try? await Task.sleep(nanoseconds: UInt64(timeoutMs) * 1_000_000)
+                try? await Task.sleep(nanoseconds: WireNumbers.sleepNanoseconds(millis: timeoutMs))
                 self.fail(id, Failure(code: 0, message: "\(method) did not answer within \(timeoutMs) ms"))
             }
         }

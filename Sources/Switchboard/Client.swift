@@ -248,7 +248,7 @@ public actor ClientConnection: LinkDelegate {
             Task { await self.flush() }
         } else if !flushScheduled {
             flushScheduled = true
-            let delay = UInt64(options.batchDelayMs) * 1_000_000
+            let delay = WireNumbers.sleepNanoseconds(millis: options.batchDelayMs)
             Task {
                 try? await Task.sleep(nanoseconds: delay)
                 await self.scheduledFlush()

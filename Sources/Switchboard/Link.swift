@@ -184,7 +184,7 @@ actor PeerLink {
     private func wait(attempt: Int, code: UInt16, reason: String) async -> Bool {
         let delay = options.backoff.delayMs(attempt: attempt, random: Double.random(in: 0...1))
         emit(.disconnected(code: code, reason: reason, retryInMs: delay))
-        try? await Task.sleep(nanoseconds: UInt64(delay) * 1_000_000)
+        try? await Task.sleep(nanoseconds: WireNumbers.sleepNanoseconds(millis: delay))
         return !stopped && !Task.isCancelled
     }
 

@@ -223,7 +223,7 @@ public actor WorkerConnection: LinkDelegate {
                 // The server had it before the drop: the result is in the replay, or lost.
                 let wait = options.resultWaitMs
                 Task {
-                    try? await Task.sleep(nanoseconds: UInt64(wait) * 1_000_000)
+                    try? await Task.sleep(nanoseconds: WireNumbers.sleepNanoseconds(millis: wait))
                     self.resolve(id, .failure(SwitchboardError.resultLost(id: id)))
                 }
                 return

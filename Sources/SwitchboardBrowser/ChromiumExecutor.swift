@@ -104,7 +104,7 @@ public actor ChromiumExecutor: CommandExecutor {
     }
 
     public func execute(_ command: ClientCommand) async throws -> JSON {
-        let deadline = Date().addingTimeInterval(Double(max(command.timeoutMs - 250, 100)) / 1000)
+        let deadline = Date().addingTimeInterval(Double(max(min(command.timeoutMs, 86_400_000) - 250, 100)) / 1000)
         do {
             return try await run(command, deadline: deadline)
         } catch let f as CommandFailure {
@@ -161,7 +161,7 @@ public actor ChromiumExecutor: CommandExecutor {
             let button = p["button"]?.stringValue ?? "left"
             let count = p["clickCount"]?.intValue ?? 1
             try await mouse("mouseMoved", x, y)
-            for n in 1...max(1, count) {
+            for n in 1...min(max(1, count), 1000) {
                 try await mouse("mousePressed", x, y, button: button, clickCount: n)
                 try await mouse("mouseReleased", x, y, button: button, clickCount: n)
             }
@@ -189,7 +189,7 @@ public actor ChromiumExecutor: CommandExecutor {
                 let press = ch == "\n" ? KeyPress.parse("Enter")!
                     : KeyPress.parse(String(ch)) ?? KeyPress(modifiers: 0, key: KeyDefinition(key: String(ch), code: "", keyCode: 0, text: String(ch)))
                 for e in press.events { try await page("Input.dispatchKeyEvent", e) }
-                if delay > 0 { try await Task.sleep(nanoseconds: UInt64(delay) * 1_000_000) }
+                if delay > 0 { try await Task.sleep(nanoseconds: WireNumbers.sleepNanoseconds(millis: delay)) }
             }
             return .object(["ok": .bool(true)])
         case "select":
@@ -255,7 +255,7 @@ public actor ChromiumExecutor: CommandExecutor {
             }
             return .object(["ok": .bool(true)])
         case "waitForTimeout":
-            try await Task.sleep(nanoseconds: UInt64(max(0, p["ms"]?.intValue ?? 0)) * 1_000_000)
+            try await Task.sleep(nanoseconds: WireNumbers.sleepNanoseconds(millis: p["ms"]?.intValue ?? 0))
             return .object(["ok": .bool(true)])
         case "updateStatus":
             log("status: \(p["heading"]?.stringValue ?? "") \(p["subheading"]?.stringValue ?? "") \(p["progress"].map { JSONWriter.string($0) } ?? "")")
@@ -622,7 +622,7 @@ public actor ChromiumExecutor: CommandExecutor {
         return try await withCheckedThrowingContinuation { c in
             waiters[id]?.continuation = c
             Task {
-                try? await Task.sleep(nanoseconds: UInt64(ms * 1_000_000))
+                try? await Task.sleep(nanoseconds: WireNumbers.sleepNanoseconds(millis: Int(ms)))
                 self.timeOut(id, what)
             }
         }

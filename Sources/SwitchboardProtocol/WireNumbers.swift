@@ -3,6 +3,12 @@
 /// arithmetic saturates: a value out of range is an `invalid_message` or `validation_error`,
 /// never a trap.
 public enum WireNumbers {
+    /// Milliseconds as nanoseconds for `Task.sleep`, clamped to 0 … 1 day: a delay that came
+    /// from a peer (or a setting) can neither be negative nor overflow.
+    public static func sleepNanoseconds(millis: Int) -> UInt64 {
+        UInt64(min(max(millis, 0), 86_400_000)) * 1_000_000
+    }
+
     /// The largest integer a JSON number carries exactly (2^53 − 1). Counters (`seq`,
     /// `lastSeq`, `clientSeq`, cursors) are within 0...maxSafeInteger.
     public static let maxSafeInteger = 9_007_199_254_740_991

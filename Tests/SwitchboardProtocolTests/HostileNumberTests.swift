@@ -142,3 +142,10 @@ import Testing
         #expect(p.search(input) == .budgetExhausted || p.search(input) == .noMatch)
     }
 }
+
+@Suite struct SleepDurations {
+    @Test(arguments: [(Int.min, 0), (-1, 0), (0, 0), (250, 250_000_000), (86_400_000, 86_400_000_000_000), (Int.max, 86_400_000_000_000)] as [(Int, UInt64)])
+    func delaysAreClamped(millis: Int, nanoseconds: UInt64) {
+        #expect(WireNumbers.sleepNanoseconds(millis: millis) == nanoseconds)
+    }
+}
