@@ -157,7 +157,7 @@ public actor ChromiumExecutor: CommandExecutor {
             try await waitForLoad(until: min(limit, deadline))
             return .object(["url": .string(try await string("location.href"))])
         case "click":
-            let (x, y) = try await actionablePoint(p, enabled: true, deadline: deadline)
+            let (x, y) = try await actionablePoint(p, enabled: true, hit: true, deadline: deadline)
             let button = p["button"]?.stringValue ?? "left"
             let count = p["clickCount"]?.intValue ?? 1
             try await mouse("mouseMoved", x, y)
@@ -167,7 +167,7 @@ public actor ChromiumExecutor: CommandExecutor {
             }
             return .object(["ok": .bool(true)])
         case "hover":
-            let (x, y) = try await actionablePoint(p, enabled: false, deadline: deadline)
+            let (x, y) = try await actionablePoint(p, enabled: false, hit: true, deadline: deadline)
             try await mouse("mouseMoved", x, y)
             return .object(["ok": .bool(true)])
         case "fill":
@@ -345,14 +345,14 @@ public actor ChromiumExecutor: CommandExecutor {
 
     /// Waits until the target is attached, visible, stable (and enabled), scrolls it into view
     /// and returns its centre.
-    private func actionablePoint(_ p: JSONObject, enabled: Bool, deadline: Date) async throws -> (Double, Double) {
+    private func actionablePoint(_ p: JSONObject, enabled: Bool, hit: Bool = false, deadline: Date) async throws -> (Double, Double) {
         var last = "not found"
         while true {
             if let id = try await resolve(p) {
-                let r = try await call(PageScripts.actionable, on: id, arguments: [.bool(enabled)])
+                let r = try await call(PageScripts.actionable, on: id, arguments: [.bool(enabled), .bool(hit)])
                 let s = r["s"]?.stringValue ?? "detached"
                 if s == "ok", let x = r["x"]?.doubleValue, let y = r["y"]?.doubleValue { return (x, y) }
-                last = s
+                last = s == "obscured" ? "covered by \(r["by"]?.stringValue ?? "another element")" : s
             }
             guard Date() < deadline else {
                 if last == "not found" { throw CommandFailure.elementNotFound("no element matches \(describe(p))") }

@@ -15,10 +15,11 @@ enum PageScripts {
     """
 
     /// Actionability (as Playwright checks it): attached, visible, stable over two animation
-    /// frames, enabled when asked; then scrolled into view. Answers `{s, x, y}` with `s` one of
-    /// ok, detached, hidden, unstable, disabled.
+    /// frames, enabled when asked; then scrolled into view and, when asked, the element (not
+    /// something over it) is what a pointer at its centre would hit. Answers `{s, x, y}` with
+    /// `s` one of ok, detached, hidden, unstable, disabled, obscured.
     static let actionable = """
-    async function (wantEnabled) {
+    async function (wantEnabled, wantHit) {
       const el = this;
       if (!el.isConnected) return { s: "detached" };
       const box = (e) => { const r = e.getBoundingClientRect(); return [r.x, r.y, r.width, r.height]; };
@@ -33,7 +34,17 @@ enum PageScripts {
       await new Promise((f) => requestAnimationFrame(() => requestAnimationFrame(f)));
       const after = box(el);
       if (before.join() !== after.join()) return { s: "unstable" };
-      return { s: "ok", x: after[0] + after[2] / 2, y: after[1] + after[3] / 2 };
+      const x = after[0] + after[2] / 2, y = after[1] + after[3] / 2;
+      if (wantHit) {
+        let hit = document.elementFromPoint(x, y);
+        // Inside shadow trees, follow the hit down to the innermost element.
+        while (hit && hit.shadowRoot) { const inner = hit.shadowRoot.elementFromPoint(x, y); if (!inner || inner === hit) break; hit = inner; }
+        if (!hit || !(hit === el || el.contains(hit))) {
+          const by = hit ? hit.tagName.toLowerCase() + (hit.id ? "#" + hit.id : "") : "nothing";
+          return { s: "obscured", by: by };
+        }
+      }
+      return { s: "ok", x: x, y: y };
     }
     """
 

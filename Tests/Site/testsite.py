@@ -63,6 +63,12 @@ document.addEventListener("keydown", (e) => { document.title = "Dashboard:" + e.
     "/poll": ("Polling", """<p id="st">waiting</p><script>
 const poll = async () => { const r = await fetch('/api/status'); const j = await r.json(); document.getElementById('st').textContent = j.ready ? 'ready' : 'waiting'; if (!j.ready) setTimeout(poll, 300); };
 setTimeout(poll, 300);</script>"""),
+    "/overlay": ("Overlay", """
+<button id="under" onclick="fetch('/api/count', {method: 'POST'})">Count me</button>
+<div id="cover" style="position: fixed; inset: 0; background: rgba(0,0,0,0.3)"></div>
+<div id="forever" style="position: relative"><button id="buried">Buried</button>
+  <div style="position: absolute; inset: 0; background: white"></div></div>
+<script>setTimeout(() => document.getElementById('cover').remove(), 700);</script>"""),
     "/signup": ("Create your account", "<h1>Sign up</h1>"),
     "/forgot": ("Reset your password", "<h1>Reset</h1>"),
 }

@@ -148,6 +148,17 @@ import WebSocketClient
         do { _ = try await w.navigate("http://127.0.0.1:9/"); Issue.record("navigated to a closed port") } catch let e as SwitchboardError {
             #expect(e.code == "navigation_failed")
         }
+        // A click waits until nothing covers its target (an overlay that goes away), and a
+        // target that stays covered is never clicked through.
+        _ = try await w.navigate(r.siteURL + "/overlay")
+        let before = try await siteCount(r)
+        try await w.click(.selector("#under"))
+        try await w.waitForTimeout(300)
+        #expect(try await siteCount(r) == before + 1)
+        do { try await w.click(.selector("#buried"), timeoutMs: 1_500); Issue.record("clicked through a cover") } catch let e as SwitchboardError {
+            guard case .command("timeout", let message) = e else { Issue.record("\(e)"); return }
+            #expect(message?.contains("covered by div") == true)
+        }
         try await w.press("Tab")
         try await w.updateStatus(heading: "Done", progress: 1)
         #expect(try await w.evaluate("return navigator.webdriver").value == .bool(false))
