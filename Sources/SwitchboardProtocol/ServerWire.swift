@@ -153,4 +153,13 @@ extension JSONWriter {
         raw("{\"type\":\""); raw(type); raw("\"")
         if let seq { raw(",\"seq\":"); int(seq) }
     }
+
+    /// A whole server message: `type`, `seq` when given, then the members `fields` writes.
+    public static func message(type: StaticString, seq: Int? = nil, _ fields: (inout JSONWriter) -> Void) -> [UInt8] {
+        var w = JSONWriter()
+        w.open(type: type, seq: seq)
+        fields(&w)
+        w.raw("}")
+        return w.bytes
+    }
 }

@@ -592,11 +592,7 @@ public actor Session {
         let s = state
         func fields(_ w: inout JSONWriter) { ServerSessionEnd.writeFields(&w, phase: s.phase, reason: s.reason, result: s.result, error: s.error) }
         if peer.role == .debug {
-            var w = JSONWriter()
-            w.open(type: "server.session_end", seq: nil)
-            fields(&w)
-            w.raw("}")
-            sendUnsequenced(peer, w.bytes, type: "server.session_end")
+            sendUnsequenced(peer, JSONWriter.message(type: "server.session_end", fields), type: "server.session_end")
             return
         }
         emit(to: peer.role, type: "server.session_end", id: nil) { fields(&$0) }
@@ -684,11 +680,7 @@ public actor Session {
         if sequenced && peer.helloDone && peer.role != .debug && (peer === worker || peer === client) {
             emit(to: peer.role, type: "server.error", id: id) { fields(&$0) }
         } else {
-            var w = JSONWriter()
-            w.open(type: "server.error", seq: nil)
-            fields(&w)
-            w.raw("}")
-            sendUnsequenced(peer, w.bytes, type: "server.error")
+            sendUnsequenced(peer, JSONWriter.message(type: "server.error", fields), type: "server.error")
         }
     }
 

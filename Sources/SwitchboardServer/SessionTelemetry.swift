@@ -297,7 +297,6 @@ extension Session {
             sendError(peer, .internalError, "the session store is failing; keep the batch and send it again later")
             return
         }
-
         var ops: [StoreOp] = []
         let filter = (clientConfig["eventFilter"]?["types"]?.arrayValue).map { Set($0.compactMap(\.stringValue)) }
         let now = epochMillis()

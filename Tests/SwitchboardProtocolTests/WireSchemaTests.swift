@@ -46,11 +46,7 @@ struct Gen: RandomNumberGenerator {
     static let rounds = 300
 
     func written(_ type: StaticString, seq: Int?, _ fields: (inout JSONWriter) -> Void) -> [UInt8] {
-        var w = JSONWriter()
-        w.open(type: type, seq: seq)
-        fields(&w)
-        w.raw("}")
-        return w.bytes
+        JSONWriter.message(type: type, seq: seq, fields)
     }
 
     /// Decodes `bytes` as a server message, re-encodes the Codable value and checks that it
