@@ -66,7 +66,14 @@ public enum ServerMessage: Sendable {
         case "server.event": return .event(try as_(ServerEvent.self))
         case "server.error": return .error(try as_(ServerError.self))
         case "server.session_end": return .sessionEnd(try as_(ServerSessionEnd.self))
-        case "server.replay": return .replay(try as_(ServerReplay.self))
+        case "server.replay":
+            // Read from the parsed value: its messages stay JSON values, each decoded on its
+            // own later, instead of going through JSON's Codable conformance element by element.
+            guard let from = value["fromSeq"]?.intValue, let to = value["toSeq"]?.intValue,
+                  let complete = value["complete"]?.boolValue, let messages = value["messages"]?.arrayValue else {
+                throw DecodingFailure(description: "server.replay: fromSeq, toSeq, complete and messages are required")
+            }
+            return .replay(ServerReplay(fromSeq: from, toSeq: to, complete: complete, messages: messages))
         default: return .unknown(type: type, seq: value["seq"]?.intValue)
         }
     }
