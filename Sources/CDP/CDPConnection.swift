@@ -24,7 +24,7 @@ public actor CDPConnection {
 
     private let socket: WebSocket
     private var nextId = 0
-    private var waiting: [Int: CheckedContinuation<JSONObject, any Error>] = [:]
+    private var waiting: [Int: (continuation: CheckedContinuation<JSONObject, any Error>, timer: Task<Void, Never>)] = [:]
     private var subscribers: [UUID: AsyncStream<Event>.Continuation] = [:]
     private var closed: Failure?
 
@@ -67,12 +67,13 @@ public actor CDPConnection {
         if let sessionId { message["sessionId"] = .string(sessionId) }
         let bytes = JSONWriter.serialize(.object(message))
         return try await withCheckedThrowingContinuation { c in
-            waiting[id] = c
-            socket.send(text: bytes)
-            Task {
-                try? await Task.sleep(nanoseconds: WireNumbers.sleepNanoseconds(millis: timeoutMs))
+            // The timer is cancelled by the answer, so commands leave no sleeping tasks behind.
+            let timer = Task {
+                guard (try? await Task.sleep(nanoseconds: WireNumbers.sleepNanoseconds(millis: timeoutMs))) != nil else { return }
                 self.fail(id, Failure(code: 0, message: "\(method) did not answer within \(timeoutMs) ms"))
             }
+            waiting[id] = (c, timer)
+            socket.send(text: bytes)
         }
     }
 
@@ -95,13 +96,13 @@ public actor CDPConnection {
     private func unsubscribe(_ key: UUID) { subscribers[key] = nil }
 
     private func fail(_ id: Int, _ failure: Failure) {
-        waiting.removeValue(forKey: id)?.resume(throwing: failure)
+        waiting.removeValue(forKey: id)?.continuation.resume(throwing: failure)
     }
 
     private func ended(_ failure: Failure) {
         guard closed == nil else { return }
         closed = failure
-        for c in waiting.values { c.resume(throwing: failure) }
+        for w in waiting.values { w.timer.cancel(); w.continuation.resume(throwing: failure) }
         waiting.removeAll()
         for s in subscribers.values { s.finish() }
         subscribers.removeAll()
@@ -110,7 +111,8 @@ public actor CDPConnection {
     private func received(_ bytes: [UInt8]) {
         guard let message = (try? JSONParser.parse(bytes))?.objectValue else { return }
         if let id = message["id"]?.intValue {
-            guard let c = waiting.removeValue(forKey: id) else { return }
+            guard let (c, timer) = waiting.removeValue(forKey: id) else { return }
+            timer.cancel()
             if let e = message["error"]?.objectValue {
                 c.resume(throwing: Failure(code: e["code"]?.intValue ?? -1, message: e["message"]?.stringValue ?? "error"))
             } else {

@@ -120,7 +120,7 @@ public struct ClientOptions: Sendable {
     public var batchDelayMs: Int
     /// Responses remembered for re-delivered commands (the protocol asks for at least 16).
     public var responseCacheSize: Int
-    /// A file that keeps the client's position (the last `seq`, the response cache, the
+    /// A file that keeps the client's position (the last `seq` as of its latest command, the response cache, the
     /// commands started and the telemetry numbering) across restarts of the process: a client
     /// started again with it resumes where it was and never runs a command twice (one that was
     /// running when the process died is answered with `command_failed`). Nil: memory only.
@@ -352,7 +352,6 @@ public actor ClientConnection: LinkDelegate {
     }
 
     func linkReceived(_ message: ServerMessage) async {
-        defer { if options.stateFile != nil, message.seq != nil { Task { await self.save() } } }
         switch message {
         case .command(let c): await received(c)
         case .cancel(let c):

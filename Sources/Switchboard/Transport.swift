@@ -36,7 +36,7 @@ public struct TransportOptions: Sendable {
 
 /// One WebSocket as the SDK uses it: text messages in and out, then one close.
 protocol MessageSocket: Sendable {
-    var incoming: AsyncStream<SocketEvent> { get }
+    var incoming: any AsyncSequence<SocketEvent, Never> { get }
     func send(_ text: [UInt8])
     func close(code: UInt16)
 }
@@ -89,22 +89,15 @@ enum Transport {
 
     struct OwnSocket: MessageSocket {
         let ws: WebSocket
-        let incoming: AsyncStream<SocketEvent>
-        init(_ ws: WebSocket) {
-            self.ws = ws
-            let events = ws.events
-            incoming = AsyncStream { c in
-                let task = Task {
-                    for await e in events {
-                        switch e {
-                        case .text(let t): c.yield(.text(t))
-                        case .binary: break // the protocol is text only
-                        case .closed(let code, let reason): c.yield(.closed(code: code, reason: reason))
-                        }
-                    }
-                    c.finish()
+        init(_ ws: WebSocket) { self.ws = ws }
+        /// The connection's own events, mapped as they are read (the protocol is text only).
+        var incoming: any AsyncSequence<SocketEvent, Never> {
+            ws.events.compactMap { e -> SocketEvent? in
+                switch e {
+                case .text(let t): return .text(t)
+                case .binary: return nil
+                case .closed(let code, let reason): return .closed(code: code, reason: reason)
                 }
-                c.onTermination = { _ in task.cancel() }
             }
         }
         func send(_ text: [UInt8]) { ws.send(text: text) }
@@ -140,10 +133,11 @@ enum Transport {
 
     final class URLSessionSocket: MessageSocket, @unchecked Sendable {
         let task: URLSessionWebSocketTask
-        let incoming: AsyncStream<SocketEvent>
+        let stream: AsyncStream<SocketEvent>
+        var incoming: any AsyncSequence<SocketEvent, Never> { stream }
         init(task: URLSessionWebSocketTask) {
             self.task = task
-            incoming = AsyncStream { c in
+            stream = AsyncStream { c in
                 let reader = Task {
                     while true {
                         do {

@@ -29,6 +29,9 @@ final class ClientSocket {
     private let tls: TLSSession?
     private var out: [UInt8] = []
     private var outOffset = 0
+    /// Reused by every read: ciphertext (or plaintext without TLS), and decrypted plaintext.
+    private var readBuffer = [UInt8](repeating: 0, count: 64 << 10)
+    private var plainBuffer = [UInt8](repeating: 0, count: 16 << 10)
     private var closed = false
 
     var hasPendingOutput: Bool { outOffset < out.count }
@@ -153,22 +156,20 @@ final class ClientSocket {
 
     /// Plaintext available now: nil when none (would block), empty at the end of the stream.
     func receive() throws(TransportError) -> [UInt8]? {
-        var buf = [UInt8](repeating: 0, count: 64 << 10)
         while true {
-            let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            let n = readBuffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
             if n < 0 {
                 if errno == EINTR { continue }
                 if errno == EAGAIN || errno == EWOULDBLOCK { return nil }
                 throw TransportError("receive failed: \(String(cString: strerror(errno)))")
             }
-            guard let tls else { return n == 0 ? [] : Array(buf[0..<n]) }
+            guard let tls else { return n == 0 ? [] : Array(readBuffer[0..<n]) }
             if n == 0 { return [] }
-            buf.withUnsafeBytes { tls.feed(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+            readBuffer.withUnsafeBytes { tls.feed(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
             var plain: [UInt8] = []
-            var chunk = [UInt8](repeating: 0, count: 16 << 10)
             while true {
-                let m = chunk.withUnsafeMutableBytes { tls.read(into: $0) }
-                if m > 0 { plain.append(contentsOf: chunk[0..<m]); continue }
+                let m = plainBuffer.withUnsafeMutableBytes { tls.read(into: $0) }
+                if m > 0 { plain.append(contentsOf: plainBuffer[0..<m]); continue }
                 if m < 0 { throw TransportError("TLS failure") }
                 break
             }
