@@ -20,3 +20,22 @@ import Testing
         #expect(KeyPress.parse(name) == nil)
     }
 }
+
+/// Image headers from the browser, broken or hostile: a size or nil, never a trap or a hang.
+@Suite struct ImageSizeTests {
+    @Test func sizesOfRealAndBrokenImages() {
+        let png: [UInt8] = [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0, 0, 0, 13, 0x49, 0x48, 0x44, 0x52, 0, 0, 5, 0, 0, 0, 2, 208, 8, 6]
+        #expect(ChromiumExecutor.imageSize(png).map { [$0.0, $0.1] } == [1280, 720])
+        let jpeg: [UInt8] = [0xFF, 0xD8, 0xFF, 0xE0, 0, 4, 0, 0, 0xFF, 0xC0, 0, 11, 8, 1, 0x2C, 2, 0x80, 3, 0, 0, 0]
+        #expect(ChromiumExecutor.imageSize(jpeg).map { [$0.0, $0.1] } == [640, 300])
+        let broken: [[UInt8]] = [[], [0x89, 0x50, 0x4E, 0x47], [0xFF, 0xD8], [0xFF, 0xD8, 0xFF, 0xE0, 0, 0, 0, 0, 0, 0, 0, 0],
+                                 [0xFF, 0xD8, 0xFF, 0xE0, 0xFF, 0xFF, 0, 0, 0, 0, 0, 0], [0xFF, 0xD8] + [UInt8](repeating: 0xFF, count: 64)]
+        for b in broken { _ = ChromiumExecutor.imageSize(b) }
+        var g = SystemRandomNumberGenerator()
+        for _ in 0..<2000 {
+            var b: [UInt8] = [0xFF, 0xD8] + (0..<Int.random(in: 0...64, using: &g)).map { _ in UInt8.random(in: 0...255, using: &g) }
+            if Bool.random(using: &g) { b[0] = 0x89; b[1] = 0x50; b += [0x4E, 0x47] }
+            _ = ChromiumExecutor.imageSize(b)
+        }
+    }
+}

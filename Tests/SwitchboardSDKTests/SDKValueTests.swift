@@ -148,3 +148,58 @@ import WebSocketCore
         #expect(clientSide(FrameWriter.frame(.text, payload: Array("hi".utf8))) == .success(["hi"]))
     }
 }
+
+/// What a hostile or broken server can send the SDK: every input is refused cleanly.
+@Suite struct HostileServerInputTests {
+    @Test(arguments: [
+        #"{"type":"server.ack","seq":1e300,"clientSeq":1}"#, #"{"type":"server.ack","seq":-1e400,"clientSeq":1}"#,
+        #"{"type":"server.ack","seq":18446744073709551616,"clientSeq":1}"#, #"{"type":"server.ack","seq":"7","clientSeq":1}"#,
+        #"{"type":"server.command","seq":1,"id":"c","command":"click","params":[],"timeoutMs":9223372036854775808}"#,
+        #"{"type":"server.replay","fromSeq":1,"toSeq":2,"complete":"yes","messages":[]}"#,
+        #"{"type":"server.replay","fromSeq":1e20,"toSeq":2,"complete":true,"messages":[]}"#,
+        #"{"seq":1}"#, #"[1,2]"#, "", "nul", #"{"type":7}"#,
+        String(repeating: "[", count: 100_000), String(repeating: #"{"a":"#, count: 10_000),
+    ])
+    func malformedMessagesAreRefused(text: String) {
+        #expect(throws: ServerMessage.DecodingFailure.self) { try ServerMessage.decode(Array(text.utf8)) }
+    }
+
+    @Test func aReplayOfBrokenMessagesDecodesWhatItCan() throws {
+        guard case .replay(let r) = try ServerMessage.decode(Array(#"{"type":"server.replay","fromSeq":3,"toSeq":4,"complete":true,"messages":[{"type":"server.ack","seq":3,"clientSeq":1},{"type":"server.ack","seq":"x"}]}"#.utf8)) else {
+            Issue.record("not a replay"); return
+        }
+        #expect(r.messages.count == 2)
+        #expect(throws: Never.self) { try ServerMessage.decode(r.messages[0]) }
+        #expect(throws: ServerMessage.DecodingFailure.self) { try ServerMessage.decode(r.messages[1]) }
+    }
+
+    @Test func httpBodiesWithHostileLengths() throws {
+        func head(_ extra: String) throws -> ResponseHead {
+            guard case .done(let h) = ResponseHead.parse(Array("HTTP/1.1 200 OK\r\n\(extra)\r\n\r\n".utf8)[...]) else { throw SwitchboardError.invalidResponse("no head") }
+            return h
+        }
+        // A length beyond Int or negative is not trusted: the body runs to the close.
+        for bad in ["99999999999999999999999", "-5", "1e3", ""] {
+            let h = try head("Content-Length: \(bad)")
+            #expect(HTTPClient.complete(h, Array("abc".utf8)[...], eof: false) == nil)
+            #expect(HTTPClient.complete(h, Array("abc".utf8)[...], eof: true) == Array("abc".utf8))
+        }
+        // A huge declared length waits for bytes (the caller's body limit ends it).
+        #expect(HTTPClient.complete(try head("Content-Length: 9223372036854775807"), [1, 2][...], eof: false) == nil)
+        for chunk in ["ffffffff\r\nab", "-1\r\n", "7fffffffffffffff\r\n", "\r\n", "0x10\r\n"] {
+            #expect(HTTPClient.dechunk(Array(chunk.utf8)[...]) == nil)
+        }
+        for status in ["HTTP/1.1 9999999999999999999 X", "HTTP/1.1 -20 X", "HTTP/1.1 20 X"] {
+            guard case .invalid = ResponseHead.parse(Array("\(status)\r\n\r\n".utf8)[...]) else { Issue.record("accepted \(status)"); continue }
+        }
+    }
+
+    @Test func upgradeResponsesWithHostileNumbers() {
+        let key = "dGhlIHNhbXBsZSBub25jZQ=="
+        for bits in ["99999999999999999999999", "-15", "0", "16", "1e1", ""] {
+            let h = HTTPHeaders([("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+                                 ("Sec-WebSocket-Extensions", "permessage-deflate; client_max_window_bits=\(bits)")])
+            if case .success = ClientHandshake.validate(status: 101, headers: h, key: key, offeredDeflate: true) { Issue.record("accepted \(bits)") }
+        }
+    }
+}
