@@ -81,6 +81,31 @@ public protocol CommandExecutor: Sendable {
     func cancel(commandId: String) async
     /// The session ended; no more commands come.
     func sessionEnded(_ end: ServerSessionEnd) async
+
+    /// With the `cdp` capability (docs/protocol.md section 16): the browser as its DevTools
+    /// `/json/version` names it (`Browser`, `User-Agent`, …), sent in the hello.
+    var cdpVersion: [String: String]? { get }
+    /// A worker opened CDP channel `channel`: connect it to the browser's DevTools endpoint and
+    /// pass every frame from the browser to `outlet`, in order.
+    func cdpOpen(channel: Int, outlet: CDPOutlet) async
+    /// A frame from the worker for `channel`.
+    func cdpFrame(channel: Int, data: String) async
+    /// The worker's side of `channel` closed, or the connection to the server did.
+    func cdpClose(channel: Int) async
+}
+
+/// Where a CDP channel's frames from the browser go (to the worker, through the server).
+public struct CDPOutlet: Sendable {
+    let sendFrame: @Sendable (String) async -> Void
+    let closeChannel: @Sendable (String?) async -> Void
+    public init(send: @escaping @Sendable (String) async -> Void, close: @escaping @Sendable (String?) async -> Void) {
+        sendFrame = send
+        closeChannel = close
+    }
+    /// Sends one frame to the worker (dropped when the server connection is down).
+    public func send(_ frame: String) async { await sendFrame(frame) }
+    /// The browser's side closed: the server closes the worker's socket with 4011.
+    public func close(reason: String?) async { await closeChannel(reason) }
 }
 
 extension CommandExecutor {
@@ -94,6 +119,12 @@ extension CommandExecutor {
     public func cancel(commandId: String) async {}
     /// Does nothing by default.
     public func sessionEnded(_ end: ServerSessionEnd) async {}
+    /// None by default (no `cdp` capability).
+    public var cdpVersion: [String: String]? { nil }
+    /// Refuses by default: the channel closes at once.
+    public func cdpOpen(channel: Int, outlet: CDPOutlet) async { await outlet.close(reason: "this client does not relay CDP") }
+    public func cdpFrame(channel: Int, data: String) async {}
+    public func cdpClose(channel: Int) async {}
 }
 
 /// Where an executor (or the app) reports telemetry. Events keep their order; they are sent
@@ -197,6 +228,18 @@ public actor ClientConnection: LinkDelegate {
 
     /// Commands that were running when an earlier process with the same state file died.
     private var interrupted: Set<String> = []
+    /// CDP channels the executor holds open.
+    private var cdpChannels: Set<Int> = []
+
+    private func sendCDP(_ channel: Int, _ data: String) async {
+        guard cdpChannels.contains(channel) else { return }
+        _ = await link.send(ClientCDP.message(channel: channel, data: data))
+    }
+
+    private func closeCDP(_ channel: Int, reason: String?) async {
+        guard cdpChannels.remove(channel) != nil else { return }
+        _ = await link.send(PeerMessageEncoder.encode(ClientCDPClose(channel: channel, reason: reason)))
+    }
 
     /// Writes the state file (when configured).
     private func save() async {
@@ -317,7 +360,7 @@ public actor ClientConnection: LinkDelegate {
 
     func helloMessage(lastSeq: Int?) -> [UInt8] {
         PeerMessageEncoder.encode(ClientHello(sdk: SDKInfo(name: options.connection.sdkName, version: options.connection.sdkVersion),
-                                              lastSeq: lastSeq, capabilities: executor.capabilities))
+                                              lastSeq: lastSeq, capabilities: executor.capabilities, cdpVersion: executor.cdpVersion))
     }
 
     func linkConnected(_ h: ServerHello) async {
@@ -368,12 +411,27 @@ public actor ClientConnection: LinkDelegate {
             for t in running.values { t.cancel() }
             running.removeAll()
             await executor.sessionEnded(e)
+        case .cdpOpen(let o):
+            cdpChannels.insert(o.channel)
+            let channel = o.channel
+            await executor.cdpOpen(channel: channel, outlet: CDPOutlet(send: { [weak self] data in await self?.sendCDP(channel, data) },
+                                                                      close: { [weak self] reason in await self?.closeCDP(channel, reason: reason) }))
+        case .cdp(let f):
+            if cdpChannels.contains(f.channel) { await executor.cdpFrame(channel: f.channel, data: f.data) }
+        case .cdpClose(let c):
+            if cdpChannels.remove(c.channel) != nil { await executor.cdpClose(channel: c.channel) }
         default: break
         }
     }
 
     func linkReplayed(complete: Bool) async {}
-    func linkDisconnected() async { batchesReady = false }
+    func linkDisconnected() async {
+        batchesReady = false
+        // The server closed the worker's side of every channel with 4010.
+        let open = cdpChannels
+        cdpChannels.removeAll()
+        for c in open.sorted() { await executor.cdpClose(channel: c) }
+    }
 
     func linkFinished(_ error: SwitchboardError?) async {
         done = true

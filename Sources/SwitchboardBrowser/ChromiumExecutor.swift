@@ -32,10 +32,15 @@ public actor ChromiumExecutor: CommandExecutor {
         var seen: CDPConnection.Event?
     }
 
-    public nonisolated var capabilities: [String] { ["selectorConditions", "uid"] }
+    /// Relays CDP channels to the browser when set (the `cdp` capability).
+    let bridge: CDPBridge?
+    public nonisolated let cdpVersion: [String: String]?
+
+    public nonisolated var capabilities: [String] { ["selectorConditions", "uid"] + (bridge == nil ? [] : ["cdp"]) }
 
     /// Attaches to the browser's first page (or opens one) and enables the domains it needs.
-    public static func attach(_ cdp: CDPConnection, log: @escaping @Sendable (String) -> Void = { _ in },
+    /// With `cdpEndpoint` (the browser's DevTools WebSocket URL) it relays CDP channels.
+    public static func attach(_ cdp: CDPConnection, cdpEndpoint: String? = nil, log: @escaping @Sendable (String) -> Void = { _ in },
                               onInteractive: (@Sendable (InteractiveChange, ChromiumExecutor) async -> Void)? = nil) async throws -> ChromiumExecutor {
         let targets = try await cdp.send("Target.getTargets")["targetInfos"]?.arrayValue ?? []
         var targetId = targets.first { $0["type"]?.stringValue == "page" }?["targetId"]?.stringValue
@@ -44,15 +49,23 @@ public actor ChromiumExecutor: CommandExecutor {
         guard let session = try await cdp.send("Target.attachToTarget", ["targetId": .string(targetId), "flatten": .bool(true)])["sessionId"]?.stringValue else {
             throw CommandFailure(code: "internal_error", message: "cannot attach to the page")
         }
-        let e = ChromiumExecutor(cdp: cdp, session: session, log: log, onInteractive: onInteractive)
+        var version: [String: String]? = nil
+        if cdpEndpoint != nil, let v = try? await cdp.send("Browser.getVersion") {
+            version = ["Browser": v["product"]?.stringValue ?? "Chrome", "Protocol-Version": v["protocolVersion"]?.stringValue ?? "1.3",
+                       "User-Agent": v["userAgent"]?.stringValue ?? "", "V8-Version": v["jsVersion"]?.stringValue ?? ""]
+        }
+        let e = ChromiumExecutor(cdp: cdp, session: session, bridge: cdpEndpoint.map { CDPBridge(endpoint: $0, protectedTarget: targetId) },
+                                 cdpVersion: version, log: log, onInteractive: onInteractive)
         await e.start()
         return e
     }
 
-    init(cdp: CDPConnection, session: String, log: @escaping @Sendable (String) -> Void,
+    init(cdp: CDPConnection, session: String, bridge: CDPBridge?, cdpVersion: [String: String]?, log: @escaping @Sendable (String) -> Void,
          onInteractive: (@Sendable (InteractiveChange, ChromiumExecutor) async -> Void)?) {
         self.cdp = cdp
         self.session = session
+        self.bridge = bridge
+        self.cdpVersion = cdpVersion
         self.log = log
         self.onInteractive = onInteractive
     }
@@ -96,6 +109,19 @@ public actor ChromiumExecutor: CommandExecutor {
             if !selectors.isEmpty { conditionWatch = Task { await self.watch(selectors, yieldId: change.yieldId) } }
         }
         await onInteractive?(change, self)
+    }
+
+    public func cdpOpen(channel: Int, outlet: CDPOutlet) async {
+        guard let bridge else { await outlet.close(reason: "this client does not relay CDP"); return }
+        log("CDP channel \(channel) opened by the worker")
+        await bridge.open(channel: channel, outlet: outlet)
+    }
+
+    public func cdpFrame(channel: Int, data: String) async { await bridge?.frame(channel: channel, data: data) }
+
+    public func cdpClose(channel: Int) async {
+        log("CDP channel \(channel) closed")
+        await bridge?.close(channel: channel)
     }
 
     public func sessionEnded(_ end: ServerSessionEnd) async {

@@ -24,6 +24,10 @@ public struct HelloMessage: Sendable {
     public var capabilities: [String]
     public var events: [String]?
     public var sdk: JSON?
+    /// A client's browser as its DevTools `/json/version` names it (`Browser`, `User-Agent`,
+    /// …), for CDP discovery (docs/protocol.md section 16). Only those string fields are kept.
+    public var cdpVersion: JSONObject? = nil
+    public static let cdpVersionKeys: Set<String> = ["Browser", "Protocol-Version", "User-Agent", "V8-Version", "WebKit-Version"]
 }
 
 public struct YieldRequest: Sendable {
@@ -45,6 +49,10 @@ public enum PeerMessage: Sendable {
     case commandResponse(CommandResponse)
     /// `client.events` or an activity stream, already turned into events.
     case telemetry(clientSeq: Int?, events: [TelemetryEvent])
+    /// `client.cdp`: a frame from the client's browser for a CDP channel.
+    case cdp(channel: Int, data: String)
+    /// `client.cdp_close`: the client's side of a CDP channel is gone.
+    case cdpClose(channel: Int, reason: String?)
 }
 
 /// What can be wrong with an inbound message, and what the server does about it.
@@ -64,7 +72,7 @@ public enum InboundDecoder {
 
     static let workerTypes: Set<String> = ["worker.hello", "worker.command", "worker.cancel", "worker.yield_to_user", "worker.complete", "worker.fail"]
     static let clientTypes: Set<String> = ["client.hello", "client.command_response", "client.events", "client.console_activity",
-                                           "client.network_activity", "client.sdk_log"]
+                                           "client.network_activity", "client.sdk_log", "client.cdp", "client.cdp_close"]
 
     /// Decodes one text message from `role` (worker or client). `receivedAt` (epoch ms) stamps
     /// activity entries without a time of their own.
@@ -129,7 +137,16 @@ public enum InboundDecoder {
                 guard let a = e.arrayValue, a.allSatisfy({ $0.stringValue != nil }) else { throw .invalidMessage("'events' must be an array of strings", id: nil) }
                 events = a.compactMap(\.stringValue)
             }
-            return .hello(HelloMessage(protocolVersion: version, lastSeq: lastSeq, capabilities: caps, events: events, sdk: o["sdk"]))
+            var cdpVersion: JSONObject? = nil
+            if let v = o["cdpVersion"], !v.isNull {
+                guard let vo = v.objectValue else { throw .invalidMessage("'cdpVersion' must be an object", id: nil) }
+                cdpVersion = JSONObject(vo.members.compactMap { m in
+                    guard HelloMessage.cdpVersionKeys.contains(m.key), let s = m.value.stringValue else { return nil }
+                    return (m.key, .string(String(s.prefix(256))))
+                })
+            }
+            return .hello(HelloMessage(protocolVersion: version, lastSeq: lastSeq, capabilities: caps, events: events, sdk: o["sdk"],
+                                       cdpVersion: cdpVersion))
 
         case "worker.command":
             let cid = try id(o, required: false)
@@ -241,6 +258,17 @@ public enum InboundDecoder {
                 events.append(TelemetryEvent(type: t, ts: try timestamp(eo["ts"], path: "entries[\(k)].ts") ?? receivedAt, source: "client", payload: payload))
             }
             return .telemetry(clientSeq: clientSeq, events: events)
+
+        case "client.cdp", "client.cdp_close":
+            guard let channel = try optionalInt(o, "channel", min: 1) else { throw .invalidMessage("'channel' is required", id: nil) }
+            if type == "client.cdp_close" {
+                guard o["reason"] == nil || o["reason"]!.isNull || o["reason"]!.stringValue != nil else {
+                    throw .invalidMessage("'reason' must be a string", id: nil)
+                }
+                return .cdpClose(channel: channel, reason: o["reason"]?.stringValue.map { String($0.prefix(200)) })
+            }
+            guard let data = o["data"]?.stringValue else { throw .invalidMessage("'data' must be a string (one CDP frame)", id: nil) }
+            return .cdp(channel: channel, data: data)
 
         default:
             throw .unknownType(type)

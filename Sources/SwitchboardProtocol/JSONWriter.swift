@@ -44,24 +44,27 @@ public struct JSONWriter {
     private static let hex: [UInt8] = Array("0123456789abcdef".utf8)
 
     public mutating func write(string s: String) {
-        bytes.append(UInt8(ascii: "\""))
         var s = s
-        s.withUTF8 { u in
-            var runStart = 0
-            for (k, c) in u.enumerated() where c < 0x20 || c == 0x22 || c == 0x5C {
-                bytes.append(contentsOf: UnsafeBufferPointer(rebasing: u[runStart..<k]))
-                runStart = k + 1
-                switch c {
-                case 0x22: bytes.append(contentsOf: [0x5C, 0x22])
-                case 0x5C: bytes.append(contentsOf: [0x5C, 0x5C])
-                case 0x0A: bytes.append(contentsOf: [0x5C, UInt8(ascii: "n")])
-                case 0x0D: bytes.append(contentsOf: [0x5C, UInt8(ascii: "r")])
-                case 0x09: bytes.append(contentsOf: [0x5C, UInt8(ascii: "t")])
-                default: bytes.append(contentsOf: [0x5C, UInt8(ascii: "u"), 0x30, 0x30, JSONWriter.hex[Int(c >> 4)], JSONWriter.hex[Int(c & 0xF)]])
-                }
+        s.withUTF8 { write(utf8String: $0) }
+    }
+
+    /// Writes valid UTF-8 bytes as a JSON string (escaping quotes, backslashes and controls).
+    public mutating func write(utf8String u: UnsafeBufferPointer<UInt8>) {
+        bytes.append(UInt8(ascii: "\""))
+        var runStart = 0
+        for (k, c) in u.enumerated() where c < 0x20 || c == 0x22 || c == 0x5C {
+            bytes.append(contentsOf: UnsafeBufferPointer(rebasing: u[runStart..<k]))
+            runStart = k + 1
+            switch c {
+            case 0x22: bytes.append(contentsOf: [0x5C, 0x22])
+            case 0x5C: bytes.append(contentsOf: [0x5C, 0x5C])
+            case 0x0A: bytes.append(contentsOf: [0x5C, UInt8(ascii: "n")])
+            case 0x0D: bytes.append(contentsOf: [0x5C, UInt8(ascii: "r")])
+            case 0x09: bytes.append(contentsOf: [0x5C, UInt8(ascii: "t")])
+            default: bytes.append(contentsOf: [0x5C, UInt8(ascii: "u"), 0x30, 0x30, JSONWriter.hex[Int(c >> 4)], JSONWriter.hex[Int(c & 0xF)]])
             }
-            bytes.append(contentsOf: UnsafeBufferPointer(rebasing: u[runStart...]))
         }
+        bytes.append(contentsOf: UnsafeBufferPointer(rebasing: u[runStart...]))
         bytes.append(UInt8(ascii: "\""))
     }
 

@@ -90,9 +90,31 @@ public struct ClientHello: Codable, Sendable {
     public var sdk: SDKInfo?
     public var lastSeq: Int?
     public var capabilities: [String]?
-    public init(protocolVersion: Int? = 1, sdk: SDKInfo? = nil, lastSeq: Int? = nil, capabilities: [String]? = nil) {
+    /// With the `cdp` capability: the browser as its DevTools `/json/version` names it.
+    public var cdpVersion: [String: String]?
+    public init(protocolVersion: Int? = 1, sdk: SDKInfo? = nil, lastSeq: Int? = nil, capabilities: [String]? = nil,
+                cdpVersion: [String: String]? = nil) {
         self.protocolVersion = protocolVersion; self.sdk = sdk; self.lastSeq = lastSeq; self.capabilities = capabilities
+        self.cdpVersion = cdpVersion
     }
+}
+
+/// `client.cdp`: one raw Chrome DevTools Protocol frame from the client's browser for the
+/// CDP channel `channel` (docs/protocol.md section 16).
+public struct ClientCDP: Codable, Sendable {
+    public var type = "client.cdp"
+    public var channel: Int
+    public var data: String
+    public init(channel: Int, data: String) { self.channel = channel; self.data = data }
+}
+
+/// `client.cdp_close`: the client's side of a CDP channel is gone (its browser connection
+/// closed or could not open).
+public struct ClientCDPClose: Codable, Sendable {
+    public var type = "client.cdp_close"
+    public var channel: Int
+    public var reason: String?
+    public init(channel: Int, reason: String? = nil) { self.channel = channel; self.reason = reason }
 }
 
 public struct WorkerCommand: Codable, Sendable {
@@ -276,6 +298,30 @@ public struct ServerSetInteractive: Codable, Sendable {
     public var yieldId: String
     public var message: String?
     public var conditions: [YieldCondition]?
+}
+
+/// `server.cdp_open`: a worker opened CDP channel `channel`; the client connects it to its
+/// browser's DevTools endpoint. Unsequenced: CDP traffic is not replayed.
+public struct ServerCDPOpen: Codable, Sendable {
+    public var type = "server.cdp_open"
+    public var channel: Int
+    public init(channel: Int) { self.channel = channel }
+}
+
+/// `server.cdp`: one raw CDP frame from the worker for channel `channel`.
+public struct ServerCDPFrame: Codable, Sendable {
+    public var type = "server.cdp"
+    public var channel: Int
+    public var data: String
+    public init(channel: Int, data: String) { self.channel = channel; self.data = data }
+}
+
+/// `server.cdp_close`: the worker's side of channel `channel` closed.
+public struct ServerCDPClose: Codable, Sendable {
+    public var type = "server.cdp_close"
+    public var channel: Int
+    public var reason: String?
+    public init(channel: Int, reason: String? = nil) { self.channel = channel; self.reason = reason }
 }
 
 public struct ServerAck: Codable, Sendable {

@@ -13,6 +13,9 @@ public enum ServerMessage: Sendable {
     case error(ServerError)
     case sessionEnd(ServerSessionEnd)
     case replay(ServerReplay)
+    case cdpOpen(ServerCDPOpen)
+    case cdp(ServerCDPFrame)
+    case cdpClose(ServerCDPClose)
     /// A type this version does not know (a later server's addition): ignored by peers, but
     /// its `seq` still counts as processed.
     case unknown(type: String, seq: Int?)
@@ -20,7 +23,7 @@ public enum ServerMessage: Sendable {
     /// The message's `seq` (nil for `server.hello`, `server.replay` and errors before the hello).
     public var seq: Int? {
         switch self {
-        case .hello, .replay: return nil
+        case .hello, .replay, .cdpOpen, .cdp, .cdpClose: return nil
         case .command(let m): return m.seq
         case .commandResult(let m): return m.seq
         case .cancel(let m): return m.seq
@@ -74,6 +77,13 @@ public enum ServerMessage: Sendable {
                 throw DecodingFailure(description: "server.replay: fromSeq, toSeq, complete and messages are required")
             }
             return .replay(ServerReplay(fromSeq: from, toSeq: to, complete: complete, messages: messages))
+        case "server.cdp_open", "server.cdp", "server.cdp_close":
+            // Read from the parsed value: a CDP frame can be megabytes (a screenshot).
+            guard let channel = value["channel"]?.intValue, channel > 0 else { throw DecodingFailure(description: "\(type): a positive integer channel is required") }
+            if type == "server.cdp_open" { return .cdpOpen(ServerCDPOpen(channel: channel)) }
+            if type == "server.cdp_close" { return .cdpClose(ServerCDPClose(channel: channel, reason: value["reason"]?.stringValue)) }
+            guard let data = value["data"]?.stringValue else { throw DecodingFailure(description: "server.cdp: data must be a string") }
+            return .cdp(ServerCDPFrame(channel: channel, data: data))
         default: return .unknown(type: type, seq: value["seq"]?.intValue)
         }
     }

@@ -54,6 +54,27 @@ extension ServerSetInteractive {
     }
 }
 
+extension ServerCDPOpen {
+    public static func writeFields(_ w: inout JSONWriter, channel: Int) {
+        w.raw(",\"channel\":"); w.int(channel)
+    }
+}
+
+extension ServerCDPFrame {
+    /// `server.cdp`: `frame` is the worker's text frame (valid UTF-8), written as a string.
+    public static func writeFields(_ w: inout JSONWriter, channel: Int, frame: UnsafeBufferPointer<UInt8>) {
+        w.raw(",\"channel\":"); w.int(channel)
+        w.raw(",\"data\":"); w.write(utf8String: frame)
+    }
+}
+
+extension ServerCDPClose {
+    public static func writeFields(_ w: inout JSONWriter, channel: Int, reason: String) {
+        w.raw(",\"channel\":"); w.int(channel)
+        w.raw(",\"reason\":"); w.write(string: reason)
+    }
+}
+
 extension ServerAck {
     public static func writeFields(_ w: inout JSONWriter, clientSeq: Int) {
         w.raw(",\"clientSeq\":"); w.int(clientSeq)
@@ -160,6 +181,17 @@ extension JSONWriter {
         w.open(type: type, seq: seq)
         fields(&w)
         w.raw("}")
+        return w.bytes
+    }
+}
+
+extension ClientCDP {
+    /// `client.cdp` written directly: a frame can be megabytes (a screenshot).
+    public static func message(channel: Int, data: String) -> [UInt8] {
+        var w = JSONWriter()
+        w.bytes.reserveCapacity(data.utf8.count + 48)
+        w.raw("{\"type\":\"client.cdp\",\"channel\":"); w.int(channel)
+        w.raw(",\"data\":"); w.write(string: data); w.raw("}")
         return w.bytes
     }
 }

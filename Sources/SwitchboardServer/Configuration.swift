@@ -50,6 +50,8 @@ public struct ServeConfiguration: Sendable, Equatable {
     public var maxMessageSize = 16 << 20
     public var maxSendQueue = 8 << 20
     public var maxDebugConnections = 8
+    public var maxCDPChannels = 4
+    public var maxCDPFrameBytes = 8 << 20
     public var replayMaxMessages = 1000
     public var replayMaxBytes = 8 << 20
     public var drainMs = 10_000
@@ -142,6 +144,8 @@ public struct ServeConfiguration: Sendable, Equatable {
         Key(name: "max_message_size", kind: .int(1024...(1 << 30))) { c, v in if case .int(let i) = v { c.maxMessageSize = i } },
         Key(name: "max_send_queue", kind: .int(65536...(1 << 31))) { c, v in if case .int(let i) = v { c.maxSendQueue = i } },
         Key(name: "max_debug_connections", kind: .int(0...1000)) { c, v in if case .int(let i) = v { c.maxDebugConnections = i } },
+        Key(name: "max_cdp_channels", kind: .int(0...64)) { c, v in if case .int(let i) = v { c.maxCDPChannels = i } },
+        Key(name: "max_cdp_frame_bytes", kind: .int(1024...(1 << 30))) { c, v in if case .int(let i) = v { c.maxCDPFrameBytes = i } },
         Key(name: "replay_max_messages", kind: .int(1...1_000_000)) { c, v in if case .int(let i) = v { c.replayMaxMessages = i } },
         Key(name: "replay_max_bytes", kind: .int(1024...(1 << 31))) { c, v in if case .int(let i) = v { c.replayMaxBytes = i } },
         Key(name: "drain_ms", kind: .int(0...3_600_000)) { c, v in if case .int(let i) = v { c.drainMs = i } },

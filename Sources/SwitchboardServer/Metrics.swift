@@ -15,6 +15,12 @@ public final class Metrics {
     /// Times each configured bound was hit, by the bound's configuration key.
     var limitHits: [String: Int] = [:]
     var peers: [Role: Int] = [:]
+    /// CDP channels open, frames and bytes relayed ([worker to client, client to worker]),
+    /// and commands refused (docs/protocol.md section 16).
+    var cdpChannels = 0
+    var cdpFrames = [0, 0]
+    var cdpBytes = [0, 0]
+    var cdpRefused = 0
     var yieldCounts = [Int](repeating: 0, count: yieldBuckets.count + 1)
     var yieldSum = 0
     static let yieldBuckets: [Int] = [1, 5, 10, 30, 60, 120, 300, 600, 1800]
@@ -115,6 +121,20 @@ public final class Metrics {
         line("# TYPE switchboard_replays_incomplete_total counter")
         line("switchboard_replays_incomplete_total \(incompleteReplays)")
         histogram("switchboard_command_rtt_ms", "Command round trip, worker send to client response.", Metrics.buckets, rttCounts, rttSum)
+        line("# HELP switchboard_cdp_channels Open CDP channels.")
+        line("# TYPE switchboard_cdp_channels gauge")
+        line("switchboard_cdp_channels \(cdpChannels)")
+        line("# HELP switchboard_cdp_frames_total CDP frames relayed, by direction.")
+        line("# TYPE switchboard_cdp_frames_total counter")
+        line("switchboard_cdp_frames_total{direction=\"worker_to_client\"} \(cdpFrames[0])")
+        line("switchboard_cdp_frames_total{direction=\"client_to_worker\"} \(cdpFrames[1])")
+        line("# HELP switchboard_cdp_bytes_total Bytes of CDP frames relayed, by direction.")
+        line("# TYPE switchboard_cdp_bytes_total counter")
+        line("switchboard_cdp_bytes_total{direction=\"worker_to_client\"} \(cdpBytes[0])")
+        line("switchboard_cdp_bytes_total{direction=\"client_to_worker\"} \(cdpBytes[1])")
+        line("# HELP switchboard_cdp_refused_total CDP commands refused because they would end the user's browser.")
+        line("# TYPE switchboard_cdp_refused_total counter")
+        line("switchboard_cdp_refused_total \(cdpRefused)")
         line("# HELP switchboard_limit_hits_total Times a configured bound was hit, by its configuration key.")
         line("# TYPE switchboard_limit_hits_total counter")
         for (k, n) in limitHits.sorted(by: { $0.key < $1.key }) { line("switchboard_limit_hits_total{limit=\"\(k)\"} \(n)") }

@@ -21,6 +21,10 @@ public struct RelaySettings: Sendable {
     }()
     public var helloTimeoutMs = 10_000
     public var maxDebugConnections = 8
+    /// CDP channels open at once per session (docs/protocol.md section 16); 0 turns CDP off.
+    public var maxCDPChannels = 4
+    /// Largest CDP frame, in either direction; a larger one closes its channel with 1009.
+    public var maxCDPFrameBytes = 8 << 20
     public var ratePerSecond = 1000
     public var rateBurst = 2000
     /// Bytes per second per peer (token bucket), next to the message rate.
@@ -263,6 +267,8 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
         guard parts.first == "v1", parts.count >= 2, parts[1] == "sessions" else {
             return Relay.error(404, "not_found", "no route for \(request.method) \(path)")
         }
+        // CDP discovery is authorised by the session's worker token, not an API key.
+        if parts.count >= 4, parts[3] == "cdp" { return cdpDiscovery(request, method: method, parts: parts) }
         guard let tenant = tenant(of: request) else { return Relay.error(401, "unauthorized", "missing or wrong API key (Authorization: Bearer …)") }
         switch (method, parts.count) {
         case ("POST", 2): return createSession(request, tenant: tenant, respond: respond)
@@ -403,8 +409,7 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
         let record = SessionRecord(id: sid, ordinal: ordinal, createdAt: session.createdAt, timeouts: timeouts, metadata: metadata,
                                    clientConfig: clientConfig, workerTokenHash: session.workerTokenHash, clientTokenHash: session.clientTokenHash,
                                    phase: .created, reason: nil, result: nil, error: nil, state: [:], tenant: tenant)
-        let base = settings.publicURL ?? "\(settings.tls ? "wss" : "ws")://\(request.headers["Host"] ?? "127.0.0.1:\(server?.port ?? 0)")"
-        let wsBase = base.hasPrefix("http://") ? "ws://" + base.dropFirst(7) : (base.hasPrefix("https://") ? "wss://" + base.dropFirst(8) : Substring(base))
+        let wsBase = webSocketBase(request)
         let response = Relay.json(201, .object([
             "sessionId": .string(sid), "workerToken": .string(workerToken), "clientToken": .string(clientToken),
             "websocketUrl": .string("\(wsBase)/sessions/\(sid)/ws"), "expiresAt": .int64(session.expiresAt), "phase": .string("created"),
@@ -415,6 +420,62 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
         // session so it does not wait for peers that cannot come.
         respondAfterCommit([.insertSession(record)], respond: respond, gaveUp: { session.assumeIsolated { $0.lifecycle(.cancel) } }) { response }
         return nil
+    }
+
+    /// `ws://host:port` (or the configured public URL, as ws:// or wss://) for URLs in answers.
+    private func webSocketBase(_ request: HTTPRequest) -> String {
+        let base = settings.publicURL ?? "\(settings.tls ? "wss" : "ws")://\(request.headers["Host"] ?? "127.0.0.1:\(server?.port ?? 0)")"
+        if base.hasPrefix("http://") { return "ws://" + base.dropFirst(7) }
+        if base.hasPrefix("https://") { return "wss://" + base.dropFirst(8) }
+        return base
+    }
+
+    enum Authorised { case session(Session), refused(HTTPResponse) }
+
+    /// The session's worker token from `Authorization: Bearer` or `?token=`.
+    private static func bearerOrQueryToken(_ request: HTTPRequest) -> String? {
+        if let auth = request.headers["Authorization"], auth.hasPrefix("Bearer ") { return String(auth.dropFirst(7)).trimmingCharacters() }
+        return request.query["token"]
+    }
+
+    /// Checks the worker token for a CDP request: the session, or why not (404 and 401 take
+    /// the same time).
+    private func cdpSession(_ request: HTTPRequest, id: String) -> Authorised {
+        guard let token = Relay.bearerOrQueryToken(request), !token.isEmpty else {
+            return .refused(Relay.error(401, "unauthorized", "the session's worker token is required (Authorization: Bearer WORKER_TOKEN)"))
+        }
+        let session = sessions[id]
+        let ok = session?.assumeIsolated { $0.tokenMatches(token, role: .worker) } ?? Crypto.constantTimeEqual(Crypto.sha256(token), Relay.dummyHash)
+        guard let session else { return .refused(Relay.error(404, "not_found", "no such session")) }
+        guard ok else { return .refused(Relay.error(401, "unauthorized", "wrong worker token for this session")) }
+        return .session(session)
+    }
+
+    /// `GET /v1/sessions/{id}/cdp/json/version` (and `json/list`, `json`): what Chromium's
+    /// DevTools HTTP endpoint answers, pointing at the session's CDP WebSocket.
+    private func cdpDiscovery(_ request: HTTPRequest, method: String, parts: [String]) -> HTTPResponse {
+        let rest = Array(parts.dropFirst(4))
+        guard rest == ["json", "version"] || rest == ["json", "list"] || rest == ["json"] else {
+            return Relay.error(404, "not_found", "CDP discovery is GET /v1/sessions/{id}/cdp/json/version (or json/list)")
+        }
+        guard method == "GET" else { return Relay.error(405, "method_not_allowed", "\(request.method) is not allowed on \(request.path)") }
+        let session: Session
+        switch cdpSession(request, id: parts[2]) {
+        case .refused(let r): return r
+        case .session(let s): session = s
+        }
+        guard rest == ["json", "version"] else {
+            // Page endpoints are not relayed: the browser endpoint and Target.* reach every page.
+            return Relay.json(200, .array([]))
+        }
+        if let refusal = session.assumeIsolated({ $0.cdpRefusal() }), refusal.code != "rate_limited" {
+            return Relay.error(refusal.status, refusal.code, refusal.message)
+        }
+        var o = session.assumeIsolated { $0.client?.cdpVersion } ?? JSONObject()
+        if o["Browser"] == nil { o["Browser"] = .string("Switchboard/\(Relay.version)") }
+        if o["Protocol-Version"] == nil { o["Protocol-Version"] = .string("1.3") }
+        o["webSocketDebuggerUrl"] = .string("\(webSocketBase(request))/sessions/\(session.id)/cdp")
+        return Relay.json(200, .object(o))
     }
 
     private func listSessions(_ request: HTTPRequest, tenant: String) -> HTTPResponse {
@@ -469,9 +530,19 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
     // MARK: WebSocket endpoint
 
     public func upgrade(_ request: HTTPRequest, on connection: Connection) -> UpgradeDecision {
-        let parts = request.path.split(separator: "/").map(String.init)
+        var parts = request.path.split(separator: "/").map(String.init)
+        if parts.first == "v1" { parts.removeFirst() }
+        if parts.count == 3, parts[0] == "sessions", parts[2] == "cdp" {
+            if draining { return .refuse(Relay.error(503, "draining", "the server is shutting down")) }
+            switch cdpSession(request, id: parts[1]) {
+            case .refused(let r): return .refuse(r)
+            case .session(let session):
+                if let refusal = session.assumeIsolated({ $0.cdpRefusal() }) { return .refuse(Relay.error(refusal.status, refusal.code, refusal.message)) }
+                return .accept(CDPHandler(session: session))
+            }
+        }
         guard parts.count == 3, parts[0] == "sessions", parts[2] == "ws" else {
-            return .refuse(Relay.error(404, "not_found", "WebSocket endpoint is /sessions/{id}/ws"))
+            return .refuse(Relay.error(404, "not_found", "WebSocket endpoints are /sessions/{id}/ws and /sessions/{id}/cdp"))
         }
         if draining { return .refuse(Relay.error(503, "draining", "the server is shutting down")) }
         let q = request.query

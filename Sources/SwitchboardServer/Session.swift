@@ -10,10 +10,9 @@ final class Peer: @unchecked Sendable {
     var helloDone = false
     var helloTimer: Timer?
     var capabilities: [String] = []
-    // Token buckets for the message and byte rate limits.
-    var tokens: Double
-    var byteTokens: Double
-    var lastRefill: UInt64
+    /// A client's browser version for CDP discovery (from its hello).
+    var cdpVersion: JSONObject?
+    var bucket: RateBucket
     /// Drops in a row (the first of a run is answered `rate_limited`).
     var droppedInRow = 0
     /// Drops in the current window (docs/protocol.md §11: too many within it close with 4029).
@@ -24,10 +23,37 @@ final class Peer: @unchecked Sendable {
     init(role: Role, connection: any PeerConnection, settings: RelaySettings) {
         self.role = role
         self.connection = connection
+        bucket = RateBucket(settings: settings)
+        windowStart = bucket.lastRefill
+    }
+}
+
+/// Token buckets for the message and byte rate limits of one peer or CDP channel.
+struct RateBucket {
+    var tokens: Double
+    var byteTokens: Double
+    var lastRefill: UInt64
+
+    init(settings: RelaySettings, now: UInt64 = monotonicNanos()) {
         tokens = Double(settings.rateBurst)
         byteTokens = Double(settings.rateBytesBurst)
-        lastRefill = monotonicNanos()
-        windowStart = lastRefill
+        lastRefill = now
+    }
+
+    /// Refills for the time since the last call, then takes one message of `bytes` if both
+    /// buckets hold enough. A message larger than the byte burst passes when the bucket is full.
+    mutating func take(bytes: Int, now: UInt64, settings s: RelaySettings) -> (messagesOK: Bool, bytesOK: Bool) {
+        let elapsed = Double(now &- lastRefill) / 1e9
+        lastRefill = now
+        tokens = min(Double(s.rateBurst), tokens + elapsed * Double(s.ratePerSecond))
+        byteTokens = min(Double(s.rateBytesBurst), byteTokens + elapsed * Double(s.rateBytesPerSecond))
+        let cost = Double(min(bytes, s.rateBytesBurst))
+        let ok = (tokens >= 1, byteTokens >= cost)
+        if ok.0 && ok.1 {
+            tokens -= 1
+            byteTokens -= cost
+        }
+        return ok
     }
 }
 
@@ -108,6 +134,9 @@ public actor Session {
     var redeliverAfterRestore = false
     /// False for a restored session until its tails, events and journal are read back.
     var loaded = true
+    /// Open CDP channels by id (docs/protocol.md section 16), and the last id given.
+    var cdpChannels: [Int: CDPChannel] = [:]
+    var lastCDPChannel = 0
 
     init(id: String, ordinal: Int, relay: Relay, workerTokenHash: [UInt8], clientTokenHash: [UInt8],
          createdAt: Int64, timeouts: SessionTimeouts, metadata: JSONObject?, clientConfig: JSONObject, tenant: String?) {
@@ -198,7 +227,10 @@ public actor Session {
         case .worker, .client:
             let current = peer.role == .worker ? worker : client
             guard current === peer else { return }
-            if peer.role == .worker { worker = nil } else { client = nil }
+            if peer.role == .worker { worker = nil } else {
+                client = nil
+                closeCDPChannels(.clientDisconnected, reason: "the session's client disconnected")
+            }
             if peer.helloDone { lifecycle(.disconnected(peer.role)) }
         }
     }
@@ -245,19 +277,13 @@ public actor Session {
     private func allowRate(_ peer: Peer, bytes: Int) -> Bool {
         let s = relay.settings
         let now = loop.now
-        let elapsed = Double(now &- peer.lastRefill) / 1e9
-        peer.lastRefill = now
-        peer.tokens = min(Double(s.rateBurst), peer.tokens + elapsed * Double(s.ratePerSecond))
-        peer.byteTokens = min(Double(s.rateBytesBurst), peer.byteTokens + elapsed * Double(s.rateBytesPerSecond))
-        // A message larger than the byte burst passes when the bucket is full.
-        let cost = Double(min(bytes, s.rateBytesBurst))
-        let messagesOK = peer.tokens >= 1, bytesOK = peer.byteTokens >= cost
+        let (messagesOK, bytesOK) = peer.bucket.take(bytes: bytes, now: now, settings: s)
         if messagesOK && bytesOK {
-            peer.tokens -= 1
-            peer.byteTokens -= cost
             peer.droppedInRow = 0
             return true
         }
+        // A CDP stream with a gap is broken: the channels close rather than hang (section 16).
+        if peer.role == .client { closeCDPChannels(.rateLimited, reason: "the client's messages were dropped by the rate limit") }
         relay.metrics.hit(messagesOK ? "rate_bytes_per_second" : "rate_per_second")
         if now &- peer.windowStart > UInt64(s.rateWindowMs) * 1_000_000 {
             peer.windowStart = now
@@ -319,6 +345,13 @@ public actor Session {
         case .telemetry(let clientSeq, let events):
             logInbound(direction, type: "client.events", id: nil, bytes, sensitive: events.contains { TrafficLog.carriesBody($0.payload) })
             handleTelemetry(clientSeq: clientSeq, events: events, from: peer)
+        case .cdp(let channel, let data):
+            // Not journaled (CDP is not replayed); logged under its own event.
+            relay.metrics.countIn("client.cdp")
+            cdpFromClient(channel: channel, data: data, peer: peer)
+        case .cdpClose(let channel, let reason):
+            relay.metrics.countIn("client.cdp_close")
+            cdpClosedByClient(channel: channel, reason: reason, peer: peer)
         }
     }
 
@@ -336,6 +369,7 @@ public actor Session {
         peer.helloDone = true
         peer.helloTimer?.cancel()
         peer.capabilities = hello.capabilities
+        peer.cdpVersion = hello.cdpVersion
         // The worker's subscription outlives its connection, so events produced while it is
         // away are in its replay; a later hello with `events` replaces it.
         if peer.role == .worker, let events = hello.events {
@@ -575,6 +609,7 @@ public actor Session {
         if let p = pending {
             finishPending(p, errorCode: ResultErrorCode.sessionTerminal, message: "the session has ended", cancelClient: false)
         }
+        closeCDPChannels(.normal, reason: "session ended")
         for peer in [worker, client].compactMap({ $0 }) + debugs {
             peer.connection.close(.normal, reason: "session ended")
         }

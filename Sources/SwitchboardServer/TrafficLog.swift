@@ -176,6 +176,38 @@ public final class TrafficLog: @unchecked Sendable {
         if full { droppedLines.withLock { $0 += 1 } }
     }
 
+    /// A `cdp` line: one CDP frame of a channel (docs/protocol.md section 16). With redaction,
+    /// what may be user input or page data (typed text, evaluated values, cookies, headers,
+    /// bodies, screenshots) is redacted; long strings are cut like in other lines.
+    public func cdp(session: String, direction: StaticString, channel: Int, method: String?, bytes: ArraySlice<UInt8>) {
+        let full = buffer.withLock { shared -> Bool in
+        guard shared.count + bytes.count + 256 < options.maxBuffer else { return true }
+        var w = JSONWriter()
+        swap(&w.bytes, &shared)
+        defer { w.bytes.append(0x0A); swap(&w.bytes, &shared) }
+        w.raw("{\"ts\":\"")
+        w.raw(Timestamps.iso(epochMillis()))
+        w.raw("\",\"session\":"); w.write(string: session)
+        w.raw(",\"event\":\"cdp\",\"direction\":\""); w.raw(direction)
+        w.raw("\",\"channel\":"); w.int(channel)
+        w.raw(",\"method\":"); if let method { w.write(string: method) } else { w.raw("null") }
+        w.raw(",\"bytes\":"); w.int(bytes.count)
+        w.raw(",\"message\":")
+        if let v = try? bytes.withUnsafeBytes({ try JSONParser.parse($0) }) {
+            w.write(scrub(v, redact: options.redact, path: [], keys: TrafficLog.cdpSecretKeys))
+        } else {
+            w.write(string: "[unparsable: \(bytes.count) bytes]")
+        }
+        w.raw("}")
+        return false
+        }
+        if full { droppedLines.withLock { $0 += 1 } }
+    }
+
+    /// Keys of CDP frames that may hold user input or page data, wherever they appear.
+    static let cdpSecretKeys: Set<String> = secretKeys.union(["text", "unmodifiedText", "key", "value", "expression", "arguments",
+                                                              "cookies", "headers", "data"])
+
     /// Any other event line: `{"ts","session","event",...fields}`.
     public func event(session: String?, _ event: String, _ fields: JSONObject) {
         var o = JSONObject()
@@ -215,8 +247,8 @@ public final class TrafficLog: @unchecked Sendable {
     }
 
     /// Redacts user input (`fill.value`, `type.text`, network bodies) and cuts long strings.
-    func scrub(_ v: JSON, redact: Bool, path: [String]) -> JSON {
-        if redact && TrafficLog.isSecret(path) {
+    func scrub(_ v: JSON, redact: Bool, path: [String], keys: Set<String>? = nil) -> JSON {
+        if redact && (keys.map { k in path.last.map(k.contains) ?? false } ?? TrafficLog.isSecret(path)) {
             if case .string(let s) = v { return .string("[redacted: \(s.count) chars]") }
             return .string("[redacted: \(v.typeName)]")
         }
@@ -227,8 +259,8 @@ public final class TrafficLog: @unchecked Sendable {
                 return .string(cut + "…[cut: \(s.utf8.count) bytes]")
             }
             return v
-        case .array(let a): return .array(a.map { scrub($0, redact: redact, path: path) })
-        case .object(let o): return .object(JSONObject(o.members.map { ($0.key, scrub($0.value, redact: redact, path: path + [$0.key])) }))
+        case .array(let a): return .array(a.map { scrub($0, redact: redact, path: path, keys: keys) })
+        case .object(let o): return .object(JSONObject(o.members.map { ($0.key, scrub($0.value, redact: redact, path: path + [$0.key], keys: keys)) }))
         default: return v
         }
     }

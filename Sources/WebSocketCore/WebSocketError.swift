@@ -73,6 +73,10 @@ public struct CloseCode: RawRepresentable, Hashable, Sendable, CustomStringConve
     public static let unsupportedProtocolVersion = CloseCode(4002)
     public static let helloTimeout = CloseCode(4003)
     public static let tooSlow = CloseCode(4008)
+    /// A CDP channel: the session's client disconnected (docs/protocol.md section 16).
+    public static let clientDisconnected = CloseCode(4010)
+    /// A CDP channel: the client's browser side closed or could not open.
+    public static let browserSideClosed = CloseCode(4011)
     public static let rateLimited = CloseCode(4029)
 
     /// Whether a peer may send this code in a close frame (RFC 6455 section 7.4).

@@ -1,12 +1,13 @@
 // The reference client: executes a session's commands in headless Chromium.
 //
 //   switchboard-browser --url WS_URL --token CLIENT_TOKEN [--headed] [--chromium PATH]
-//                       [--state FILE] [--screenshots DIR] [--ca-file PEM]
+//                       [--state FILE] [--screenshots DIR] [--ca-file PEM] [--no-cdp]
 //
 // WS_URL is the session's `websocketUrl`. --state keeps the client's position (lastSeq, the
 // response cache, commands started) in FILE so that a restarted client resumes without running
 // a command twice. --headed shows the browser (under X or Xvfb); with --screenshots, every
-// `set_interactive` saves a PNG of what the user sees.
+// `set_interactive` saves a PNG of what the user sees. The client offers CDP channels (a
+// worker's Playwright `connect_over_cdp` through the session) unless --no-cdp is given.
 import CDP
 import Foundation
 import Glibc
@@ -26,7 +27,7 @@ func log(_ s: String) {
 }
 
 guard let url = argument("--url"), let token = argument("--token") else {
-    FileHandle.standardError.write(Data("usage: switchboard-browser --url WS_URL --token CLIENT_TOKEN [--headed] [--chromium PATH] [--state FILE] [--screenshots DIR] [--ca-file PEM]\n".utf8))
+    FileHandle.standardError.write(Data("usage: switchboard-browser --url WS_URL --token CLIENT_TOKEN [--headed] [--chromium PATH] [--state FILE] [--screenshots DIR] [--ca-file PEM] [--no-cdp]\n".utf8))
     exit(2)
 }
 let headed = CommandLine.arguments.contains("--headed")
@@ -49,7 +50,8 @@ let signals = [SIGTERM, SIGINT].map { sig -> DispatchSourceSignal in
 
 do {
     let cdp = try await CDPConnection.connect(to: browser.webSocketURL)
-    let executor = try await ChromiumExecutor.attach(cdp, log: log, onInteractive: { change, executor in
+    let executor = try await ChromiumExecutor.attach(cdp, cdpEndpoint: CommandLine.arguments.contains("--no-cdp") ? nil : browser.webSocketURL,
+                                                     log: log, onInteractive: { change, executor in
         guard let dir = screenshots, change.interactive, let png = try? await executor.capturePNG() else { return }
         let path = "\(dir)/interactive-\(change.yieldId).png"
         FileManager.default.createFile(atPath: path, contents: Data(png))

@@ -130,6 +130,8 @@ struct Serve: ParsableCommand {
         settings.replayMaxMessages = c.replayMaxMessages
         settings.replayMaxBytes = c.replayMaxBytes
         settings.maxDebugConnections = c.maxDebugConnections
+        settings.maxCDPChannels = c.maxCDPChannels
+        settings.maxCDPFrameBytes = c.maxCDPFrameBytes
         settings.allowedOrigins = c.allowedOrigins
         settings.retentionMs = Int64(c.retentionHours) * 3_600_000
         settings.journalStoredEntries = c.journalStoredEntries

@@ -48,6 +48,13 @@ struct Tail: ParsableCommand {
             if let id = o["id"]?.stringValue { text += " id=\(id)" }
             if let seq = o["seq"]?.intValue { text += " seq=\(seq)" }
             text += " (\(o["bytes"]?.intValue ?? 0) B)"
+        case "cdp":
+            let message = o["message"]
+            text += "cdp[\(o["channel"]?.intValue ?? 0)] \((o["direction"]?.stringValue ?? "").replacingArrows())"
+            if let m = o["method"]?.stringValue ?? message?["method"]?.stringValue { text += " \(m)" }
+            if let id = message?["id"]?.intValue { text += " id=\(id)" }
+            if message?["error"] != nil { text += " error" }
+            text += " (\(o["bytes"]?.intValue ?? 0) B)"
         case "phase":
             text += "phase \(o["from"]?.stringValue ?? "") -> \(o["to"]?.stringValue ?? "")"
         default:
@@ -65,6 +72,8 @@ private extension String {
         case "server_to_worker": return "server -> worker"
         case "client_to_server": return "client -> server"
         case "server_to_client": return "server -> client"
+        case "worker_to_client": return "worker -> client"
+        case "client_to_worker": return "client -> worker"
         default: return self
         }
     }

@@ -1,0 +1,205 @@
+"""Playwright through a session (docs/protocol.md section 16): `connect_over_cdp` against
+Switchboard, with the reference Chromium client (switchboard-browser) as the session's client."""
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from http.server import ThreadingHTTPServer
+
+import pytest
+import websockets
+from playwright.async_api import Error as PlaywrightError
+from playwright.async_api import async_playwright
+
+import sb
+from conftest import BIN, ROOT
+
+sys.path.insert(0, os.path.join(ROOT, "Tests", "Site"))
+import testsite  # noqa: E402
+
+BROWSER_BIN = os.path.join(os.path.dirname(BIN), "switchboard-browser")
+
+
+@pytest.fixture
+def site():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), testsite.Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+@pytest.fixture
+def browser_client():
+    """Starts switchboard-browser for a session; stops it (and its Chromium) by PID."""
+    procs = []
+
+    def start(session, *extra):
+        p = subprocess.Popen([BROWSER_BIN, "--url", session["websocketUrl"], "--token", session["clientToken"], *extra],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        procs.append(p)
+        lines = []
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            line = p.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "browser ready" in line:
+                threading.Thread(target=lambda: [lines.append(l) for l in p.stdout], daemon=True).start()
+                p.lines = lines
+                return p
+        raise RuntimeError("switchboard-browser did not start: " + "".join(lines))
+
+    yield start
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, 15)
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, 9)
+                p.wait()
+
+
+def wait_client(port, sid):
+    """Until the session's client has said hello (REST, bounded)."""
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        status, info = sb.rest(port, "GET", f"/v1/sessions/{sid}")
+        if info.get("clientConnected"):
+            return
+        time.sleep(0.05)
+    raise AssertionError("the client did not connect")
+
+
+def discovery(port, sid, path, token):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/sessions/{sid}/cdp/{path}",
+                                 headers={"Authorization": "Bearer " + token} if token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_playwright_drives_the_session_browser_over_cdp(server, site, browser_client):
+    s = sb.create(server.port)
+    sid, wt = s["sessionId"], s["workerToken"]
+    client = browser_client(s)
+    wait_client(server.port, sid)
+
+    # Discovery answers like Chromium's /json/version, with and without the trailing slash.
+    for path in ("json/version", "json/version/"):
+        status, v = discovery(server.port, sid, path, wt)
+        assert status == 200, v
+        assert v["webSocketDebuggerUrl"] == f"ws://127.0.0.1:{server.port}/sessions/{sid}/cdp"
+        assert v["Browser"].startswith(("Chrome/", "HeadlessChrome/")) and v["Protocol-Version"] == "1.3"
+    assert discovery(server.port, sid, "json/list", wt) == (200, [])
+    # The worker token authorises; the client token, a wrong token or none do not.
+    for token in (None, s["clientToken"], "wt_wrong"):
+        status, body = discovery(server.port, sid, "json/version", token)
+        assert status == 401 and body["error"]["code"] == "unauthorized", body
+    assert discovery(server.port, "sess_nope", "json/version", wt)[0] == 404
+
+    endpoint = f"http://127.0.0.1:{server.port}/v1/sessions/{sid}/cdp"
+
+    async def main():
+        async with async_playwright() as p:
+            with pytest.raises(PlaywrightError, match="401"):
+                await p.chromium.connect_over_cdp(endpoint, headers={"Authorization": "Bearer wt_wrong"}, timeout=15000)
+            with pytest.raises(PlaywrightError):
+                await p.chromium.connect_over_cdp(f"ws://127.0.0.1:{server.port}/sessions/{sid}/cdp", timeout=15000)
+
+            browser = await p.chromium.connect_over_cdp(endpoint, headers={"Authorization": "Bearer " + wt}, timeout=30000)
+            context = browser.contexts[0]
+            page = context.pages[0] if context.pages else await context.new_page()
+            await page.goto(site + "/login")
+            await page.fill("#email", "alice@example.com")
+            await page.click("#signin")
+            await page.wait_for_url("**/dashboard")
+            assert await page.evaluate("document.title") == "Dashboard"
+            png = await page.screenshot()
+            assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
+
+            second = await context.new_page()
+            await second.goto(site + "/app")
+            assert await second.title() == "App"
+            await second.close()
+
+            # The relay's own commands work on the same session while Playwright is attached.
+            w = await sb.Peer.connect(s, "worker")
+            await w.send({"type": "worker.command", "id": "c1", "command": "evaluate", "params": {"expression": "return document.title"}})
+            r = await w.expect("server.command_result", timeout=30, id="c1")
+            assert r.get("error") is None and r["result"]["value"] == "Dashboard", r
+
+            # Debug viewers watch CDP frames live.
+            d = await sb.Peer.connect(s, "debug")
+            assert await page.evaluate("6 * 7") == 42
+            seen = set()
+            while seen != {"cdp_to_client", "cdp_to_worker"}:
+                m = await d.recv(timeout=10)
+                if m.get("direction", "").startswith("cdp_"):
+                    assert m["channel"] == 1 and json.loads(m["data"])
+                    seen.add(m["direction"])
+
+            # Calls that would end the user's browser are refused; the browser lives on.
+            cdp = await browser.new_browser_cdp_session()
+            with pytest.raises(PlaywrightError, match="refused"):
+                await cdp.send("Browser.close")
+            # The client refuses to close the page its commands run in (the first page).
+            own = (await (await context.new_cdp_session(page)).send("Target.getTargetInfo"))["targetInfo"]["targetId"]
+            with pytest.raises(PlaywrightError, match="refused"):
+                await cdp.send("Target.closeTarget", {"targetId": own})
+            assert await page.evaluate("1 + 1") == 2
+
+            # Cancelling the session closes Playwright's connection.
+            disconnected = asyncio.Event()
+            browser.on("disconnected", lambda _: disconnected.set())
+            status, _ = sb.rest(server.port, "DELETE", f"/v1/sessions/{sid}")
+            assert status == 200
+            await asyncio.wait_for(disconnected.wait(), 15)
+            assert not browser.is_connected()
+            await w.closed(timeout=10)
+
+    sb.run(main(), timeout=180)
+
+    # Metrics count the channel's frames and the refusal.
+    _, metrics = sb.rest(server.port, "GET", "/metrics")
+    values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in metrics.splitlines() if line.startswith("switchboard_cdp")}
+    assert values['switchboard_cdp_frames_total{direction="worker_to_client"}'] > 20
+    assert values['switchboard_cdp_frames_total{direction="client_to_worker"}'] > 20
+    assert values["switchboard_cdp_refused_total"] == 1
+    assert values["switchboard_cdp_channels"] == 0
+
+    # The traffic shows in `switchboard tail`, redacted: the typed e-mail is not in the log.
+    log = os.path.join(server.data_dir, "traffic.jsonl")
+    raw = open(log).read()
+    assert '"event":"cdp"' in raw and "alice@example.com" not in raw
+    tail = subprocess.run([BIN, "tail", "--file", log, "--session", sid], capture_output=True, text=True, timeout=30)
+    assert tail.returncode == 0
+    assert f"cdp[1] worker -> client Page.navigate" in tail.stdout, tail.stdout[-2000:]
+    assert "cdp_refused" in tail.stdout and "Browser.close" in tail.stdout
+    assert "cdp[1] client -> worker" in tail.stdout
+
+
+def test_cdp_is_refused_without_a_client_that_offers_it(server):
+    """No client, or a client without the `cdp` capability: discovery and the socket say so."""
+    s = sb.create(server.port)
+    sid, wt = s["sessionId"], s["workerToken"]
+    status, body = discovery(server.port, sid, "json/version", wt)
+    assert status == 409 and body["error"]["code"] == "client_not_connected", body
+
+    async def main():
+        c = await sb.Peer.connect(s, "client")
+        status, body = discovery(server.port, sid, "json/version", wt)
+        assert status == 409 and body["error"]["code"] == "cdp_unavailable", body
+        with pytest.raises(websockets.exceptions.InvalidStatus) as e:
+            await websockets.connect(f"ws://127.0.0.1:{server.port}/sessions/{sid}/cdp",
+                                     additional_headers={"Authorization": "Bearer " + wt})
+        assert e.value.response.status_code == 409
+        await c.close()
+    sb.run(main())
