@@ -23,6 +23,7 @@ struct Run {
     var sessionId = ""
     var peers: [Role: (Peer, FakeConnection)] = [:]
     var debug: (Peer, FakeConnection)?
+    var cdp: [(CDPChannel, FakeConnection)] = []
     let ledgers: [Role: Ledger] = [.worker: Ledger(), .client: Ledger()]
 
     static func settings() -> RelaySettings {
@@ -85,6 +86,28 @@ struct Run {
         s.assumeIsolated { $0.receive(ReceivedMessage(payload: payload), from: p) }
     }
 
+    /// CDP channels: open one, send a worker frame on the newest, close the oldest, discovery.
+    mutating func cdpOp(_ payload: [UInt8]) {
+        guard let s = session, let sub = payload.first else { return }
+        switch sub % 4 {
+        case 0:
+            let c = FakeConnection(role: .worker, ledger: nil)
+            c.cdp = true
+            if let ch = s.assumeIsolated({ $0.openCDP(c) }) { cdp.append((ch, c)) }
+        case 1:
+            guard let (ch, c) = cdp.last else { return }
+            let frame = Array(payload.dropFirst())
+            guard c.closed == nil, frame.count <= c.maxMessage, UTF8Validator.isValid(frame) else { return }
+            s.assumeIsolated { $0.cdpFromWorker(ch, ReceivedMessage(payload: frame)) }
+        case 2:
+            guard !cdp.isEmpty else { return }
+            let (ch, c) = cdp.removeFirst()
+            s.assumeIsolated { $0.cdpSocketClosed(ch, code: c.closed ?? .normal) }
+        default:
+            rest("GET", "/v1/sessions/\(sessionId)/cdp/json/version")
+        }
+    }
+
     mutating func restart() {
         // The process dies: what was not committed is lost; the loop's timers go with it.
         store.crash()
@@ -92,6 +115,7 @@ struct Run {
         loop.runPending()
         peers = [:]
         debug = nil
+        cdp = []
         relay = Relay(loop: loop, settings: Run.settings(), log: log, store: store)
         do { try relay.restore() } catch { fatalError("restore failed: \(error)") }
     }
@@ -121,7 +145,7 @@ public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     var steps = 0
     while i + 3 <= bytes.count && steps < 200 {
         steps += 1
-        let op = bytes[i] % 16
+        let op = bytes[i] % 17
         let len = Int(bytes[i + 1]) | Int(bytes[i + 2]) << 8
         let payload = Array(bytes[(i + 3)..<min(bytes.count, i + 3 + len)])
         i += 3 + len
@@ -141,6 +165,7 @@ public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
         case 14: run.rest(["GET", "DELETE", "GET", "GET"][Int(payload.first ?? 0) % 4],
                           ["/v1/sessions/\(run.sessionId)", "/v1/sessions/\(run.sessionId)", "/v1/sessions/\(run.sessionId)/events",
                            "/v1/sessions/\(run.sessionId)/journal"][Int(payload.first ?? 0) % 4])
+        case 15: run.cdpOp(payload)
         default: loop.runPending()
         }
         // Accumulated log lines are dropped (the writer thread does not run here).

@@ -267,7 +267,10 @@ public enum InboundDecoder {
                 }
                 return .cdpClose(channel: channel, reason: o["reason"]?.stringValue.map { String($0.prefix(200)) })
             }
-            guard let data = o["data"]?.stringValue else { throw .invalidMessage("'data' must be a string (one CDP frame)", id: nil) }
+            // The worker's CDP client gets only JSON objects, whatever a device sends.
+            guard let data = o["data"]?.stringValue, CDPFrame.isJSONObject(data) else {
+                throw .invalidMessage("'data' must be a string holding one CDP frame (a JSON object)", id: nil)
+            }
             return .cdp(channel: channel, data: data)
 
         default:
@@ -435,5 +438,15 @@ public enum ISO8601 {
         let y = yoe + era * 400 + (m <= 2 ? 1 : 0)
         func p(_ v: Int, _ w: Int) -> String { let s = String(v); return String(repeating: "0", count: max(0, w - s.count)) + s }
         return "\(p(y, 4))-\(p(m, 2))-\(p(d, 2))T\(p(rem / 3600, 2)):\(p(rem % 3600 / 60, 2)):\(p(rem % 60, 2)).\(p(ms, 3))Z"
+    }
+}
+
+enum CDPFrame {
+    /// Whether `text` is one JSON object (checked, not built).
+    static func isJSONObject(_ text: String) -> Bool {
+        var text = text
+        return text.withUTF8 { u in
+            (try? JSONParser.parseObject(UnsafeRawBufferPointer(u), build: { _ in false })) != nil
+        }
     }
 }

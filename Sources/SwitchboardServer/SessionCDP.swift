@@ -124,7 +124,7 @@ extension Session {
         guard peer === client, let channel = cdpChannels[id], !channel.closed else { return }   // closed meanwhile
         let frame = Array(data.utf8)
         guard frame.count <= relay.settings.maxCDPFrameBytes else {
-            relay.metrics.hit("max_cdp_frame_bytes")
+            // Counted as a limit hit when the socket reports its 1009 close.
             closeCDP(channel, .messageTooBig, reason: "a frame from the browser is larger than \(relay.settings.maxCDPFrameBytes) bytes")
             return
         }

@@ -203,3 +203,109 @@ def test_cdp_is_refused_without_a_client_that_offers_it(server):
         assert e.value.response.status_code == 409
         await c.close()
     sb.run(main())
+
+
+async def cdp_socket(port, sid, token, **kw):
+    return await websockets.connect(f"ws://127.0.0.1:{port}/sessions/{sid}/cdp", additional_headers={"Authorization": "Bearer " + token},
+                                    max_size=None, open_timeout=10, **kw)
+
+
+async def close_code(ws, timeout=5):
+    try:
+        while True:
+            await asyncio.wait_for(ws.recv(), timeout)
+    except websockets.exceptions.ConnectionClosed as e:
+        return e.rcvd.code if e.rcvd else None
+
+
+def test_cdp_channel_rules_with_a_scripted_client(serve_factory):
+    """The relay's rules, with a client that speaks the messages itself: frames both ways in
+    order, refusals, bad frames, sizes, the channel limit and every way a channel ends."""
+    server = serve_factory(env={"max_cdp_channels": 2, "max_cdp_frame_bytes": 4096})
+
+    async def main():
+        s = sb.create(server.port)
+        sid, wt = s["sessionId"], s["workerToken"]
+        c = await sb.Peer.connect(s, "client", capabilities=["cdp"], cdpVersion={"Browser": "Test/1", "Evil": "x" * 10})
+        status, v = discovery(server.port, sid, "json/version", wt)
+        assert status == 200 and v["Browser"] == "Test/1" and "Evil" not in v
+
+        # Frames go both ways, in order, and the client's answers reach the worker unchanged.
+        ws = await cdp_socket(server.port, sid, wt)
+        opened = await c.expect("server.cdp_open")
+        ch = opened["channel"]
+        for i in range(1, 51):
+            await ws.send(json.dumps({"id": i, "method": "Runtime.evaluate", "params": {"expression": f"{i}"}}))
+        for i in range(1, 51):
+            m = await c.expect("server.cdp")
+            assert m["channel"] == ch and json.loads(m["data"])["id"] == i
+            await c.send({"type": "client.cdp", "channel": ch, "data": json.dumps({"id": i, "result": {"n": i, "s": "\"q\"\n\u00e9"}})})
+        for i in range(1, 51):
+            assert json.loads(await ws.recv()) == {"id": i, "result": {"n": i, "s": "\"q\"\n\u00e9"}}
+
+        # Refused: the answer comes from the server, with the frame's sessionId; nothing reaches the client.
+        await ws.send(json.dumps({"id": 99, "method": "Browser.close", "sessionId": "S1"}))
+        r = json.loads(await ws.recv())
+        assert r["id"] == 99 and r["sessionId"] == "S1" and "refused" in r["error"]["message"]
+        # Frames for channels that do not exist (closed meanwhile) are dropped; bad ones get errors.
+        await c.send({"type": "client.cdp", "channel": 12345, "data": "{}"})
+        for bad in ({"type": "client.cdp", "channel": 0, "data": "{}"}, {"type": "client.cdp", "channel": 1e300, "data": "{}"},
+                    {"type": "client.cdp", "channel": ch, "data": {"id": 1}}, {"type": "client.cdp", "data": "{}"},
+                    {"type": "client.cdp_close", "channel": -1}):
+            await c.send(bad)
+            await c.expect_error("invalid_message")
+
+        # The channel limit: a third socket is refused with 429 while two are open.
+        ws2 = await cdp_socket(server.port, sid, wt)
+        ch2 = (await c.expect("server.cdp_open"))["channel"]
+        assert ch2 == ch + 1
+        with pytest.raises(websockets.exceptions.InvalidStatus) as e:
+            await cdp_socket(server.port, sid, wt)
+        assert e.value.response.status_code == 429
+
+        # A frame that is not a CDP command closes that channel with 4000; the client is told.
+        await ws2.send("not json")
+        assert await close_code(ws2) == 4000
+        assert (await c.expect("server.cdp_close"))["channel"] == ch2
+        # The client's side closes: the worker's socket closes with 4011.
+        ws3 = await cdp_socket(server.port, sid, wt)
+        ch3 = (await c.expect("server.cdp_open"))["channel"]
+        await c.send({"type": "client.cdp_close", "channel": ch3, "reason": "browser gone"})
+        assert await close_code(ws3) == 4011
+        # A frame from the browser over max_cdp_frame_bytes closes the channel with 1009.
+        await c.send({"type": "client.cdp", "channel": ch, "data": json.dumps({"id": 1, "result": {"x": "y" * 5000}})})
+        assert await close_code(ws) == 1009
+        assert (await c.expect("server.cdp_close"))["channel"] == ch
+        # So does one from the worker (the socket's message limit), and binary frames with 1003.
+        ws4 = await cdp_socket(server.port, sid, wt)
+        await c.expect("server.cdp_open")
+        await ws4.send(json.dumps({"id": 1, "method": "X", "params": {"x": "y" * 5000}}))
+        assert await close_code(ws4) == 1009
+        await c.expect("server.cdp_close")
+        ws5 = await cdp_socket(server.port, sid, wt)
+        await c.expect("server.cdp_open")
+        await ws5.send(b"\x00\x01")
+        assert await close_code(ws5) == 1003
+        await c.expect("server.cdp_close")
+
+        # The client disconnects: open channels close with 4010.
+        ws6 = await cdp_socket(server.port, sid, wt)
+        await c.expect("server.cdp_open")
+        await c.close()
+        assert await close_code(ws6) == 4010
+
+        # A new client; the session ends: channels close with 1000, new ones are refused (409).
+        c2 = await sb.Peer.connect(s, "client", capabilities=["cdp"])
+        ws7 = await cdp_socket(server.port, sid, wt)
+        await c2.expect("server.cdp_open")
+        status, _ = sb.rest(server.port, "DELETE", f"/v1/sessions/{sid}")
+        assert status == 200
+        assert await close_code(ws7) == 1000
+        status, body = discovery(server.port, sid, "json/version", wt)
+        assert status == 409 and body["error"]["code"] == "session_terminal"
+
+    sb.run(main())
+    _, metrics = sb.rest(server.port, "GET", "/metrics")
+    assert 'switchboard_limit_hits_total{limit="max_cdp_channels"} 1' in metrics
+    assert 'switchboard_limit_hits_total{limit="max_cdp_frame_bytes"} 2' in metrics
+    assert "switchboard_cdp_refused_total 1" in metrics and "switchboard_cdp_channels 0" in metrics

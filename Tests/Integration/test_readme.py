@@ -62,3 +62,43 @@ def test_readme_real_browser_in_two_terminals(server):
         if browser and browser.poll() is None:
             os.killpg(browser.pid, signal.SIGKILL)
         httpd.shutdown()
+
+
+def test_readme_playwright_block_drives_the_session_browser(server):
+    """The "Use Playwright through a session" block, run as written against a session whose
+    client is switchboard-browser."""
+    import signal
+    import sys
+    import threading
+    import time
+    sys.path.insert(0, os.path.join(ROOT, "Tests", "Site"))
+    import sb
+    import testsite
+    from conftest import BIN
+    from http.server import ThreadingHTTPServer
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    block = re.search(r"<!-- playwright -->\s*```python\n(.*?)```", readme, re.S).group(1)
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), testsite.Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    s = sb.create(server.port)
+    browser = subprocess.Popen([os.path.join(os.path.dirname(BIN), "switchboard-browser"), "--url", s["websocketUrl"],
+                                "--token", s["clientToken"]], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 60
+        while not sb.rest(server.port, "GET", f"/v1/sessions/{s['sessionId']}")[1].get("clientConnected"):
+            assert time.time() < deadline and browser.poll() is None, "the client did not connect"
+            time.sleep(0.05)
+        venv = os.environ.get("SWITCHBOARD_VENV", os.path.expanduser("~/.cache/switchboard-venv"))
+        env = dict(os.environ, SB=f"http://127.0.0.1:{server.port}", SESSION=s["sessionId"], WORKER_TOKEN=s["workerToken"],
+                   PAGE=f"http://127.0.0.1:{httpd.server_address[1]}/dashboard")
+        out = subprocess.run([os.path.join(venv, "bin", "python"), "-c", block], env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr + out.stdout
+        assert "title: Dashboard" in out.stdout
+        # Playwright only disconnected: the user's browser and its client are still there.
+        status, info = sb.rest(server.port, "GET", f"/v1/sessions/{s['sessionId']}")
+        assert info["clientConnected"] and browser.poll() is None
+    finally:
+        if browser.poll() is None:
+            os.killpg(browser.pid, signal.SIGTERM)
+            browser.wait(timeout=15)
+        httpd.shutdown()

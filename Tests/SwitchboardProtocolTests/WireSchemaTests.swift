@@ -65,6 +65,9 @@ struct Gen: RandomNumberGenerator {
         case .sessionEnd(let m): encoded = try JSONEncoder().encode(m)
         case .replay(let m): encoded = try JSONEncoder().encode(m)
         case .hello(let m): encoded = try JSONEncoder().encode(m)
+        case .cdpOpen(let m): encoded = try JSONEncoder().encode(m)
+        case .cdp(let m): encoded = try JSONEncoder().encode(m)
+        case .cdpClose(let m): encoded = try JSONEncoder().encode(m)
         case .unknown(let t, _): Issue.record("unknown type \(t)"); return message
         }
         let fast = try JSONParser.parse(bytes)
@@ -209,6 +212,44 @@ struct Gen: RandomNumberGenerator {
     }
 
     // MARK: Peer → server: what the SDK encodes, the server decodes to the same values.
+
+    @Test func cdpMessages() throws {
+        var g = Gen(state: 7)
+        for _ in 0..<Self.rounds {
+            let channel = g.int(1...WireNumbers.maxSafeInteger)
+            let frame = JSONWriter.string(.object(["id": .int(g.int()), "method": .string(g.string()), "params": .object(g.object())]))
+            guard case .cdp(let f) = try roundTrip(written("server.cdp", seq: nil) { w in
+                var copy = frame
+                copy.withUTF8 { ServerCDPFrame.writeFields(&w, channel: channel, frame: $0) }
+            }) else { Issue.record("server.cdp"); continue }
+            #expect(f.channel == channel && f.data == frame)
+            guard case .cdpOpen(let o) = try roundTrip(written("server.cdp_open", seq: nil) { ServerCDPOpen.writeFields(&$0, channel: channel) })
+            else { Issue.record("server.cdp_open"); continue }
+            #expect(o.channel == channel)
+            let reason = g.string(40)
+            guard case .cdpClose(let c) = try roundTrip(written("server.cdp_close", seq: nil) {
+                ServerCDPClose.writeFields(&$0, channel: channel, reason: reason)
+            }) else { Issue.record("server.cdp_close"); continue }
+            #expect(c.channel == channel && c.reason == reason)
+
+            // The client's frames, written directly and by Codable, decode on the server.
+            let data = JSONWriter.string(.object(g.object()))
+            for bytes in [ClientCDP.message(channel: channel, data: data), PeerMessageEncoder.encode(ClientCDP(channel: channel, data: data))] {
+                guard case .success(.cdp(let ch, let d)) = InboundDecoder.decode(bytes, role: .client) else { Issue.record("client.cdp"); continue }
+                #expect(ch == channel && d == data)
+            }
+            guard case .success(.cdpClose(let ch, let r)) = InboundDecoder.decode(PeerMessageEncoder.encode(ClientCDPClose(channel: channel, reason: reason)), role: .client)
+            else { Issue.record("client.cdp_close"); continue }
+            #expect(ch == channel && r == String(reason.prefix(200)))
+            // The browser's frame must be one JSON object; a worker may not send them at all.
+            guard case .failure(.invalidMessage) = InboundDecoder.decode(ClientCDP.message(channel: channel, data: "x" + data), role: .client) else {
+                Issue.record("client.cdp with a frame that is not JSON"); continue
+            }
+            guard case .failure(.unknownType("client.cdp")) = InboundDecoder.decode(ClientCDP.message(channel: channel, data: data), role: .worker) else {
+                Issue.record("client.cdp from a worker"); continue
+            }
+        }
+    }
 
     @Test func peerMessagesDecodeOnTheServer() throws {
         var g = Gen(state: 4)
