@@ -16,6 +16,7 @@ export PEERS="${PEERS:-sb tcp go hb node py}"
 export SWITCHBOARD_RATE_PER_SECOND="${SWITCHBOARD_RATE_PER_SECOND:-10000000}" SWITCHBOARD_RATE_BURST="${SWITCHBOARD_RATE_BURST:-10000000}"
 RESULTS="${RESULTS:-$WORK/results.jsonl}"
 export RESULTS
+[ -d "$SHARED/loadgen" ] || [ -x "$WORK/loadgen/loadgen" ] || { echo "bench: no benchmark folder at $SHARED (set SHARED_BENCH)" >&2; exit 1; }
 
 scripts/install-deps.sh
 need=()

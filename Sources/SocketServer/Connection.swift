@@ -209,7 +209,8 @@ public final class Connection: Selectable, @unchecked Sendable {
                 request = try http.next()
             } catch {
                 keepAlive = false
-                respond(HTTPResponse(status: error.status, json: Connection.errorJSON(code: "bad_request", message: error.message)))
+                let code = error.status == 413 || error.status == 431 ? "too_large" : "bad_request"
+                respond(HTTPResponse(status: error.status, json: Connection.errorJSON(code: code, message: error.message)))
                 return
             }
             guard var request else { return }

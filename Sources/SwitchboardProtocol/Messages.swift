@@ -42,7 +42,7 @@ public enum ResultErrorCode {
 }
 
 /// Why a session reached its phase.
-public enum EndReason: String, Codable, Sendable {
+public enum EndReason: String, Codable, Sendable, CaseIterable {
     case workerCompleted = "worker_completed"
     case workerFailed = "worker_failed"
     case cancelled

@@ -6,6 +6,8 @@ import urllib.request
 
 import websockets
 
+import contract
+
 API_KEY = "test-key"
 
 
@@ -18,10 +20,16 @@ def rest(port, method, path, body=None, key=API_KEY, raw=None, headers=None):
     req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method, headers=h)
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
-            text = r.read().decode()
+            raw_body = r.read()
+            if method != "HEAD":
+                contract.check_rest(port, method, path, r.status, r.headers.get("Content-Type"), raw_body)
+            text = raw_body.decode()
             return r.status, (json.loads(text) if text and r.headers.get("Content-Type", "").startswith("application/json") else text)
     except urllib.error.HTTPError as e:
-        text = e.read().decode()
+        raw_body = e.read()
+        if raw_body and method != "HEAD":
+            contract.check_rest(port, method, path, e.code, e.headers.get("Content-Type"), raw_body)
+        text = raw_body.decode()
         try:
             return e.code, json.loads(text)
         except ValueError:
@@ -61,6 +69,7 @@ class Peer:
 
     async def recv(self, timeout=5):
         m = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+        contract.check_server_message(m, self.role)
         self.seen.append(m)
         return m
 
@@ -81,6 +90,7 @@ class Peer:
         try:
             while True:
                 m = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+                contract.check_server_message(m, self.role)
                 self.seen.append(m)
         except websockets.exceptions.ConnectionClosed as e:
             return e.rcvd.code if e.rcvd else None
