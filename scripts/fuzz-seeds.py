@@ -3,7 +3,6 @@
 protocol change; the files are committed."""
 import json
 import os
-import shutil
 import struct
 import zlib
 
@@ -11,9 +10,12 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Fuzz", "c
 
 
 def write(target, seeds):
+    """Replaces the target's seed-N files; other files (regression inputs) stay."""
     d = os.path.join(ROOT, target)
-    shutil.rmtree(d, ignore_errors=True)
-    os.makedirs(d)
+    os.makedirs(d, exist_ok=True)
+    for name in os.listdir(d):
+        if name.startswith("seed-"):
+            os.remove(os.path.join(d, name))
     for i, s in enumerate(seeds):
         with open(os.path.join(d, "seed-%03d" % i), "wb") as f:
             f.write(s)
@@ -97,6 +99,8 @@ client = [
                                                          {"type": "condition.matched", "payload": {"yieldId": "y1", "index": 2}}]},
     {"type": "client.console_activity", "clientSeq": 2, "entries": [{"ts": 1e19, "level": "log", "text": "hi"}]},
     {"type": "client.network_activity", "entries": [{"url": "https://x", "status": 404}]},
+    {"type": "client.cdp", "channel": 1, "data": json.dumps({"id": 1, "result": {}})},
+    {"type": "client.cdp_close", "channel": 9007199254740991, "reason": "x"},
 ]
 write("inbound", [json.dumps(m).encode() for m in commands + client] + [b"{not json", b'{"type":"worker.command","command":"url","timeoutMs":9007199254740993}'])
 
@@ -121,6 +125,12 @@ session = [
     + rec(C, msg({"type": "client.hello", "protocolVersion": 1, "lastSeq": 2})) + rec(11),
     rec(0) + hello_w + rec(W, b"{not json") + rec(7, b"{}") + rec(14, b"\x01") + rec(11) + rec(10),
     rec(1) + hello_c + rec(C, msg(client[4])) + rec(C, msg(client[1])) + rec(8) + rec(9) + rec(10) + rec(10) + rec(10) + rec(13) + rec(10),
+    # CDP channels (op 15: open, a worker frame, a refused one, the client's frame and close,
+    # discovery, the socket closing, the client leaving).
+    rec(0) + rec(1) + hello_w + rec(C, msg({"type": "client.hello", "protocolVersion": 1, "capabilities": ["cdp"], "cdpVersion": {"Browser": "X/1"}}))
+    + rec(15, b"\x00") + rec(15, b"\x01" + msg({"id": 1, "method": "Runtime.evaluate", "params": {"expression": "1"}}))
+    + rec(15, b"\x01" + msg({"id": 2, "method": "Browser.close", "sessionId": "S"})) + rec(C, msg(client[6])) + rec(15, b"\x00")
+    + rec(C, msg({"type": "client.cdp_close", "channel": 2, "reason": "gone"})) + rec(15, b"\x03") + rec(15, b"\x02") + rec(9),
 ]
 write("session", session)
 print("seeds written to", os.path.normpath(ROOT))
