@@ -108,7 +108,9 @@ extension Session {
         if CDPPolicy.refused.contains(command.method) {
             relay.metrics.cdpRefused += 1
             relay.log.event(session: id, "cdp_refused", ["channel": .int(channel.id), "method": .string(command.method)])
-            sendToCDP(channel, CDPPolicy.refusal(command)[...])
+            var storage = [UInt8](repeating: 0, count: FrameWriter.maxHeaderSize)
+            storage.append(contentsOf: CDPPolicy.refusal(command))
+            channel.connection.send(OutboundMessage(reserved: storage), opcode: .text)
             return
         }
         mirrorCDP("cdp_to_client", channel: channel.id, frame)
@@ -122,17 +124,19 @@ extension Session {
     /// `client.cdp`: a frame from the client's browser.
     func cdpFromClient(channel id: Int, data: String, peer: Peer) {
         guard peer === client, let channel = cdpChannels[id], !channel.closed else { return }   // closed meanwhile
-        let frame = Array(data.utf8)
-        guard frame.count <= relay.settings.maxCDPFrameBytes else {
+        guard data.utf8.count <= relay.settings.maxCDPFrameBytes else {
             // Counted as a limit hit when the socket reports its 1009 close.
             closeCDP(channel, .messageTooBig, reason: "a frame from the browser is larger than \(relay.settings.maxCDPFrameBytes) bytes")
             return
         }
+        var storage = [UInt8](repeating: 0, count: FrameWriter.maxHeaderSize)
+        storage.append(contentsOf: data.utf8)
+        let frame = storage[FrameWriter.maxHeaderSize...]
         relay.metrics.cdpFrames[1] += 1
         relay.metrics.cdpBytes[1] += frame.count
-        relay.log.cdp(session: self.id, direction: "client_to_worker", channel: id, method: nil, bytes: frame[...])
-        mirrorCDP("cdp_to_worker", channel: id, frame[...])
-        sendToCDP(channel, frame[...])
+        relay.log.cdp(session: self.id, direction: "client_to_worker", channel: id, method: nil, bytes: frame)
+        mirrorCDP("cdp_to_worker", channel: id, frame)
+        channel.connection.send(OutboundMessage(reserved: storage), opcode: .text)
     }
 
     /// `client.cdp_close`: the client's side is gone; so is the worker's.
@@ -174,12 +178,6 @@ extension Session {
         storage.append(contentsOf: bytes)
         relay.metrics.countOut(type)
         client.connection.send(OutboundMessage(reserved: storage), opcode: .text)
-    }
-
-    private func sendToCDP(_ channel: CDPChannel, _ frame: ArraySlice<UInt8>) {
-        var storage = [UInt8](repeating: 0, count: FrameWriter.maxHeaderSize)
-        storage.append(contentsOf: frame)
-        channel.connection.send(OutboundMessage(reserved: storage), opcode: .text)
     }
 
     /// Debug viewers watch CDP frames live; they are not journaled (CDP is not replayed).
