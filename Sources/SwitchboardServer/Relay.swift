@@ -265,7 +265,7 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
         default: break
         }
         guard parts.first == "v1", parts.count >= 2, parts[1] == "sessions" else {
-            return Relay.error(404, "not_found", "no route for \(request.method) \(path)")
+            return Relay.error(404, "not_found", "no route for \(request.method) \(path) (the routes are in docs/openapi.yaml)")
         }
         // CDP discovery is authorised by the session's worker token, not an API key.
         if parts.count >= 4, parts[3] == "cdp" { return cdpDiscovery(request, method: method, parts: parts) }
@@ -311,7 +311,7 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
         case (_, 2), (_, 3), (_, 4):
             return Relay.error(405, "method_not_allowed", "\(request.method) is not allowed on \(path)")
         default:
-            return Relay.error(404, "not_found", "no route for \(request.method) \(path)")
+            return Relay.error(404, "not_found", "no route for \(request.method) \(path) (the routes are in docs/openapi.yaml)")
         }
     }
 

@@ -257,12 +257,12 @@ public actor Session {
         case .failure(let error):
             // Not valid: what it holds is unknown, so it is redacted like user input.
             logInbound(direction, type: "unknown", id: nil, message.bytes, sensitive: true)
-            if !peer.helloDone { sendError(peer, .helloRequired, "send your hello first"); return }
+            if !peer.helloDone { sendError(peer, .helloRequired, "send your hello first (docs/protocol.md section 3)"); return }
             switch error {
-            case .unknownType(let t): sendError(peer, .unknownMessageType, "'\(t)' is not a message a \(peer.role.rawValue) may send")
+            case .unknownType(let t): sendError(peer, .unknownMessageType, "'\(t)' is not a message a \(peer.role.rawValue) may send (docs/asyncapi.yaml lists them)")
             case .invalidMessage(let m, let id): sendError(peer, .invalidMessage, m, id: id)
             case .invalidCommand(let id, let issues):
-                sendError(peer, .invalidCommand, "the command is not valid", id: id,
+                sendError(peer, .invalidCommand, "the command is not valid (the catalog: docs/protocol.md section 5.3)", id: id,
                           details: ["issues": .array(issues.map { .object(["path": .string($0.path), "message": .string($0.message)]) })])
             case .invalidEnvelope: break
             }
@@ -319,7 +319,7 @@ public actor Session {
         }
         guard peer.helloDone else {
             logInbound(direction, type: "before_hello", id: nil, bytes, sensitive: true)
-            sendError(peer, .helloRequired, "send your hello first")
+            sendError(peer, .helloRequired, "send your hello first (docs/protocol.md section 3)")
             return
         }
         switch msg {
