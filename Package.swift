@@ -51,7 +51,10 @@ let package = Package(
         .testTarget(name: "SocketServerTests", dependencies: ["SocketServer", "WebSocketCore"]),
         .testTarget(name: "SwitchboardSDKTests", dependencies: ["Switchboard", "SwitchboardProtocol", "WebSocketClient", "WebSocketCore"]),
         .testTarget(name: "SwitchboardBrowserTests", dependencies: ["SwitchboardBrowser", "CDP", "Switchboard", "SwitchboardProtocol"]),
-        .testTarget(name: "SwitchboardServerTests", dependencies: ["SwitchboardServer", "SwitchboardProtocol", "SocketServer", "WebSocketCore"]),
+        // Counts the heap allocations of one thread (the allocation tests of the relay's hot path).
+        .target(name: "CAllocationCounter", path: "Tests/CAllocationCounter"),
+        .testTarget(name: "SwitchboardServerTests", dependencies: ["SwitchboardServer", "SwitchboardProtocol", "SocketServer", "WebSocketCore",
+                                                                   "CAllocationCounter"]),
     ],
     swiftLanguageModes: [.v6]
 )
