@@ -141,65 +141,63 @@ public final class TrafficLog: @unchecked Sendable {
     /// stays one JSON object.
     public func message(session: String, direction: StaticString, type: StaticString, id: String?, seq: Int?, bytes: ArraySlice<UInt8>,
                         sensitive: Bool, json: Bool = true) {
-        // Formatted straight into the shared buffer (no intermediate copy); the writer thread
-        // only swaps the buffer out, so the lock is held briefly on its side.
-        let full = buffer.withLock { shared -> Bool in
-        guard shared.count + bytes.count + 256 < options.maxBuffer else { return true }
-        var w = JSONWriter()
-        swap(&w.bytes, &shared)
-        defer { w.bytes.append(0x0A); swap(&w.bytes, &shared) }
-        w.raw("{\"ts\":\"")
-        w.raw(Timestamps.iso(epochMillis()))
-        w.raw("\",\"session\":"); w.write(string: session)
-        w.raw(",\"event\":\"message\",\"direction\":\""); w.raw(direction)
-        w.raw("\",\"type\":\""); w.raw(type); w.raw("\"")
-        w.raw(",\"id\":"); if let id { w.write(string: id) } else { w.raw("null") }
-        w.raw(",\"seq\":"); if let seq { w.int(seq) } else { w.raw("null") }
-        w.raw(",\"bytes\":"); w.int(bytes.count)
-        w.raw(",\"message\":")
-        if !json {
-            if options.redact && TrafficLog.mentionsSecret(bytes) {
-                w.write(string: "[redacted: not JSON, names a field that may hold user input]")
+        line(session: session, event: "message", extra: bytes.count) { w in
+            w.raw(",\"direction\":\""); w.raw(direction)
+            w.raw("\",\"type\":\""); w.raw(type); w.raw("\"")
+            w.raw(",\"id\":"); if let id { w.write(string: id) } else { w.raw("null") }
+            w.raw(",\"seq\":"); if let seq { w.int(seq) } else { w.raw("null") }
+            w.raw(",\"bytes\":"); w.int(bytes.count)
+            w.raw(",\"message\":")
+            if !json {
+                if options.redact && TrafficLog.mentionsSecret(bytes) {
+                    w.write(string: "[redacted: not JSON, names a field that may hold user input]")
+                } else {
+                    w.write(scrub(.string(String(decoding: bytes, as: UTF8.self)), redact: false, path: []))
+                }
+            } else if bytes.count <= options.maxString && !(sensitive && options.redact) {
+                w.raw(bytes)
+            } else if let v = try? bytes.withUnsafeBytes({ try JSONParser.parse($0) }) {
+                w.write(scrub(v, redact: sensitive && options.redact, path: []))
             } else {
-                w.write(scrub(.string(String(decoding: bytes, as: UTF8.self)), redact: false, path: []))
+                w.write(string: "[unparsable: \(bytes.count) bytes]")
             }
-        } else if bytes.count <= options.maxString && !(sensitive && options.redact) {
-            w.raw(bytes)
-        } else if let v = try? bytes.withUnsafeBytes({ try JSONParser.parse($0) }) {
-            w.write(scrub(v, redact: sensitive && options.redact, path: []))
-        } else {
-            w.write(string: "[unparsable: \(bytes.count) bytes]")
         }
-        w.raw("}")
-        return false
-        }
-        if full { droppedLines.withLock { $0 += 1 } }
     }
 
     /// A `cdp` line: one CDP frame of a channel (docs/protocol.md section 16). With redaction,
     /// what may be user input or page data (typed text, evaluated values, cookies, headers,
     /// bodies, screenshots) is redacted; long strings are cut like in other lines.
     public func cdp(session: String, direction: StaticString, channel: Int, method: String?, bytes: ArraySlice<UInt8>) {
-        let full = buffer.withLock { shared -> Bool in
-        guard shared.count + bytes.count + 256 < options.maxBuffer else { return true }
-        var w = JSONWriter()
-        swap(&w.bytes, &shared)
-        defer { w.bytes.append(0x0A); swap(&w.bytes, &shared) }
-        w.raw("{\"ts\":\"")
-        w.raw(Timestamps.iso(epochMillis()))
-        w.raw("\",\"session\":"); w.write(string: session)
-        w.raw(",\"event\":\"cdp\",\"direction\":\""); w.raw(direction)
-        w.raw("\",\"channel\":"); w.int(channel)
-        w.raw(",\"method\":"); if let method { w.write(string: method) } else { w.raw("null") }
-        w.raw(",\"bytes\":"); w.int(bytes.count)
-        w.raw(",\"message\":")
-        if let v = try? bytes.withUnsafeBytes({ try JSONParser.parse($0) }) {
-            w.write(scrub(v, redact: options.redact, path: [], keys: TrafficLog.cdpSecretKeys))
-        } else {
-            w.write(string: "[unparsable: \(bytes.count) bytes]")
+        line(session: session, event: "cdp", extra: bytes.count) { w in
+            w.raw(",\"direction\":\""); w.raw(direction)
+            w.raw("\",\"channel\":"); w.int(channel)
+            w.raw(",\"method\":"); if let method { w.write(string: method) } else { w.raw("null") }
+            w.raw(",\"bytes\":"); w.int(bytes.count)
+            w.raw(",\"message\":")
+            if let v = try? bytes.withUnsafeBytes({ try JSONParser.parse($0) }) {
+                w.write(scrub(v, redact: options.redact, path: [], keys: TrafficLog.cdpSecretKeys))
+            } else {
+                w.write(string: "[unparsable: \(bytes.count) bytes]")
+            }
         }
-        w.raw("}")
-        return false
+    }
+
+    /// Formats one line straight into the shared buffer (no intermediate copy; the writer
+    /// thread only swaps the buffer out, so the lock is held briefly on its side):
+    /// `{"ts":…,"session":…,"event":"EVENT"`, the members `body` writes, `}`. A line that
+    /// would overflow the buffer is dropped and counted.
+    private func line(session: String, event: StaticString, extra: Int, _ body: (inout JSONWriter) -> Void) {
+        let full = buffer.withLock { shared -> Bool in
+            guard shared.count + extra + 256 < options.maxBuffer else { return true }
+            var w = JSONWriter()
+            swap(&w.bytes, &shared)
+            defer { w.bytes.append(0x0A); swap(&w.bytes, &shared) }
+            w.raw("{\"ts\":\""); w.raw(Timestamps.iso(epochMillis()))
+            w.raw("\",\"session\":"); w.write(string: session)
+            w.raw(",\"event\":\""); w.raw(event); w.raw("\"")
+            body(&w)
+            w.raw("}")
+            return false
         }
         if full { droppedLines.withLock { $0 += 1 } }
     }
