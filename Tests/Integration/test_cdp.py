@@ -167,9 +167,15 @@ def test_playwright_drives_the_session_browser_over_cdp(server, site, browser_cl
 
     sb.run(main(), timeout=180)
 
-    # Metrics count the channel's frames and the refusal.
-    _, metrics = sb.rest(server.port, "GET", "/metrics")
-    values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in metrics.splitlines() if line.startswith("switchboard_cdp")}
+    # Metrics count the channel's frames and the refusal (the channel is gone once the server
+    # has Playwright's answer to its close frame).
+    deadline = time.time() + 10
+    while True:
+        _, metrics = sb.rest(server.port, "GET", "/metrics")
+        values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in metrics.splitlines() if line.startswith("switchboard_cdp")}
+        if values["switchboard_cdp_channels"] == 0 or time.time() > deadline:
+            break
+        time.sleep(0.05)
     assert values['switchboard_cdp_frames_total{direction="worker_to_client"}'] > 20
     assert values['switchboard_cdp_frames_total{direction="client_to_worker"}'] > 20
     assert values["switchboard_cdp_refused_total"] == 1
@@ -305,7 +311,9 @@ def test_cdp_channel_rules_with_a_scripted_client(serve_factory):
         assert status == 409 and body["error"]["code"] == "session_terminal"
 
     sb.run(main())
-    _, metrics = sb.rest(server.port, "GET", "/metrics")
+    deadline = time.time() + 10
+    while "switchboard_cdp_channels 0" not in (metrics := sb.rest(server.port, "GET", "/metrics")[1]) and time.time() < deadline:
+        time.sleep(0.05)
     assert 'switchboard_limit_hits_total{limit="max_cdp_channels"} 1' in metrics
     assert 'switchboard_limit_hits_total{limit="max_cdp_frame_bytes"} 2' in metrics
     assert "switchboard_cdp_refused_total 1" in metrics and "switchboard_cdp_channels 0" in metrics
