@@ -15,6 +15,7 @@ import websockets
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import async_playwright
 
+import contract
 import sb
 from conftest import BIN, ROOT
 
@@ -317,3 +318,34 @@ def test_cdp_channel_rules_with_a_scripted_client(serve_factory):
     assert 'switchboard_limit_hits_total{limit="max_cdp_channels"} 1' in metrics
     assert 'switchboard_limit_hits_total{limit="max_cdp_frame_bytes"} 2' in metrics
     assert "switchboard_cdp_refused_total 1" in metrics and "switchboard_cdp_channels 0" in metrics
+
+
+def test_reference_client_results_match_the_documented_shapes(server, site, browser_client):
+    """Every catalog command through switchboard-browser in real Chromium: each result matches
+    its `result.NAME` schema in docs/schemas/switchboard.json (the shapes client teams build to)."""
+    s = sb.create(server.port)
+    browser_client(s, "--no-cdp")
+    steps = [
+        ("navigate", {"url": site + "/dashboard", "waitUntil": "load"}), ("url", {}), ("title", {}), ("content", {}),
+        ("reload", {}), ("click", {"selector": "#inc"}), ("fill", {"selector": "#notes", "value": "hello"}),
+        ("type", {"selector": "#notes", "text": "!"}), ("select", {"selector": "#color", "values": ["green"]}),
+        ("hover", {"selector": "#hoverme"}), ("press", {"key": "Tab"}), ("scroll", {"direction": "down", "amount": 200}),
+        ("waitForSelector", {"selector": "#bottom", "state": "attached"}), ("getAttribute", {"selector": "#applink", "name": "href"}),
+        ("textContent", {"selector": "h1"}), ("innerHTML", {"selector": "h1"}), ("isVisible", {"selector": "h1"}),
+        ("evaluate", {"expression": "return document.title"}), ("screenshot", {"format": "png"}), ("extract", {}),
+        ("waitForNetworkIdle", {"idleMs": 100}), ("waitForTimeout", {"ms": 10}), ("updateStatus", {"heading": "Working"}),
+        ("navigate", {"url": site + "/app"}), ("goBack", {}), ("goForward", {}),
+    ]
+
+    async def main():
+        w = await sb.Peer.connect(s, "worker")
+        for k, (command, params) in enumerate(steps):
+            await w.send({"type": "worker.command", "id": f"r{k}", "command": command, "params": params})
+            r = await w.expect("server.command_result", timeout=30, id=f"r{k}")
+            assert r.get("error") is None, (command, r)
+            contract.check(f"result.{command}", r["result"])
+        return {c for c, _ in steps}
+    covered = sb.run(main(), timeout=240)
+    # Every command but waitForNavigation (it needs a navigation while it waits) was checked.
+    documented = {n[len("result."):] for n in contract.SCHEMA["$defs"] if n.startswith("result.")}
+    assert documented - covered == {"waitForNavigation"}

@@ -153,3 +153,42 @@ import Testing
         for t in peerSchemas { #expect(InboundDecoder.workerTypes.contains(t) || InboundDecoder.clientTypes.contains(t), "\(t) is documented but not decoded") }
     }
 }
+
+/// The catalog's params in docs/schemas/switchboard.json (`params.NAME`, checked live on every
+/// `server.command`) and `CommandCatalog` agree: the same commands, members, required members,
+/// JSON types and allowed values; every command has a documented result (`result.NAME`).
+@Suite struct CatalogSchemaTests {
+    func def(_ name: String) -> JSONObject? { SchemaAgreementTests.defs[name]?.objectValue }
+
+    @Test func everyCommandsParamsMatchTheCatalog() throws {
+        let documented = Set(SchemaAgreementTests.defs.members.map(\.key).filter { $0.hasPrefix("params.") }.map { String($0.dropFirst(7)) })
+        #expect(documented == Set(CommandCatalog.names))
+        let commandEnum = Set((def("server.command")?["properties"]?["command"]?["enum"]?.arrayValue ?? []).compactMap(\.stringValue))
+        #expect(commandEnum == Set(CommandCatalog.names))
+        for (name, spec) in CommandCatalog.specs {
+            guard let schema = def("params.\(name)") else { Issue.record("no params.\(name)"); continue }
+            #expect(def("result.\(name)") != nil, "no result.\(name)")
+            let props = schema["properties"]?.objectValue ?? [:]
+            var expected = Set(spec.params.map(\.name))
+            if spec.target != .none { expected.formUnion(["selector", "uid"]) }
+            #expect(Set(props.members.map(\.key)) == expected, "params.\(name)")
+            let required = Set((schema["required"]?.arrayValue ?? []).compactMap(\.stringValue))
+            #expect(required == Set(spec.params.filter(\.required).map(\.name)), "params.\(name) required")
+            // Exactly one of selector or uid when a target is required; at most one when optional.
+            #expect((schema["oneOf"]?.arrayValue?.count ?? 0) == (spec.target == .required ? 2 : spec.target == .optional ? 3 : 0), "params.\(name) target")
+            for p in spec.params {
+                guard let ps = props[p.name] else { continue }
+                switch p.kind {
+                case .string, .nonEmptyString, .url, .regex: #expect(ps["type"]?.stringValue == "string", "params.\(name).\(p.name)")
+                case .number, .nonNegativeNumber, .unitInterval, .max, .timeout: #expect(ps["type"]?.stringValue == "number", "params.\(name).\(p.name)")
+                case .positiveInteger: #expect(ps["type"]?.stringValue == "integer", "params.\(name).\(p.name)")
+                case .bool: #expect(ps["type"]?.stringValue == "boolean", "params.\(name).\(p.name)")
+                case .stringArray: #expect(ps["type"]?.stringValue == "array", "params.\(name).\(p.name)")
+                case .oneOf(let options):
+                    #expect(Set((ps["enum"]?.arrayValue ?? []).compactMap(\.stringValue)) == Set(options), "params.\(name).\(p.name)")
+                }
+                if case .max(let limit) = p.kind { #expect(ps["maximum"]?.doubleValue == limit, "params.\(name).\(p.name) maximum") }
+            }
+        }
+    }
+}
