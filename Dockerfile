@@ -4,6 +4,8 @@ RUN apt-get update && apt-get install -y --no-install-recommends libssl-dev zlib
 WORKDIR /src
 COPY Package.swift ./
 COPY Sources ./Sources
+# The manifest names the test targets too; their folders must exist for it to load.
+COPY Tests ./Tests
 RUN swift build -c release --product switchboard --static-swift-stdlib \
  && install -D .build/release/switchboard /out/switchboard
 

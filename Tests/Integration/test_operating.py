@@ -210,3 +210,21 @@ def test_client_hello_carries_builtin_injection_scripts(server):
             check = subprocess.run(["node", "--check", f.name], capture_output=True, text=True)
             os.unlink(f.name)
             assert check.returncode == 0, script["name"] + ": " + check.stderr
+
+
+def test_the_dockerfile_copies_what_the_manifest_needs(tmp_path):
+    """The image's build stage gets only what the Dockerfile copies: with exactly that, the
+    package manifest loads and names the `switchboard` product (no Docker engine needed)."""
+    import re
+    import shutil
+    from conftest import ROOT
+    dockerfile = open(os.path.join(ROOT, "Dockerfile")).read()
+    build_stage = dockerfile.split("\nFROM ", 2)[1]
+    copied = re.findall(r"^COPY (?!--from)(\S+) ", build_stage, re.M)
+    assert "Package.swift" in copied and "Sources" in copied
+    for path in copied:
+        src = os.path.join(ROOT, path)
+        (shutil.copytree if os.path.isdir(src) else shutil.copy)(src, tmp_path / path)
+    out = subprocess.run(["swift", "package", "describe", "--type", "json"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert '"switchboard"' in out.stdout
