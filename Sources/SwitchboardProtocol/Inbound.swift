@@ -49,8 +49,9 @@ public enum PeerMessage: Sendable {
     case commandResponse(CommandResponse)
     /// `client.events` or an activity stream, already turned into events.
     case telemetry(clientSeq: Int?, events: [TelemetryEvent])
-    /// `client.cdp`: a frame from the client's browser for a CDP channel.
-    case cdp(channel: Int, data: String)
+    /// `client.cdp`: a frame from the client's browser for a CDP channel, as sent and as
+    /// parsed (checked to be one JSON object; the traffic log writes it from the parsed value).
+    case cdp(channel: Int, data: String, frame: JSON)
     /// `client.cdp_close`: the client's side of a CDP channel is gone.
     case cdpClose(channel: Int, reason: String?)
 }
@@ -268,10 +269,11 @@ public enum InboundDecoder {
                 return .cdpClose(channel: channel, reason: o["reason"]?.stringValue.map { String($0.prefix(200)) })
             }
             // The worker's CDP client gets only JSON objects, whatever a device sends.
-            guard let data = o["data"]?.stringValue, CDPFrame.isJSONObject(data) else {
+            guard var data = o["data"]?.stringValue,
+                  let frame = data.withUTF8({ try? JSONParser.parse(UnsafeRawBufferPointer($0)) }), frame.objectValue != nil else {
                 throw .invalidMessage("'data' must be a string holding one CDP frame (a JSON object)", id: nil)
             }
-            return .cdp(channel: channel, data: data)
+            return .cdp(channel: channel, data: data, frame: frame)
 
         default:
             throw .unknownType(type)
@@ -438,15 +440,5 @@ public enum ISO8601 {
         let y = yoe + era * 400 + (m <= 2 ? 1 : 0)
         func p(_ v: Int, _ w: Int) -> String { let s = String(v); return String(repeating: "0", count: max(0, w - s.count)) + s }
         return "\(p(y, 4))-\(p(m, 2))-\(p(d, 2))T\(p(rem / 3600, 2)):\(p(rem % 3600 / 60, 2)):\(p(rem % 60, 2)).\(p(ms, 3))Z"
-    }
-}
-
-enum CDPFrame {
-    /// Whether `text` is one JSON object (checked, not built).
-    static func isJSONObject(_ text: String) -> Bool {
-        var text = text
-        return text.withUTF8 { u in
-            (try? JSONParser.parseObject(UnsafeRawBufferPointer(u), build: { _ in false })) != nil
-        }
     }
 }

@@ -345,10 +345,10 @@ public actor Session {
         case .telemetry(let clientSeq, let events):
             logInbound(direction, type: "client.events", id: nil, bytes, sensitive: events.contains { TrafficLog.carriesBody($0.payload) })
             handleTelemetry(clientSeq: clientSeq, events: events, from: peer)
-        case .cdp(let channel, let data):
+        case .cdp(let channel, let data, let frame):
             // Not journaled (CDP is not replayed); logged under its own event.
             relay.metrics.countIn("client.cdp")
-            cdpFromClient(channel: channel, data: data, peer: peer)
+            cdpFromClient(channel: channel, data: data, frame: frame, peer: peer)
         case .cdpClose(let channel, let reason):
             relay.metrics.countIn("client.cdp_close")
             cdpClosedByClient(channel: channel, reason: reason, peer: peer)

@@ -29,22 +29,12 @@ enum CDPPolicy {
         var sessionId: String?
     }
 
-    /// Reads a worker's frame: a JSON object with an integer `id` and a string `method`
-    /// (nil: not a CDP command).
-    static func command(_ bytes: UnsafeRawBufferPointer) -> Command? {
-        guard let parsed = (try? JSONParser.parseObject(bytes, build: { $0 == "id" || $0 == "method" || $0 == "sessionId" })) ?? nil else { return nil }
-        let members = parsed.members
-        var id: Int?, method: String?, sessionId: String?
-        for m in members {
-            switch (m.key, m.value) {
-            case ("id", .number(_)?): id = m.value?.intValue
-            case ("method", .string(let s)?): method = s
-            case ("sessionId", .string(let s)?): sessionId = s
-            default: break
-            }
-        }
-        guard let id, id >= 0, let method else { return nil }
-        return Command(id: id, method: method, sessionId: sessionId)
+    /// Reads a worker's parsed frame: a JSON object with an integer `id` and a string
+    /// `method` (nil: not a CDP command).
+    static func command(_ frame: JSON) -> Command? {
+        guard case .number? = frame["id"], let id = frame["id"]?.intValue, id >= 0,
+              let method = frame["method"]?.stringValue else { return nil }
+        return Command(id: id, method: method, sessionId: frame["sessionId"]?.stringValue)
     }
 
     /// The CDP error answer to a refused command.
@@ -97,14 +87,14 @@ extension Session {
             closeCDP(channel, .rateLimited, reason: "more than \(messagesOK ? "\(s.rateBytesPerSecond) bytes" : "\(s.ratePerSecond) messages") per second")
             return
         }
-        guard let command = message.withUnsafeBytes(CDPPolicy.command) else {
+        // Parsed once: for the policy here and for the traffic log.
+        guard let frame = message.withUnsafeBytes({ try? JSONParser.parse($0) }), let command = CDPPolicy.command(frame) else {
             closeCDP(channel, .invalidJSON, reason: "not a CDP command (a JSON object with an integer id and a string method)")
             return
         }
-        let frame = message.bytes
         relay.metrics.cdpFrames[0] += 1
-        relay.metrics.cdpBytes[0] += frame.count
-        relay.log.cdp(session: id, direction: "worker_to_client", channel: channel.id, method: command.method, bytes: frame)
+        relay.metrics.cdpBytes[0] += message.count
+        relay.log.cdp(session: id, direction: "worker_to_client", channel: channel.id, frame: frame, bytes: message.count)
         if CDPPolicy.refused.contains(command.method) {
             relay.metrics.cdpRefused += 1
             relay.log.event(session: id, "cdp_refused", ["channel": .int(channel.id), "method": .string(command.method)])
@@ -113,7 +103,7 @@ extension Session {
             channel.connection.send(OutboundMessage(reserved: storage), opcode: .text)
             return
         }
-        mirrorCDP("cdp_to_client", channel: channel.id, frame)
+        mirrorCDP("cdp_to_client", channel: channel.id, message.bytes)
         sendToClient("server.cdp", message.withUnsafeBytes { raw in
             JSONWriter.message(type: "server.cdp") { w in
                 ServerCDPFrame.writeFields(&w, channel: channel.id, frame: raw.assumingMemoryBound(to: UInt8.self))
@@ -122,7 +112,7 @@ extension Session {
     }
 
     /// `client.cdp`: a frame from the client's browser.
-    func cdpFromClient(channel id: Int, data: String, peer: Peer) {
+    func cdpFromClient(channel id: Int, data: String, frame parsed: JSON, peer: Peer) {
         guard peer === client, let channel = cdpChannels[id], !channel.closed else { return }   // closed meanwhile
         guard data.utf8.count <= relay.settings.maxCDPFrameBytes else {
             // Counted as a limit hit when the socket reports its 1009 close.
@@ -134,7 +124,7 @@ extension Session {
         let frame = storage[FrameWriter.maxHeaderSize...]
         relay.metrics.cdpFrames[1] += 1
         relay.metrics.cdpBytes[1] += frame.count
-        relay.log.cdp(session: self.id, direction: "client_to_worker", channel: id, method: nil, bytes: frame)
+        relay.log.cdp(session: self.id, direction: "client_to_worker", channel: id, frame: parsed, bytes: frame.count)
         mirrorCDP("cdp_to_worker", channel: id, frame)
         channel.connection.send(OutboundMessage(reserved: storage), opcode: .text)
     }

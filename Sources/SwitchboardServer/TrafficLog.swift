@@ -167,18 +167,14 @@ public final class TrafficLog: @unchecked Sendable {
     /// A `cdp` line: one CDP frame of a channel (docs/protocol.md section 16). With redaction,
     /// what may be user input or page data (typed text, evaluated values, cookies, headers,
     /// bodies, screenshots) is redacted; long strings are cut like in other lines.
-    public func cdp(session: String, direction: StaticString, channel: Int, method: String?, bytes: ArraySlice<UInt8>) {
-        line(session: session, event: "cdp", extra: bytes.count) { w in
+    /// `frame` is the frame as already parsed by the relay, `bytes` its size on the wire.
+    public func cdp(session: String, direction: StaticString, channel: Int, frame: JSON, bytes: Int) {
+        line(session: session, event: "cdp", extra: bytes) { w in
             w.raw(",\"direction\":\""); w.raw(direction)
             w.raw("\",\"channel\":"); w.int(channel)
-            w.raw(",\"method\":"); if let method { w.write(string: method) } else { w.raw("null") }
-            w.raw(",\"bytes\":"); w.int(bytes.count)
-            w.raw(",\"message\":")
-            if let v = try? bytes.withUnsafeBytes({ try JSONParser.parse($0) }) {
-                w.write(scrub(v, redact: options.redact, path: [], keys: TrafficLog.cdpSecretKeys))
-            } else {
-                w.write(string: "[unparsable: \(bytes.count) bytes]")
-            }
+            w.raw(",\"method\":"); w.write(frame["method"]?.stringValue.map(JSON.string) ?? .null)
+            w.raw(",\"bytes\":"); w.int(bytes)
+            w.raw(",\"message\":"); w.write(scrub(frame, redact: options.redact, path: [], keys: TrafficLog.cdpSecretKeys))
         }
     }
 

@@ -51,7 +51,7 @@ struct Tail: ParsableCommand {
         case "cdp":
             let message = o["message"]
             text += "cdp[\(o["channel"]?.intValue ?? 0)] \((o["direction"]?.stringValue ?? "").replacingArrows())"
-            if let m = o["method"]?.stringValue ?? message?["method"]?.stringValue { text += " \(m)" }
+            if let m = o["method"]?.stringValue { text += " \(m)" }
             if let id = message?["id"]?.intValue { text += " id=\(id)" }
             if message?["error"] != nil { text += " error" }
             text += " (\(o["bytes"]?.intValue ?? 0) B)"

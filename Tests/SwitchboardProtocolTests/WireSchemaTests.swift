@@ -235,7 +235,7 @@ struct Gen: RandomNumberGenerator {
             // The client's frames, written directly and by Codable, decode on the server.
             let data = JSONWriter.string(.object(g.object()))
             for bytes in [ClientCDP.message(channel: channel, data: data), PeerMessageEncoder.encode(ClientCDP(channel: channel, data: data))] {
-                guard case .success(.cdp(let ch, let d)) = InboundDecoder.decode(bytes, role: .client) else { Issue.record("client.cdp"); continue }
+                guard case .success(.cdp(let ch, let d, _)) = InboundDecoder.decode(bytes, role: .client) else { Issue.record("client.cdp"); continue }
                 #expect(ch == channel && d == data)
             }
             guard case .success(.cdpClose(let ch, let r)) = InboundDecoder.decode(PeerMessageEncoder.encode(ClientCDPClose(channel: channel, reason: reason)), role: .client)
