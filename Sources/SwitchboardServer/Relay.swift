@@ -432,23 +432,29 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
 
     enum Authorised { case session(Session), refused(HTTPResponse) }
 
-    /// The session's worker token from `Authorization: Bearer` or `?token=`.
-    private static func bearerOrQueryToken(_ request: HTTPRequest) -> String? {
-        if let auth = request.headers["Authorization"], auth.hasPrefix("Bearer ") { return String(auth.dropFirst(7)).trimmingCharacters() }
-        return request.query["token"]
+    /// A session token from `?token=` or `Authorization: Bearer` (nil when there is none).
+    private static func sessionToken(_ request: HTTPRequest) -> String? {
+        var token = request.query["token"]
+        if token == nil, let auth = request.headers["Authorization"], auth.hasPrefix("Bearer ") { token = String(auth.dropFirst(7)).trimmingCharacters() }
+        return token?.isEmpty == false ? token : nil
     }
 
-    /// Checks the worker token for a CDP request: the session, or why not (404 and 401 take
-    /// the same time).
+    /// The session `id` when `token` is its token for `role`. The token is hashed and compared
+    /// even for an unknown session, so the two refusals (404, 401) take the same time.
+    private func authorise(_ token: String, session id: String, role: Role) -> Authorised {
+        let session = sessions[id]
+        let ok = session?.assumeIsolated { $0.tokenMatches(token, role: role) } ?? Crypto.constantTimeEqual(Crypto.sha256(token), Relay.dummyHash)
+        guard let session else { return .refused(Relay.error(404, "not_found", "no such session")) }
+        guard ok else { return .refused(Relay.error(401, "unauthorized", "wrong token for this session and role")) }
+        return .session(session)
+    }
+
+    /// Checks the worker token of a CDP request (discovery or the channel's upgrade).
     private func cdpSession(_ request: HTTPRequest, id: String) -> Authorised {
-        guard let token = Relay.bearerOrQueryToken(request), !token.isEmpty else {
+        guard let token = Relay.sessionToken(request) else {
             return .refused(Relay.error(401, "unauthorized", "the session's worker token is required (Authorization: Bearer WORKER_TOKEN)"))
         }
-        let session = sessions[id]
-        let ok = session?.assumeIsolated { $0.tokenMatches(token, role: .worker) } ?? Crypto.constantTimeEqual(Crypto.sha256(token), Relay.dummyHash)
-        guard let session else { return .refused(Relay.error(404, "not_found", "no such session")) }
-        guard ok else { return .refused(Relay.error(401, "unauthorized", "wrong worker token for this session")) }
-        return .session(session)
+        return authorise(token, session: id, role: .worker)
     }
 
     /// `GET /v1/sessions/{id}/cdp/json/version` (and `json/list`, `json`): what Chromium's
@@ -548,14 +554,11 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
         let q = request.query
         guard let roleName = q["role"], !roleName.isEmpty else { return .refuse(Relay.error(400, "bad_request", "query parameter role is required")) }
         guard let role = Role(rawValue: roleName) else { return .refuse(Relay.error(400, "bad_request", "unknown role \(roleName)")) }
-        var token = q["token"]
-        if token == nil, let auth = request.headers["Authorization"], auth.hasPrefix("Bearer ") { token = String(auth.dropFirst(7)) }
-        guard let token, !token.isEmpty else { return .refuse(Relay.error(400, "bad_request", "token is required (query or Authorization: Bearer)")) }
-        let session = sessions[parts[1]]
-        // Hash and compare even for an unknown session, so both refusals take the same time.
-        let ok = session?.assumeIsolated { $0.tokenMatches(token, role: role) } ?? Crypto.constantTimeEqual(Crypto.sha256(token), Relay.dummyHash)
-        guard let session, ok else {
-            return session == nil ? .refuse(Relay.error(404, "not_found", "no such session")) : .refuse(Relay.error(401, "unauthorized", "wrong token for this session and role"))
+        guard let token = Relay.sessionToken(request) else { return .refuse(Relay.error(400, "bad_request", "token is required (query or Authorization: Bearer)")) }
+        let session: Session
+        switch authorise(token, session: parts[1], role: role) {
+        case .refused(let r): return .refuse(r)
+        case .session(let s): session = s
         }
         if role == .client, !settings.allowedOrigins.isEmpty, let origin = request.headers["Origin"], !settings.allowedOrigins.contains(origin) {
             return .refuse(Relay.error(403, "forbidden", "origin \(origin) is not allowed"))
