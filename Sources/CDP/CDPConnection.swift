@@ -30,12 +30,7 @@ public actor CDPConnection {
 
     /// Connects to a DevTools WebSocket URL (`ws://127.0.0.1:PORT/devtools/browser/…`).
     public static func connect(to url: String) async throws -> CDPConnection {
-        var o = WebSocket.Options()
-        o.compression = false
-        o.maxMessageSize = 512 << 20     // full-page screenshots
-        o.pingIntervalMs = 3_600_000     // a local browser: no keep-alive needed
-        o.idleTimeoutMs = Int(Int32.max)
-        let ws = try await WebSocket.connect(to: url, options: o)
+        let ws = try await WebSocket.connect(to: url, options: .devTools)
         let c = CDPConnection(socket: ws)
         await c.startReading()
         return c
@@ -123,5 +118,18 @@ public actor CDPConnection {
         guard let method = message["method"]?.stringValue else { return }
         let event = Event(method: method, params: message["params"]?.objectValue ?? [:], sessionId: message["sessionId"]?.stringValue)
         for s in subscribers.values { s.yield(event) }
+    }
+}
+
+extension WebSocket.Options {
+    /// For a local browser's DevTools endpoint: no compression, messages up to 512 MiB
+    /// (full-page screenshots), no keep-alive.
+    public static var devTools: WebSocket.Options {
+        var o = WebSocket.Options()
+        o.compression = false
+        o.maxMessageSize = 512 << 20
+        o.pingIntervalMs = 3_600_000
+        o.idleTimeoutMs = Int(Int32.max)
+        return o
     }
 }

@@ -1,3 +1,4 @@
+import CDP
 import Foundation
 import Switchboard
 import SwitchboardProtocol
@@ -18,13 +19,8 @@ public actor CDPBridge {
     }
 
     func open(channel: Int, outlet: CDPOutlet) async {
-        var o = WebSocket.Options()
-        o.compression = false
-        o.maxMessageSize = 512 << 20
-        o.pingIntervalMs = 3_600_000
-        o.idleTimeoutMs = Int(Int32.max)
         let socket: WebSocket
-        do { socket = try await WebSocket.connect(to: endpoint, options: o) } catch {
+        do { socket = try await WebSocket.connect(to: endpoint, options: .devTools) } catch {
             await outlet.close(reason: "cannot reach the browser's DevTools endpoint: \(error)")
             return
         }

@@ -175,7 +175,7 @@ extension JSONWriter {
         if let seq { raw(",\"seq\":"); int(seq) }
     }
 
-    /// A whole server message: `type`, `seq` when given, then the members `fields` writes.
+    /// A whole message (the server's, or `client.cdp`): `type`, `seq` when given, then the members `fields` writes.
     public static func message(type: StaticString, seq: Int? = nil, _ fields: (inout JSONWriter) -> Void) -> [UInt8] {
         var w = JSONWriter()
         w.open(type: type, seq: seq)
@@ -188,10 +188,9 @@ extension JSONWriter {
 extension ClientCDP {
     /// `client.cdp` written directly: a frame can be megabytes (a screenshot).
     public static func message(channel: Int, data: String) -> [UInt8] {
-        var w = JSONWriter()
-        w.bytes.reserveCapacity(data.utf8.count + 48)
-        w.raw("{\"type\":\"client.cdp\",\"channel\":"); w.int(channel)
-        w.raw(",\"data\":"); w.write(string: data); w.raw("}")
-        return w.bytes
+        JSONWriter.message(type: "client.cdp") { w in
+            w.raw(",\"channel\":"); w.int(channel)
+            w.raw(",\"data\":"); w.write(string: data)
+        }
     }
 }
