@@ -77,6 +77,43 @@ import Testing
         #expect(isInvalidMessage(decode(#"{"type":"worker.hello","protocolVersion":\#(n)}"#, .worker)))
     }
 
+    @Test(arguments: hugeLiterals + ["0", "-1", "1.5", "-0", "\"1\"", "null", "true", "[]", "{}"])
+    func cdpChannelsOutOfRangeAreInvalid(_ n: String) {
+        #expect(isInvalidMessage(decode(#"{"type":"client.cdp","channel":\#(n),"data":"{}"}"#, .client)))
+        #expect(isInvalidMessage(decode(#"{"type":"client.cdp_close","channel":\#(n)}"#, .client)))
+    }
+
+    /// The worst frames and sizes a device can put in `client.cdp`: refused without a trap,
+    /// or kept within their bounds.
+    @Test func hostileCDPFramesAndVersionsAreBounded() throws {
+        let deep = String(repeating: "[", count: 100_000)
+        let huge = String(repeating: "x", count: 4 << 20)
+        for data in ["", "x", "null", "[]", "1e400", deep, "{\"a\":" + deep, huge, "{\"id\":1}{\"id\":2}", "{\"id\":1e400}"] {
+            let text = JSONWriter.string(.object(["type": .string("client.cdp"), "channel": .int(1), "data": .string(data)]))
+            if data.hasPrefix("{\"id\":1e400") {
+                // One JSON object, whatever its numbers: relayed as sent.
+                guard case .success(.cdp(1, let d, _)) = decode(text, .client) else { Issue.record("1e400 id"); continue }
+                #expect(d == data)
+            } else {
+                #expect(isInvalidMessage(decode(text, .client)), "\(data.prefix(20))")
+            }
+        }
+        let big = JSONWriter.string(.object(["id": .int(1), "result": .object(["data": .string(huge)])]))
+        let text = JSONWriter.string(.object(["type": .string("client.cdp"), "channel": .int(WireNumbers.maxSafeInteger), "data": .string(big)]))
+        guard case .success(.cdp(let ch, let d, let frame)) = decode(text, .client) else { Issue.record("a 4 MiB frame"); return }
+        #expect(ch == WireNumbers.maxSafeInteger && d.utf8.count == big.utf8.count && frame["result"]?["data"]?.stringValue?.utf8.count == huge.utf8.count)
+        // A close reason is cut to 200 characters; cdpVersion keeps only known keys, each cut to 256.
+        let close = decode(#"{"type":"client.cdp_close","channel":3,"reason":"\#(String(repeating: "é", count: 10_000))"}"#, .client)
+        guard case .success(.cdpClose(3, let reason?)) = close else { Issue.record("cdp_close"); return }
+        #expect(reason.count == 200)
+        var version: JSONObject = ["Browser": .string(String(repeating: "b", count: 1 << 20)), "Evil": .string("x"), "User-Agent": .int(5)]
+        for k in 0..<10_000 { version["k\(k)"] = .string("v") }
+        let hello = JSONWriter.string(.object(["type": .string("client.hello"), "capabilities": .array([.string("cdp")]), "cdpVersion": .object(version)]))
+        guard case .success(.hello(let h)) = decode(hello, .client) else { Issue.record("hello"); return }
+        #expect(h.cdpVersion?.members.count == 1 && h.cdpVersion?["Browser"]?.stringValue?.count == 256)
+        #expect(isInvalidMessage(decode(#"{"type":"client.hello","cdpVersion":"Chrome"}"#, .client)))
+    }
+
     @Test func effectiveTimeoutNeverExceedsItsLimit() {
         let p: JSONObject = ["timeout": .number("1e300")]
         #expect(CommandCatalog.effectiveTimeout(command: "waitForSelector", params: p, timeoutMs: nil, sessionDefault: 30_000, limit: 600_000) == 30_000)
