@@ -9,4 +9,14 @@ static inline int sb_sqlite3_bind_text(sqlite3_stmt *s, int i, const char *text,
 static inline int sb_sqlite3_bind_blob(sqlite3_stmt *s, int i, const void *data, int n) {
     return sqlite3_bind_blob(s, i, data, n, SQLITE_TRANSIENT);
 }
+// Records the number of frames in the WAL after each commit into *frames (the store
+// checkpoints from its writer thread when the WAL has grown past a bound).
+static inline int sb_wal_frames_hook(void *frames, sqlite3 *db, const char *name, int n) {
+    (void)db; (void)name;
+    *(int *)frames = n;
+    return SQLITE_OK;
+}
+static inline void sb_sqlite3_count_wal_frames(sqlite3 *db, int *frames) {
+    sqlite3_wal_hook(db, sb_wal_frames_hook, frames);
+}
 #endif

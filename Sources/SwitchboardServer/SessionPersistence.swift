@@ -36,27 +36,22 @@ extension Session {
         persist([.updateState(id: id, state: stateSnapshot())])
     }
 
-    /// `reservation`: a new seq reservation of the stream, persisted before the message.
-    func persistMessage(role: Role, seq: Int, body: ArraySlice<UInt8>, commandId: String?, oldestRetained: Int?, reservation: Int?) {
-        guard relay.store != nil else { return }
-        var ops: [StoreOp] = []
-        if reservation != nil { ops.append(.updateState(id: id, state: stateSnapshot())) }
-        let stream = role == .worker ? 0 : 1
-        ops.append(.message(session: id, stream: stream, seq: seq, body: body, commandId: commandId))
-        // Keep the table's tail like the memory one, trimming in steps of 64.
-        if let oldest = oldestRetained, oldest > 1, (oldest - 1) % 64 == 0 {
-            ops.append(.trimMessages(session: id, stream: stream, throughSeq: oldest - 1))
-        }
-        persist(ops)
-    }
-
-    func persistJournal(_ e: JournalEntry) {
+    /// Stores a journal entry. A message the server sent on a stream (`message`) is stored once,
+    /// as its entry, whether or not the journal is stored: replay tails are read back from
+    /// these entries. `oldestRetained` is the oldest seq the stream still retains.
+    func persistJournal(_ e: JournalEntry, message: StreamPosition? = nil, oldestRetained: Int? = nil) {
         let s = relay.settings
-        guard relay.store != nil, s.journalStoredEntries > 0 else { return }
-        var ops: [StoreOp] = [.journal(session: id, n: e.n, direction: e.direction, ts: e.ts, body: e.bytes)]
-        if let through = storedJournal.add(e.n, bytes: e.bytes.count, maxCount: s.journalStoredEntries, maxBytes: s.journalStoredBytes) {
+        let journaled = s.journalStoredEntries > 0
+        guard relay.store != nil, journaled || message != nil else { return }
+        var ops: [StoreOp] = [.journal(session: id, n: e.n, direction: e.direction, ts: e.ts, body: e.bytes, message: message, journaled: journaled)]
+        if journaled, let through = storedJournal.add(e.n, bytes: e.bytes.count, maxCount: s.journalStoredEntries, maxBytes: s.journalStoredBytes) {
             relay.metrics.hit("journal_stored_bytes")
-            ops.append(.trimJournal(session: id, throughN: through))
+            // Entries still in a replay tail stay (for replay only) until a later trim passes them.
+            ops.append(.trimJournal(session: id, throughN: through, keepFrom: [workerStream.oldestSeq ?? Int.max, clientStream.oldestSeq ?? Int.max]))
+        }
+        // Without a stored journal the stored tail follows the memory one, trimmed in steps of 64.
+        if !journaled, let m = message, let oldest = oldestRetained, oldest > 1, (oldest - 1) % 64 == 0 {
+            ops.append(.trimMessages(session: id, stream: m.stream, throughSeq: oldest - 1))
         }
         persist(ops)
     }
@@ -133,7 +128,7 @@ extension Session {
         guard !loaded, let store = relay.store else { return }
         loaded = true
         let settings = relay.settings
-        if let rows = try? store.messages(session: id) {
+        if let rows = try? store.messages(session: id, limit: settings.replayMaxMessages) {
             let last = rows.reduce(into: [0, 0]) { m, row in m[row.stream == 0 ? 0 : 1] = max(m[row.stream == 0 ? 0 : 1], row.seq) }
             workerStream.restoredTail(through: last[0])
             clientStream.restoredTail(through: last[1])

@@ -24,16 +24,31 @@ public struct SessionRecord: Sendable {
     public var tenant: String? = nil
 }
 
+/// Where a journal entry sits in a replay stream, when it is a sequenced message the server
+/// sent: such a message is stored once, as its journal entry, and the replay tail is read
+/// back from those entries.
+public struct StreamPosition: Sendable, Equatable {
+    /// 0 for the worker's stream, 1 for the client's.
+    public var stream: Int
+    public var seq: Int
+    public var commandId: String?
+}
+
 /// One write. Applied in order, many per transaction.
 public enum StoreOp: Sendable {
     case insertSession(SessionRecord)
     case updateLifecycle(id: String, phase: Phase, reason: EndReason?, result: JSON?, error: JSON?)
     case updateState(id: String, state: JSONObject)
-    case message(session: String, stream: Int, seq: Int, body: ArraySlice<UInt8>, commandId: String?)
+    /// Deletes the stream's messages through `throughSeq` that are not journal entries (kept
+    /// only for replay: the journal is not stored, or was trimmed past them).
     case trimMessages(session: String, stream: Int, throughSeq: Int)
     case event(session: String, eventSeq: Int, type: String, ts: Int64, serverTs: Int64, source: String, payload: JSONObject)
-    case journal(session: String, n: Int, direction: StaticString, ts: Int64, body: ArraySlice<UInt8>)
-    case trimJournal(session: String, throughN: Int)
+    /// A journal entry; `message` when it is a message the server sent on a stream, and
+    /// `journaled` false when it is stored only for replay (the journal is not stored).
+    case journal(session: String, n: Int, direction: StaticString, ts: Int64, body: ArraySlice<UInt8>, message: StreamPosition?, journaled: Bool)
+    /// Entries through `throughN` leave the journal; those that are still in a replay tail
+    /// (`seq >= keepFrom[stream]`) stay for replay.
+    case trimJournal(session: String, throughN: Int, keepFrom: [Int])
     case trimEvents(session: String, throughSeq: Int)
     case usedId(session: String, id: String)
     case delete(session: String)
@@ -46,7 +61,8 @@ public protocol SessionStore: AnyObject, Sendable {
     /// Queues writes; `completion` runs on the event loop once they are committed.
     func submit(_ ops: [StoreOp], completion: (@Sendable () -> Void)?)
     func loadSessions() throws -> [SessionRecord]
-    func messages(session: String) throws -> [(stream: Int, seq: Int, body: [UInt8], commandId: String?)]
+    /// The last `limit` messages of each stream, by stream and seq.
+    func messages(session: String, limit: Int) throws -> [(stream: Int, seq: Int, body: [UInt8], commandId: String?)]
     func events(session: String, after: Int, limit: Int, types: Set<String>?) throws -> [StoredEvent]
     func lastEvent(session: String, type: String) throws -> StoredEvent?
     func eventCount(session: String) throws -> Int
@@ -105,6 +121,12 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
     /// Schema versions after the first, applied in order and recorded in `user_version`.
     static let migrations = [
         "ALTER TABLE sessions ADD COLUMN tenant TEXT",
+        // Sequenced messages are stored once, as journal entries (`messages` is only read,
+        // for databases written before).
+        """
+        ALTER TABLE journal ADD COLUMN stream INTEGER; ALTER TABLE journal ADD COLUMN seq INTEGER;
+        ALTER TABLE journal ADD COLUMN command_id TEXT; ALTER TABLE journal ADD COLUMN journaled INTEGER NOT NULL DEFAULT 1
+        """,
     ]
 
     static func migrate(_ db: Database) throws(SQLiteError) {
@@ -122,9 +144,14 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
         // A locked database fails a commit after 1 s; the commit is retried (see writerLoop).
         writer.setBusyTimeout(ms: 1000)
         // WAL with synchronous=NORMAL: a commit appends to the WAL without fsync, so it survives
-        // a crash of the process (SIGKILL, OOM kill, deploy). Checkpoints, which do fsync, run
-        // on their own thread so that no commit ever waits for the disk.
-        try writer.exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=0; PRAGMA foreign_keys=OFF; PRAGMA cache_size=-65536; PRAGMA mmap_size=1073741824; PRAGMA temp_store=MEMORY;")
+        // a crash of the process (SIGKILL, OOM kill, deploy). Checkpoints (which fsync) run on
+        // the writer thread between commits once the WAL passes `checkpointFrames`, after the
+        // batch's completions were handed back: no commit runs during a checkpoint, so it
+        // copies the whole WAL and the next commit starts the WAL again from its beginning,
+        // rewriting pages already in the page cache. (A checkpoint running beside the writer
+        // never catches up under sustained load: the WAL grew by ~140 MB/s without bound.)
+        try writer.exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA journal_size_limit=67108864; PRAGMA foreign_keys=OFF; PRAGMA cache_size=-65536; PRAGMA mmap_size=1073741824; PRAGMA temp_store=MEMORY;")
+        writer.trackWALFrames()
         try writer.exec(SQLiteStore.schema)
         try SQLiteStore.migrate(writer)
         reader = try Database(path: path)
@@ -133,10 +160,8 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
         guard pipe(&fds) == 0 else { throw SQLiteError(description: "pipe failed") }
         wakeRead = fds[0]
         wakeWrite = fds[1]
-        checkpointer = try Database(path: path)
         do {
             thread = try startThread { self.writerLoop() }
-            checkpointThread = try startThread { self.checkpointLoop() }
         } catch {
             throw SQLiteError(description: "cannot start the store's threads: \(error)")
         }
@@ -153,17 +178,8 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
         _ = write(wakeWrite, &b, 1)
     }
 
-    private var checkpointer: Database?
-    private var checkpointThread: pthread_t?
-
-    /// Copies the WAL into the database every 2 s (PASSIVE: never blocks the writer). Pages
-    /// rewritten by many commits in between reach the database file once.
-    private func checkpointLoop() {
-        while !pending.withLock({ $0.stop }) {
-            for _ in 0..<20 where !pending.withLock({ $0.stop }) { usleep(100_000) }
-            try? checkpointer?.exec("PRAGMA wal_checkpoint(PASSIVE)")
-        }
-    }
+    /// The WAL size (in pages) past which the writer checkpoints between commits.
+    static let checkpointFrames = 4096
 
     public func submit(_ ops: [StoreOp], completion: (@Sendable () -> Void)?) {
         let wasEmpty = pending.withLock { p -> Bool in
@@ -184,8 +200,6 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
         _ = write(wakeWrite, &b, 1)
         if let thread { pthread_join(thread, nil) }
         thread = nil
-        if let checkpointThread { pthread_join(checkpointThread, nil) }
-        checkpointThread = nil
         try? writer.exec("PRAGMA wal_checkpoint(TRUNCATE)")
     }
 
@@ -246,6 +260,7 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
                 if !done.isEmpty {
                     loop.execute { for d in done { d() } }
                 }
+                if writer.framesInWAL >= SQLiteStore.checkpointFrames { try? writer.exec("PRAGMA wal_checkpoint(PASSIVE)") }
             }
             if stop { break }
         }
@@ -270,19 +285,22 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
         case .updateState(let id, let state):
             // State lives in its own narrow table: updating it never rewrites the session row.
             try db.query("INSERT OR REPLACE INTO session_state (id, state) VALUES (?,?)", [.text(id), .json(.object(state))])
-        case .message(let s, let stream, let seq, let body, let cid):
-            try db.query("INSERT OR REPLACE INTO messages (session, stream, seq, body, command_id) VALUES (?,?,?,?,?)",
-                             [.text(s), .int(stream), .int(seq), .bytes(body), .optText(cid)])
         case .trimMessages(let s, let stream, let through):
             try db.query("DELETE FROM messages WHERE session = ? AND stream = ? AND seq <= ?", [.text(s), .int(stream), .int(through)])
+            try db.query("DELETE FROM journal WHERE session = ? AND journaled = 0 AND stream = ? AND seq <= ?", [.text(s), .int(stream), .int(through)])
         case .event(let s, let n, let type, let ts, let serverTs, let source, let payload):
             try db.query("INSERT OR IGNORE INTO events (session, event_seq, type, ts, server_ts, source, payload) VALUES (?,?,?,?,?,?,?)",
                              [.text(s), .int(n), .text(type), .int(ts), .int(serverTs), .text(source), .json(.object(payload))])
-        case .journal(let s, let n, let dir, let ts, let body):
-            try db.query("INSERT OR REPLACE INTO journal (session, n, direction, ts, body) VALUES (?,?,?,?,?)",
-                             [.text(s), .int(n), .text(dir.description), .int(ts), .bytes(body)])
-        case .trimJournal(let s, let through):
-            try db.query("DELETE FROM journal WHERE session = ? AND n <= ?", [.text(s), .int(through)])
+        case .journal(let s, let n, let dir, let ts, let body, let m, let journaled):
+            try db.query("INSERT OR REPLACE INTO journal (session, n, direction, ts, body, stream, seq, command_id, journaled) VALUES (?,?,?,?,?,?,?,?,?)",
+                             [.text(s), .int(n), .text(dir.description), .int(ts), .bytes(body), m.map { .int($0.stream) } ?? .null,
+                              m.map { .int($0.seq) } ?? .null, .optText(m?.commandId), .int(journaled ? 1 : 0)])
+        case .trimJournal(let s, let through, let keep):
+            let (w, c) = (keep.first ?? Int.max, keep.dropFirst().first ?? Int.max)
+            try db.query("""
+            DELETE FROM journal WHERE session = ? AND n <= ? AND (stream IS NULL OR seq < CASE stream WHEN 0 THEN ? ELSE ? END)
+            """, [.text(s), .int(through), .int(w), .int(c)])
+            try db.query("UPDATE journal SET journaled = 0 WHERE session = ? AND n <= ? AND journaled = 1", [.text(s), .int(through)])
         case .trimEvents(let s, let through):
             try db.query("DELETE FROM events WHERE session = ? AND event_seq <= ?", [.text(s), .int(through)])
         case .usedId(let s, let id):
@@ -336,11 +354,19 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
         }
     }
 
-    public func messages(session: String) throws -> [(stream: Int, seq: Int, body: [UInt8], commandId: String?)] {
+    public func messages(session: String, limit: Int) throws -> [(stream: Int, seq: Int, body: [UInt8], commandId: String?)] {
         try read { db throws(SQLiteError) in
             var out: [(stream: Int, seq: Int, body: [UInt8], commandId: String?)] = []
-            try db.query("SELECT stream, seq, body, command_id FROM messages WHERE session = ? ORDER BY stream, seq", [.text(session)]) { r in
-                out.append((Int(r.int(0)), Int(r.int(1)), r.blob(2), r.text(3)))
+            for stream in 0...1 {
+                var rows: [(stream: Int, seq: Int, body: [UInt8], commandId: String?)] = []
+                // Newest first (walking the journal backwards stops after `limit`), then the
+                // table of databases written before.
+                for sql in ["SELECT seq, body, command_id FROM journal WHERE session = ? AND stream = ? ORDER BY n DESC LIMIT ?",
+                            "SELECT seq, body, command_id FROM messages WHERE session = ? AND stream = ? ORDER BY seq DESC LIMIT ?"] {
+                    try db.query(sql, [.text(session), .int(stream), .int(limit)]) { r in rows.append((stream, Int(r.int(0)), r.blob(1), r.text(2))) }
+                }
+                rows.sort { $0.seq < $1.seq }
+                out.append(contentsOf: rows.suffix(limit))
             }
             return out
         }
@@ -385,7 +411,7 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
     public func journal(session: String, after: Int, limit: Int) throws -> [JournalEntry] {
         try read { db throws(SQLiteError) in
             var out: [JournalEntry] = []
-            try db.query("SELECT n, direction, ts, body FROM journal WHERE session = ? AND n > ? ORDER BY n LIMIT ?",
+            try db.query("SELECT n, direction, ts, body FROM journal WHERE session = ? AND n > ? AND journaled = 1 ORDER BY n LIMIT ?",
                          [.text(session), .int(after), .int(limit)]) { r in
                 out.append(JournalEntry(n: Int(r.int(0)), direction: JournalEntry.direction(r.text(1) ?? "server"), ts: r.int(2), bytes: r.blob(3)[...]))
             }

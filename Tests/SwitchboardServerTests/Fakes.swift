@@ -91,9 +91,8 @@ final class FakeStore: SessionStore, @unchecked Sendable {
     var healthy = true
     var sessions: [String: SessionRecord] = [:]
     var order: [String] = []
-    var messagesBy: [String: [(stream: Int, seq: Int, body: [UInt8], commandId: String?)]] = [:]
     var eventsBy: [String: [StoredEvent]] = [:]
-    var journalBy: [String: [JournalEntry]] = [:]
+    var journalBy: [String: [(entry: JournalEntry, message: StreamPosition?, journaled: Bool)]] = [:]
     var ids: [String: Set<String>] = [:]
 
     init(loop: EventLoop) { self.loop = loop }
@@ -123,27 +122,30 @@ final class FakeStore: SessionStore, @unchecked Sendable {
         case .updateLifecycle(let id, let phase, let reason, let result, let error):
             sessions[id]?.phase = phase; sessions[id]?.reason = reason; sessions[id]?.result = result; sessions[id]?.error = error
         case .updateState(let id, let state): sessions[id]?.state = state
-        case .message(let s, let stream, let seq, let body, let cid):
-            messagesBy[s, default: []].removeAll { $0.stream == stream && $0.seq == seq }
-            messagesBy[s, default: []].append((stream, seq, Array(body), cid))
-        case .trimMessages(let s, let stream, let through): messagesBy[s]?.removeAll { $0.stream == stream && $0.seq <= through }
+        case .trimMessages(let s, let stream, let through):
+            journalBy[s]?.removeAll { !$0.journaled && $0.message.map { $0.stream == stream && $0.seq <= through } ?? false }
         case .event(let s, let n, let type, let ts, let serverTs, let source, let payload):
             if !(eventsBy[s]?.contains { $0.eventSeq == n } ?? false) {
                 eventsBy[s, default: []].append(StoredEvent(eventSeq: n, type: type, ts: ts, serverTs: serverTs, source: source, payload: payload))
             }
         case .trimEvents(let s, let through): eventsBy[s]?.removeAll { $0.eventSeq <= through }
-        case .journal(let s, let n, let direction, let ts, let body):
-            precondition(!(journalBy[s]?.contains { $0.n == n } ?? false), "journal entry \(n) written twice")
-            journalBy[s, default: []].append(JournalEntry(n: n, direction: direction, ts: ts, bytes: ArraySlice(Array(body))))
-        case .trimJournal(let s, let through): journalBy[s]?.removeAll { $0.n <= through }
+        case .journal(let s, let n, let direction, let ts, let body, let message, let journaled):
+            precondition(!(journalBy[s]?.contains { $0.entry.n == n } ?? false), "journal entry \(n) written twice")
+            journalBy[s, default: []].append((JournalEntry(n: n, direction: direction, ts: ts, bytes: ArraySlice(Array(body))), message, journaled))
+        case .trimJournal(let s, let through, let keep):
+            journalBy[s]?.removeAll { r in
+                r.entry.n <= through && r.message.map { $0.seq < (keep.indices.contains($0.stream) ? keep[$0.stream] : Int.max) } ?? true
+            }
+            for i in journalBy[s]?.indices ?? 0..<0 where journalBy[s]![i].entry.n <= through { journalBy[s]![i].journaled = false }
         case .usedId(let s, let id): ids[s, default: []].insert(id)
         case .delete(let s): sessions[s] = nil; order.removeAll { $0 == s }
         }
     }
 
     func loadSessions() throws -> [SessionRecord] { order.compactMap { sessions[$0] } }
-    func messages(session: String) throws -> [(stream: Int, seq: Int, body: [UInt8], commandId: String?)] {
-        (messagesBy[session] ?? []).sorted { ($0.stream, $0.seq) < ($1.stream, $1.seq) }
+    func messages(session: String, limit: Int) throws -> [(stream: Int, seq: Int, body: [UInt8], commandId: String?)] {
+        let rows = (journalBy[session] ?? []).compactMap { r in r.message.map { (stream: $0.stream, seq: $0.seq, body: Array(r.entry.bytes), commandId: $0.commandId) } }
+        return [0, 1].flatMap { s in rows.filter { $0.stream == s }.sorted { $0.seq < $1.seq }.suffix(limit) }
     }
     func events(session: String, after: Int, limit: Int, types: Set<String>?) throws -> [StoredEvent] {
         Array((eventsBy[session] ?? []).filter { $0.eventSeq > after && (types?.contains($0.type) ?? true) }.prefix(limit + 1))
@@ -151,10 +153,10 @@ final class FakeStore: SessionStore, @unchecked Sendable {
     func lastEvent(session: String, type: String) throws -> StoredEvent? { eventsBy[session]?.last { $0.type == type } }
     func eventCount(session: String) throws -> Int { eventsBy[session]?.last?.eventSeq ?? 0 }
     func journal(session: String, after: Int, limit: Int) throws -> [JournalEntry] {
-        Array((journalBy[session] ?? []).filter { $0.n > after }.prefix(limit))
+        Array((journalBy[session] ?? []).filter { $0.journaled && $0.entry.n > after }.map(\.entry).prefix(limit))
     }
     func usedIds(session: String) throws -> Set<String> { ids[session] ?? [] }
-    func lastJournalEntry(session: String) throws -> Int { journalBy[session]?.last?.n ?? 0 }
+    func lastJournalEntry(session: String) throws -> Int { journalBy[session]?.last?.entry.n ?? 0 }
     func purgeTerminal(endedBefore: Int64) throws -> [String] { [] }
     var commitLatencies: [Double] { [] }
     var isHealthy: Bool { healthy }

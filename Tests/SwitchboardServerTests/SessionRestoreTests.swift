@@ -72,7 +72,7 @@ import WebSocketCore
         world.send(worker, .object(["type": .string("worker.command"), "id": .string("slow"), "command": .string("title"), "timeoutMs": .int(1000)]))
         let command = try #require(c.received.last { $0["type"]?.stringValue == "server.command" })
         let workerSeq = w.lastSeq
-        let journalBefore = world.store.journalBy[world.sessionId]?.map(\.n) ?? []
+        let journalBefore = world.store.journalBy[world.sessionId]?.map(\.entry.n) ?? []
 
         try world.crashAndRestore()
         // Restored, nobody connected yet: the command's deadline is the first timer due.
@@ -96,7 +96,7 @@ import WebSocketCore
         #expect(kinds.contains("server.cancel") && !kinds.contains("server.command"))
         // The journal kept every entry written before the crash and numbered on after them
         // (FakeStore refuses a number written twice).
-        let journalAfter = world.store.journalBy[world.sessionId]?.map(\.n) ?? []
+        let journalAfter = world.store.journalBy[world.sessionId]?.map(\.entry.n) ?? []
         #expect(Array(journalAfter.prefix(journalBefore.count)) == journalBefore)
         #expect(journalAfter.count > journalBefore.count)
         #expect(journalAfter == journalAfter.sorted())

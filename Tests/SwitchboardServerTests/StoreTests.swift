@@ -51,6 +51,110 @@ import SwitchboardProtocol
         #expect(page.map(\.eventSeq) == [3, 5])  // one past the limit: there is a next page
         #expect(try store.events(session: "s", after: 0, limit: 10, types: ["console", "net.response"]).map(\.eventSeq) == [2, 4])
     }
+
+    func entry(_ s: String, _ n: Int, _ body: String, _ m: StreamPosition? = nil, journaled: Bool = true) -> StoreOp {
+        .journal(session: s, n: n, direction: m == nil ? "worker_to_server" : "server_to_client", ts: Int64(n), body: Array(body.utf8)[...],
+                 message: m, journaled: journaled)
+    }
+
+    func tails(_ store: SQLiteStore, _ s: String, limit: Int = 100) throws -> [String] {
+        try store.messages(session: s, limit: limit).map { "\($0.stream):\($0.seq):\(String(decoding: $0.body, as: UTF8.self))" }
+    }
+
+    /// A message the server sent is one row: its journal entry, from which the replay tail is
+    /// read back; a journal trim keeps what a replay tail still holds, out of the journal.
+    @Test func sentMessagesAreStoredOnceAsTheirJournalEntries() throws {
+        let loop = try EventLoop.spawn()
+        defer { loop.stop() }
+        let path = "/tmp/switchboard-store-test-records-\(getpid()).db"
+        defer { for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) } }
+        let store = try SQLiteStore(path: path, loop: loop)
+        defer { store.close() }
+        commit(store, [entry("s", 1, "in"), entry("s", 2, "c1", StreamPosition(stream: 1, seq: 1, commandId: "a")),
+                       entry("s", 3, "w1", StreamPosition(stream: 0, seq: 1, commandId: nil)),
+                       entry("s", 4, "c2", StreamPosition(stream: 1, seq: 2, commandId: "b")), entry("t", 1, "other")])
+        #expect(try store.journal(session: "s", after: 0, limit: 10).map(\.n) == [1, 2, 3, 4])
+        #expect(try tails(store, "s") == ["0:1:w1", "1:1:c1", "1:2:c2"])
+        #expect(try tails(store, "s", limit: 1) == ["0:1:w1", "1:2:c2"])
+        #expect(try store.messages(session: "s", limit: 1).map(\.commandId) == [nil, "b"])
+        // The journal drops 1…3; the worker's tail still starts at seq 1, the client's at 2.
+        commit(store, [.trimJournal(session: "s", throughN: 3, keepFrom: [1, 2])])
+        #expect(try store.journal(session: "s", after: 0, limit: 10).map(\.n) == [4])
+        #expect(try tails(store, "s") == ["0:1:w1", "1:2:c2"])
+        #expect(try store.lastJournalEntry(session: "s") == 4)
+        // Rows kept only for replay leave with their tail; journal entries do not.
+        commit(store, [.trimMessages(session: "s", stream: 0, throughSeq: 1), .trimMessages(session: "s", stream: 1, throughSeq: 2)])
+        #expect(try tails(store, "s") == ["1:2:c2"])
+        #expect(try store.journal(session: "t", after: 0, limit: 10).map(\.n) == [1])
+    }
+
+    /// Without a stored journal, sent messages are still stored (for replay), never listed.
+    @Test func withoutAStoredJournalMessagesAreKeptForReplayOnly() throws {
+        let loop = try EventLoop.spawn()
+        defer { loop.stop() }
+        let path = "/tmp/switchboard-store-test-nojournal-\(getpid()).db"
+        defer { for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) } }
+        let store = try SQLiteStore(path: path, loop: loop)
+        defer { store.close() }
+        commit(store, (1...3).map { entry("s", $0, "w\($0)", StreamPosition(stream: 0, seq: $0, commandId: nil), journaled: false) })
+        #expect(try store.journal(session: "s", after: 0, limit: 10).isEmpty)
+        #expect(try tails(store, "s") == ["0:1:w1", "0:2:w2", "0:3:w3"])
+        commit(store, [.trimMessages(session: "s", stream: 0, throughSeq: 2)])
+        #expect(try tails(store, "s") == ["0:3:w3"])
+        #expect(try store.lastJournalEntry(session: "s") == 3)
+    }
+
+    /// A database written before messages became journal entries is migrated in place; its
+    /// retained messages still replay and its journal still reads.
+    @Test func aDatabaseFromBeforeKeepsItsJournalAndReplayTails() throws {
+        let loop = try EventLoop.spawn()
+        defer { loop.stop() }
+        let path = "/tmp/switchboard-store-test-migrate-\(getpid()).db"
+        defer { for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) } }
+        do {
+            let old = try Database(path: path)
+            try old.exec(SQLiteStore.schema)
+            try old.exec("\(SQLiteStore.migrations[0]); PRAGMA user_version = 1;")
+            try old.exec("""
+            INSERT INTO journal (session, n, direction, ts, body) VALUES ('s', 1, 'server_to_client', 1, '{"seq":1}');
+            INSERT INTO messages (session, stream, seq, body, command_id) VALUES ('s', 1, 1, '{"seq":1}', 'a');
+            """)
+        }
+        let store = try SQLiteStore(path: path, loop: loop)
+        defer { store.close() }
+        #expect(try store.journal(session: "s", after: 0, limit: 10).map(\.n) == [1])
+        #expect(try tails(store, "s") == [#"1:1:{"seq":1}"#])
+        commit(store, [entry("s", 2, "c2", StreamPosition(stream: 1, seq: 2, commandId: nil))])
+        #expect(try tails(store, "s") == [#"1:1:{"seq":1}"#, "1:2:c2"])
+        #expect(try tails(store, "s", limit: 1) == ["1:2:c2"])
+        commit(store, [.trimMessages(session: "s", stream: 1, throughSeq: 1)])
+        #expect(try tails(store, "s") == ["1:2:c2"])
+    }
+
+    /// Under sustained commits the WAL is checkpointed between commits and starts again from
+    /// its beginning: it stays near `checkpointFrames` pages instead of growing with the load.
+    @Test func theWALStaysBoundedUnderSustainedCommits() throws {
+        let loop = try EventLoop.spawn()
+        defer { loop.stop() }
+        let path = "/tmp/switchboard-store-test-wal-\(getpid()).db"
+        defer { for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) } }
+        let store = try SQLiteStore(path: path, loop: loop)
+        defer { store.close() }
+        let body = String(repeating: "x", count: 1000)
+        let bound = (SQLiteStore.checkpointFrames + 256) * (4096 + 24)
+        var largest = 0
+        for i in 0..<8_000 {
+            // One commit per entry, spread over 64 sessions (64 different leaf pages).
+            let done = DispatchSemaphore(value: 0)
+            store.submit([entry("s\(i % 64)", i / 64 + 1, body)]) { done.signal() }
+            #expect(done.wait(timeout: .now() + 10) == .success)
+            var st = stat()
+            if stat(path + "-wal", &st) == 0 { largest = max(largest, Int(st.st_size)) }
+        }
+        #expect(largest > 0)
+        #expect(largest <= bound, "the WAL reached \(largest) bytes")
+        #expect(try store.journal(session: "s63", after: 0, limit: 1000).count == 125)
+    }
 }
 
 @Suite struct ConfigurationDocs {
