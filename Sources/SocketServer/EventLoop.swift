@@ -292,8 +292,8 @@ private final class ThreadBox {
     init(_ body: @escaping () -> Void) { self.body = body }
 }
 
-/// Starts a POSIX thread running `body` (the loop, the log writer, the store's writer and
-/// checkpointer: long-lived threads outside Swift's executors).
+/// Starts a POSIX thread running `body` (the loop, the log writer, the store's writer:
+/// long-lived threads outside Swift's executors).
 @discardableResult
 public func startThread(_ body: @escaping () -> Void) throws(SystemError) -> pthread_t {
     let box = Unmanaged.passRetained(ThreadBox(body))

@@ -1,7 +1,7 @@
 import Glibc
 
-/// A value behind a pthread mutex, for state shared between the loop thread and the store's,
-/// log's and checkpointer's threads. (Not `Synchronization.Mutex`: its futex-based lock is
+/// A value behind a pthread mutex, for state shared between the loop thread and the store's
+/// and log's threads. (Not `Synchronization.Mutex`: its futex-based lock is
 /// invisible to ThreadSanitizer, which then reports every guarded access as a race.)
 public final class Locked<Value>: @unchecked Sendable {
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
