@@ -12,8 +12,13 @@ SHARED="${SHARED_BENCH:-$(cd .. && pwd)/shared/bench}"
 WORK="${BENCH_DIR:-/tmp/switchboard-bench}"
 export PEERS="${PEERS:-sb tcp go hb node py}"
 # One benchmark session sends ~3 000 messages/s per peer, over the protocol's default
-# per-peer rate limit (1 000/s, burst 2 000); lift the limit for the measurement.
+# per-peer rate limit (1 000/s, burst 2 000), and the 64 KiB scenarios ~40 MB/s per peer, over
+# the default byte rate (4 MiB/s); the idle scenario opens 10 000 connections from one address
+# (the default per-address cap). Lift these limits for the measurement.
 export SWITCHBOARD_RATE_PER_SECOND="${SWITCHBOARD_RATE_PER_SECOND:-10000000}" SWITCHBOARD_RATE_BURST="${SWITCHBOARD_RATE_BURST:-10000000}"
+export SWITCHBOARD_RATE_BYTES_PER_SECOND="${SWITCHBOARD_RATE_BYTES_PER_SECOND:-1099511627776}"
+export SWITCHBOARD_RATE_BYTES_BURST="${SWITCHBOARD_RATE_BYTES_BURST:-1099511627776}"
+export SWITCHBOARD_MAX_CONNECTIONS_PER_IP="${SWITCHBOARD_MAX_CONNECTIONS_PER_IP:-1000000}"
 RESULTS="${RESULTS:-$WORK/results.jsonl}"
 export RESULTS
 [ -d "$SHARED/loadgen" ] || [ -x "$WORK/loadgen/loadgen" ] || { echo "bench: no benchmark folder at $SHARED (set SHARED_BENCH)" >&2; exit 1; }
