@@ -461,7 +461,7 @@ public actor Session {
             sendError(worker, .internalError, "the session store is failing; the command was not sent (retry later)", id: c.id)
             return
         }
-        guard let cid = claimId(c.id, worker: worker) else { return }
+        guard let cid = claimId(c.id, worker: worker, storedWithCommand: true) else { return }
         commandCount += 1
         relay.metrics.commands += 1
         let timeout = CommandCatalog.effectiveTimeout(command: c.command, params: c.params, timeoutMs: c.timeoutMs,
@@ -478,7 +478,9 @@ public actor Session {
     }
 
     /// Takes the worker's id (unless already used in this session) or assigns `cmd_{n}`.
-    func claimId(_ given: String?, worker: Peer) -> String? {
+    /// `storedWithCommand`: the id is stored with the `server.command` that follows at once
+    /// (its journal row carries the command id), not on its own.
+    func claimId(_ given: String?, worker: Peer, storedWithCommand: Bool = false) -> String? {
         let cid: String
         if let given {
             guard !usedIds.contains(given) else {
@@ -491,7 +493,7 @@ public actor Session {
             cid = "cmd_\(commandCounter)"
         }
         usedIds.insert(cid)
-        persist([.usedId(session: id, id: cid)])
+        if !storedWithCommand { persist([.usedId(session: id, id: cid)]) }
         return cid
     }
 

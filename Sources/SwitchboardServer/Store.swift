@@ -287,7 +287,9 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
             try db.query("INSERT OR REPLACE INTO session_state (id, state) VALUES (?,?)", [.text(id), .json(.object(state))])
         case .trimMessages(let s, let stream, let through):
             try db.query("DELETE FROM messages WHERE session = ? AND stream = ? AND seq <= ?", [.text(s), .int(stream), .int(through)])
-            try db.query("DELETE FROM journal WHERE session = ? AND journaled = 0 AND stream = ? AND seq <= ?", [.text(s), .int(stream), .int(through)])
+            let rows = "FROM journal WHERE session = ?1 AND journaled = 0 AND stream = ?2 AND seq <= ?3"
+            try db.query("INSERT OR IGNORE INTO ids (session, id) SELECT session, command_id \(rows) AND command_id IS NOT NULL", [.text(s), .int(stream), .int(through)])
+            try db.query("DELETE \(rows)", [.text(s), .int(stream), .int(through)])
         case .event(let s, let n, let type, let ts, let serverTs, let source, let payload):
             try db.query("INSERT OR IGNORE INTO events (session, event_seq, type, ts, server_ts, source, payload) VALUES (?,?,?,?,?,?,?)",
                              [.text(s), .int(n), .text(type), .int(ts), .int(serverTs), .text(source), .json(.object(payload))])
@@ -297,9 +299,11 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
                               m.map { .int($0.seq) } ?? .null, .optText(m?.commandId), .int(journaled ? 1 : 0)])
         case .trimJournal(let s, let through, let keep):
             let (w, c) = (keep.first ?? Int.max, keep.dropFirst().first ?? Int.max)
-            try db.query("""
-            DELETE FROM journal WHERE session = ? AND n <= ? AND (stream IS NULL OR seq < CASE stream WHEN 0 THEN ? ELSE ? END)
-            """, [.text(s), .int(through), .int(w), .int(c)])
+            let rows = "FROM journal WHERE session = ?1 AND n <= ?2 AND (stream IS NULL OR seq < CASE stream WHEN 0 THEN ?3 ELSE ?4 END)"
+            // The command ids of deleted rows stay used.
+            try db.query("INSERT OR IGNORE INTO ids (session, id) SELECT session, command_id \(rows) AND command_id IS NOT NULL",
+                         [.text(s), .int(through), .int(w), .int(c)])
+            try db.query("DELETE \(rows)", [.text(s), .int(through), .int(w), .int(c)])
             try db.query("UPDATE journal SET journaled = 0 WHERE session = ? AND n <= ? AND journaled = 1", [.text(s), .int(through)])
         case .trimEvents(let s, let through):
             try db.query("DELETE FROM events WHERE session = ? AND event_seq <= ?", [.text(s), .int(through)])
@@ -422,7 +426,9 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
     public func usedIds(session: String) throws -> Set<String> {
         try read { db throws(SQLiteError) in
             var out = Set<String>()
-            try db.query("SELECT id FROM ids WHERE session = ?", [.text(session)]) { r in if let t = r.text(0) { out.insert(t) } }
+            // Ids of commands still in the journal are on their `server.command` rows.
+            try db.query("SELECT id FROM ids WHERE session = ?1 UNION SELECT command_id FROM journal WHERE session = ?1 AND command_id IS NOT NULL",
+                         [.text(session)]) { r in if let t = r.text(0) { out.insert(t) } }
             return out
         }
     }

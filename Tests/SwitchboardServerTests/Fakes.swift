@@ -123,7 +123,7 @@ final class FakeStore: SessionStore, @unchecked Sendable {
             sessions[id]?.phase = phase; sessions[id]?.reason = reason; sessions[id]?.result = result; sessions[id]?.error = error
         case .updateState(let id, let state): sessions[id]?.state = state
         case .trimMessages(let s, let stream, let through):
-            journalBy[s]?.removeAll { !$0.journaled && $0.message.map { $0.stream == stream && $0.seq <= through } ?? false }
+            removeJournalRows(s) { !$0.journaled && $0.message.map { $0.stream == stream && $0.seq <= through } ?? false }
         case .event(let s, let n, let type, let ts, let serverTs, let source, let payload):
             if !(eventsBy[s]?.contains { $0.eventSeq == n } ?? false) {
                 eventsBy[s, default: []].append(StoredEvent(eventSeq: n, type: type, ts: ts, serverTs: serverTs, source: source, payload: payload))
@@ -133,13 +133,19 @@ final class FakeStore: SessionStore, @unchecked Sendable {
             precondition(!(journalBy[s]?.contains { $0.entry.n == n } ?? false), "journal entry \(n) written twice")
             journalBy[s, default: []].append((JournalEntry(n: n, direction: direction, ts: ts, bytes: ArraySlice(Array(body))), message, journaled))
         case .trimJournal(let s, let through, let keep):
-            journalBy[s]?.removeAll { r in
+            removeJournalRows(s) { r in
                 r.entry.n <= through && r.message.map { $0.seq < (keep.indices.contains($0.stream) ? keep[$0.stream] : Int.max) } ?? true
             }
             for i in journalBy[s]?.indices ?? 0..<0 where journalBy[s]![i].entry.n <= through { journalBy[s]![i].journaled = false }
         case .usedId(let s, let id): ids[s, default: []].insert(id)
         case .delete(let s): sessions[s] = nil; order.removeAll { $0 == s }
         }
+    }
+
+    /// Removes journal rows; the command ids they carried stay used (as the SQLite store does).
+    private func removeJournalRows(_ s: String, where gone: ((entry: JournalEntry, message: StreamPosition?, journaled: Bool)) -> Bool) {
+        for r in journalBy[s] ?? [] where gone(r) { if let cid = r.message?.commandId { ids[s, default: []].insert(cid) } }
+        journalBy[s]?.removeAll(where: gone)
     }
 
     func loadSessions() throws -> [SessionRecord] { order.compactMap { sessions[$0] } }
@@ -155,7 +161,9 @@ final class FakeStore: SessionStore, @unchecked Sendable {
     func journal(session: String, after: Int, limit: Int) throws -> [JournalEntry] {
         Array((journalBy[session] ?? []).filter { $0.journaled && $0.entry.n > after }.map(\.entry).prefix(limit))
     }
-    func usedIds(session: String) throws -> Set<String> { ids[session] ?? [] }
+    func usedIds(session: String) throws -> Set<String> {
+        (ids[session] ?? []).union((journalBy[session] ?? []).compactMap { $0.message?.commandId })
+    }
     func lastJournalEntry(session: String) throws -> Int { journalBy[session]?.last?.entry.n ?? 0 }
     func purgeTerminal(endedBefore: Int64) throws -> [String] { [] }
     var commitLatencies: [Double] { [] }

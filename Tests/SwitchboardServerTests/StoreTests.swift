@@ -77,14 +77,19 @@ import SwitchboardProtocol
         #expect(try tails(store, "s") == ["0:1:w1", "1:1:c1", "1:2:c2"])
         #expect(try tails(store, "s", limit: 1) == ["0:1:w1", "1:2:c2"])
         #expect(try store.messages(session: "s", limit: 1).map(\.commandId) == [nil, "b"])
+        // A command's id is stored on its `server.command` row, next to ids stored on their own.
+        commit(store, [.usedId(session: "s", id: "y1")])
+        #expect(try store.usedIds(session: "s") == ["a", "b", "y1"])
         // The journal drops 1…3; the worker's tail still starts at seq 1, the client's at 2.
         commit(store, [.trimJournal(session: "s", throughN: 3, keepFrom: [1, 2])])
         #expect(try store.journal(session: "s", after: 0, limit: 10).map(\.n) == [4])
         #expect(try tails(store, "s") == ["0:1:w1", "1:2:c2"])
+        #expect(try store.usedIds(session: "s") == ["a", "b", "y1"])  // "a"'s row is gone, its id stays used
         #expect(try store.lastJournalEntry(session: "s") == 4)
         // Rows kept only for replay leave with their tail; journal entries do not.
         commit(store, [.trimMessages(session: "s", stream: 0, throughSeq: 1), .trimMessages(session: "s", stream: 1, throughSeq: 2)])
         #expect(try tails(store, "s") == ["1:2:c2"])
+        #expect(try store.usedIds(session: "s") == ["a", "b", "y1"])
         #expect(try store.journal(session: "t", after: 0, limit: 10).map(\.n) == [1])
     }
 
@@ -96,11 +101,12 @@ import SwitchboardProtocol
         defer { for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) } }
         let store = try SQLiteStore(path: path, loop: loop)
         defer { store.close() }
-        commit(store, (1...3).map { entry("s", $0, "w\($0)", StreamPosition(stream: 0, seq: $0, commandId: nil), journaled: false) })
+        commit(store, (1...3).map { entry("s", $0, "w\($0)", StreamPosition(stream: 1, seq: $0, commandId: "c\($0)"), journaled: false) })
         #expect(try store.journal(session: "s", after: 0, limit: 10).isEmpty)
-        #expect(try tails(store, "s") == ["0:1:w1", "0:2:w2", "0:3:w3"])
-        commit(store, [.trimMessages(session: "s", stream: 0, throughSeq: 2)])
-        #expect(try tails(store, "s") == ["0:3:w3"])
+        #expect(try tails(store, "s") == ["1:1:w1", "1:2:w2", "1:3:w3"])
+        commit(store, [.trimMessages(session: "s", stream: 1, throughSeq: 2)])
+        #expect(try tails(store, "s") == ["1:3:w3"])
+        #expect(try store.usedIds(session: "s") == ["c1", "c2", "c3"])
         #expect(try store.lastJournalEntry(session: "s") == 3)
     }
 
