@@ -1,7 +1,6 @@
 import Testing
 import Foundation
 import Glibc
-import Synchronization
 import SocketServer
 import SwitchboardProtocol
 @testable import SwitchboardServer
@@ -12,44 +11,49 @@ import SwitchboardProtocol
                       workerTokenHash: [1], clientTokenHash: [2], phase: .created, reason: nil, result: nil, error: nil, state: [:])
     }
 
+    static func path(_ name: String) -> String { "/tmp/switchboard-store-test-\(name)-\(getpid()).db" }
+
+    /// Opens a store at `path` on a loop of its own, runs `body`, then closes both and removes
+    /// the files.
+    func withStore(_ path: String, _ body: (SQLiteStore) throws -> Void) throws {
+        let loop = try EventLoop.spawn()
+        defer { loop.stop() }
+        defer { for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) } }
+        let store = try SQLiteStore(path: path, loop: loop)
+        defer { store.close() }
+        try body(store)
+    }
+
     /// Submits `ops` and waits (bounded) until they are committed.
     func commit(_ store: SQLiteStore, _ ops: [StoreOp]) {
-        let done = Mutex<Bool>(false)
-        store.submit(ops) { done.withLock { $0 = true } }
-        for _ in 0..<500 where !done.withLock({ $0 }) { usleep(10_000) }
+        let done = DispatchSemaphore(value: 0)
+        store.submit(ops) { done.signal() }
+        #expect(done.wait(timeout: .now() + 10) == .success, "not committed within 10 s")
     }
 
     @Test func purgeReturnsExactlyTheTerminalSessionsItDeletes() throws {
-        let loop = try EventLoop.spawn()
-        defer { loop.stop() }
-        let path = "/tmp/switchboard-store-test-\(getpid()).db"
-        defer { for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) } }
-        let store = try SQLiteStore(path: path, loop: loop)
-        defer { store.close() }
-        commit(store, [.insertSession(record("live", 1)), .insertSession(record("done", 2)),
-                       .updateLifecycle(id: "done", phase: .complete, reason: .workerCompleted, result: nil, error: nil),
-                       .event(session: "done", eventSeq: 1, type: "console", ts: 1, serverTs: 1, source: "client", payload: [:])])
-        #expect(try store.purgeTerminal(endedBefore: epochMillis() - 60_000).isEmpty)
-        #expect(try store.purgeTerminal(endedBefore: epochMillis() + 1_000) == ["done"])
-        commit(store, [])
-        #expect(try store.loadSessions().map(\.id) == ["live"])
-        #expect(try store.events(session: "done", after: 0, limit: 10, types: nil).isEmpty)
+        try withStore(Self.path("purge")) { store throws in
+            commit(store, [.insertSession(record("live", 1)), .insertSession(record("done", 2)),
+                           .updateLifecycle(id: "done", phase: .complete, reason: .workerCompleted, result: nil, error: nil),
+                           .event(session: "done", eventSeq: 1, type: "console", ts: 1, serverTs: 1, source: "client", payload: [:])])
+            #expect(try store.purgeTerminal(endedBefore: epochMillis() - 60_000).isEmpty)
+            #expect(try store.purgeTerminal(endedBefore: epochMillis() + 1_000) == ["done"])
+            commit(store, [])
+            #expect(try store.loadSessions().map(\.id) == ["live"])
+            #expect(try store.events(session: "done", after: 0, limit: 10, types: nil).isEmpty)
+        }
     }
 
     @Test func eventsAreFilteredByTypeWithANextPageMarker() throws {
-        let loop = try EventLoop.spawn()
-        defer { loop.stop() }
-        let path = "/tmp/switchboard-store-test-events-\(getpid()).db"
-        defer { for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) } }
-        let store = try SQLiteStore(path: path, loop: loop)
-        defer { store.close() }
-        let types = ["navigation", "console", "navigation", "net.response", "navigation"]
-        commit(store, types.enumerated().map { i, t in
-            .event(session: "s", eventSeq: i + 1, type: t, ts: 0, serverTs: 0, source: "client", payload: [:])
-        })
-        let page = try store.events(session: "s", after: 1, limit: 1, types: ["navigation"])
-        #expect(page.map(\.eventSeq) == [3, 5])  // one past the limit: there is a next page
-        #expect(try store.events(session: "s", after: 0, limit: 10, types: ["console", "net.response"]).map(\.eventSeq) == [2, 4])
+        try withStore(Self.path("events")) { store throws in
+            let types = ["navigation", "console", "navigation", "net.response", "navigation"]
+            commit(store, types.enumerated().map { i, t in
+                .event(session: "s", eventSeq: i + 1, type: t, ts: 0, serverTs: 0, source: "client", payload: [:])
+            })
+            let page = try store.events(session: "s", after: 1, limit: 1, types: ["navigation"])
+            #expect(page.map(\.eventSeq) == [3, 5])  // one past the limit: there is a next page
+            #expect(try store.events(session: "s", after: 0, limit: 10, types: ["console", "net.response"]).map(\.eventSeq) == [2, 4])
+        }
     }
 
     func entry(_ s: String, _ n: Int, _ body: String, _ m: StreamPosition? = nil, journaled: Bool = true) -> StoreOp {
@@ -64,59 +68,48 @@ import SwitchboardProtocol
     /// A message the server sent is one row: its journal entry, from which the replay tail is
     /// read back; a journal trim keeps what a replay tail still holds, out of the journal.
     @Test func sentMessagesAreStoredOnceAsTheirJournalEntries() throws {
-        let loop = try EventLoop.spawn()
-        defer { loop.stop() }
-        let path = "/tmp/switchboard-store-test-records-\(getpid()).db"
-        defer { for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) } }
-        let store = try SQLiteStore(path: path, loop: loop)
-        defer { store.close() }
-        commit(store, [entry("s", 1, "in"), entry("s", 2, "c1", StreamPosition(stream: 1, seq: 1, commandId: "a")),
-                       entry("s", 3, "w1", StreamPosition(stream: 0, seq: 1, commandId: nil)),
-                       entry("s", 4, "c2", StreamPosition(stream: 1, seq: 2, commandId: "b")), entry("t", 1, "other")])
-        #expect(try store.journal(session: "s", after: 0, limit: 10).map(\.n) == [1, 2, 3, 4])
-        #expect(try tails(store, "s") == ["0:1:w1", "1:1:c1", "1:2:c2"])
-        #expect(try tails(store, "s", limit: 1) == ["0:1:w1", "1:2:c2"])
-        #expect(try store.messages(session: "s", limit: 1).map(\.commandId) == [nil, "b"])
-        // A command's id is stored on its `server.command` row, next to ids stored on their own.
-        commit(store, [.usedId(session: "s", id: "y1")])
-        #expect(try store.usedIds(session: "s") == ["a", "b", "y1"])
-        // The journal drops 1…3; the worker's tail still starts at seq 1, the client's at 2.
-        commit(store, [.trimJournal(session: "s", throughN: 3, keepFrom: [1, 2])])
-        #expect(try store.journal(session: "s", after: 0, limit: 10).map(\.n) == [4])
-        #expect(try tails(store, "s") == ["0:1:w1", "1:2:c2"])
-        #expect(try store.usedIds(session: "s") == ["a", "b", "y1"])  // "a"'s row is gone, its id stays used
-        #expect(try store.lastJournalEntry(session: "s") == 4)
-        // Rows kept only for replay leave with their tail; journal entries do not.
-        commit(store, [.trimMessages(session: "s", stream: 0, throughSeq: 1), .trimMessages(session: "s", stream: 1, throughSeq: 2)])
-        #expect(try tails(store, "s") == ["1:2:c2"])
-        #expect(try store.usedIds(session: "s") == ["a", "b", "y1"])
-        #expect(try store.journal(session: "t", after: 0, limit: 10).map(\.n) == [1])
+        try withStore(Self.path("records")) { store throws in
+            commit(store, [entry("s", 1, "in"), entry("s", 2, "c1", StreamPosition(stream: 1, seq: 1, commandId: "a")),
+                           entry("s", 3, "w1", StreamPosition(stream: 0, seq: 1, commandId: nil)),
+                           entry("s", 4, "c2", StreamPosition(stream: 1, seq: 2, commandId: "b")), entry("t", 1, "other")])
+            #expect(try store.journal(session: "s", after: 0, limit: 10).map(\.n) == [1, 2, 3, 4])
+            #expect(try tails(store, "s") == ["0:1:w1", "1:1:c1", "1:2:c2"])
+            #expect(try tails(store, "s", limit: 1) == ["0:1:w1", "1:2:c2"])
+            #expect(try store.messages(session: "s", limit: 1).map(\.commandId) == [nil, "b"])
+            // A command's id is stored on its `server.command` row, next to ids stored on their own.
+            commit(store, [.usedId(session: "s", id: "y1")])
+            #expect(try store.usedIds(session: "s") == ["a", "b", "y1"])
+            // The journal drops 1…3; the worker's tail still starts at seq 1, the client's at 2.
+            commit(store, [.trimJournal(session: "s", throughN: 3, keepFrom: [1, 2])])
+            #expect(try store.journal(session: "s", after: 0, limit: 10).map(\.n) == [4])
+            #expect(try tails(store, "s") == ["0:1:w1", "1:2:c2"])
+            #expect(try store.usedIds(session: "s") == ["a", "b", "y1"])  // "a"'s row is gone, its id stays used
+            #expect(try store.lastJournalEntry(session: "s") == 4)
+            // Rows kept only for replay leave with their tail; journal entries do not.
+            commit(store, [.trimMessages(session: "s", stream: 0, throughSeq: 1), .trimMessages(session: "s", stream: 1, throughSeq: 2)])
+            #expect(try tails(store, "s") == ["1:2:c2"])
+            #expect(try store.usedIds(session: "s") == ["a", "b", "y1"])
+            #expect(try store.journal(session: "t", after: 0, limit: 10).map(\.n) == [1])
+        }
     }
 
     /// Without a stored journal, sent messages are still stored (for replay), never listed.
     @Test func withoutAStoredJournalMessagesAreKeptForReplayOnly() throws {
-        let loop = try EventLoop.spawn()
-        defer { loop.stop() }
-        let path = "/tmp/switchboard-store-test-nojournal-\(getpid()).db"
-        defer { for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) } }
-        let store = try SQLiteStore(path: path, loop: loop)
-        defer { store.close() }
-        commit(store, (1...3).map { entry("s", $0, "w\($0)", StreamPosition(stream: 1, seq: $0, commandId: "c\($0)"), journaled: false) })
-        #expect(try store.journal(session: "s", after: 0, limit: 10).isEmpty)
-        #expect(try tails(store, "s") == ["1:1:w1", "1:2:w2", "1:3:w3"])
-        commit(store, [.trimMessages(session: "s", stream: 1, throughSeq: 2)])
-        #expect(try tails(store, "s") == ["1:3:w3"])
-        #expect(try store.usedIds(session: "s") == ["c1", "c2", "c3"])
-        #expect(try store.lastJournalEntry(session: "s") == 3)
+        try withStore(Self.path("nojournal")) { store throws in
+            commit(store, (1...3).map { entry("s", $0, "w\($0)", StreamPosition(stream: 1, seq: $0, commandId: "c\($0)"), journaled: false) })
+            #expect(try store.journal(session: "s", after: 0, limit: 10).isEmpty)
+            #expect(try tails(store, "s") == ["1:1:w1", "1:2:w2", "1:3:w3"])
+            commit(store, [.trimMessages(session: "s", stream: 1, throughSeq: 2)])
+            #expect(try tails(store, "s") == ["1:3:w3"])
+            #expect(try store.usedIds(session: "s") == ["c1", "c2", "c3"])
+            #expect(try store.lastJournalEntry(session: "s") == 3)
+        }
     }
 
     /// A database written before messages became journal entries is migrated in place; its
     /// retained messages still replay and its journal still reads.
     @Test func aDatabaseFromBeforeKeepsItsJournalAndReplayTails() throws {
-        let loop = try EventLoop.spawn()
-        defer { loop.stop() }
-        let path = "/tmp/switchboard-store-test-migrate-\(getpid()).db"
-        defer { for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) } }
+        let path = Self.path("migrate")
         do {
             let old = try Database(path: path)
             try old.exec(SQLiteStore.schema)
@@ -126,40 +119,35 @@ import SwitchboardProtocol
             INSERT INTO messages (session, stream, seq, body, command_id) VALUES ('s', 1, 1, '{"seq":1}', 'a');
             """)
         }
-        let store = try SQLiteStore(path: path, loop: loop)
-        defer { store.close() }
-        #expect(try store.journal(session: "s", after: 0, limit: 10).map(\.n) == [1])
-        #expect(try tails(store, "s") == [#"1:1:{"seq":1}"#])
-        commit(store, [entry("s", 2, "c2", StreamPosition(stream: 1, seq: 2, commandId: nil))])
-        #expect(try tails(store, "s") == [#"1:1:{"seq":1}"#, "1:2:c2"])
-        #expect(try tails(store, "s", limit: 1) == ["1:2:c2"])
-        commit(store, [.trimMessages(session: "s", stream: 1, throughSeq: 1)])
-        #expect(try tails(store, "s") == ["1:2:c2"])
+        try withStore(path) { store throws in
+            #expect(try store.journal(session: "s", after: 0, limit: 10).map(\.n) == [1])
+            #expect(try tails(store, "s") == [#"1:1:{"seq":1}"#])
+            commit(store, [entry("s", 2, "c2", StreamPosition(stream: 1, seq: 2, commandId: nil))])
+            #expect(try tails(store, "s") == [#"1:1:{"seq":1}"#, "1:2:c2"])
+            #expect(try tails(store, "s", limit: 1) == ["1:2:c2"])
+            commit(store, [.trimMessages(session: "s", stream: 1, throughSeq: 1)])
+            #expect(try tails(store, "s") == ["1:2:c2"])
+        }
     }
 
     /// Under sustained commits the WAL is checkpointed between commits and starts again from
     /// its beginning: it stays near `checkpointFrames` pages instead of growing with the load.
     @Test func theWALStaysBoundedUnderSustainedCommits() throws {
-        let loop = try EventLoop.spawn()
-        defer { loop.stop() }
-        let path = "/tmp/switchboard-store-test-wal-\(getpid()).db"
-        defer { for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) } }
-        let store = try SQLiteStore(path: path, loop: loop)
-        defer { store.close() }
-        let body = String(repeating: "x", count: 1000)
-        let bound = (SQLiteStore.checkpointFrames + 256) * (4096 + 24)
-        var largest = 0
-        for i in 0..<8_000 {
-            // One commit per entry, spread over 64 sessions (64 different leaf pages).
-            let done = DispatchSemaphore(value: 0)
-            store.submit([entry("s\(i % 64)", i / 64 + 1, body)]) { done.signal() }
-            #expect(done.wait(timeout: .now() + 10) == .success)
-            var st = stat()
-            if stat(path + "-wal", &st) == 0 { largest = max(largest, Int(st.st_size)) }
+        let path = Self.path("wal")
+        try withStore(path) { store throws in
+            let body = String(repeating: "x", count: 1000)
+            let bound = (SQLiteStore.checkpointFrames + 256) * (4096 + 24)
+            var largest = 0
+            for i in 0..<8_000 {
+                // One commit per entry, spread over 64 sessions (64 different leaf pages).
+                commit(store, [entry("s\(i % 64)", i / 64 + 1, body)])
+                var st = stat()
+                if stat(path + "-wal", &st) == 0 { largest = max(largest, Int(st.st_size)) }
+            }
+            #expect(largest > 0)
+            #expect(largest <= bound, "the WAL reached \(largest) bytes")
+            #expect(try store.journal(session: "s63", after: 0, limit: 1000).count == 125)
         }
-        #expect(largest > 0)
-        #expect(largest <= bound, "the WAL reached \(largest) bytes")
-        #expect(try store.journal(session: "s63", after: 0, limit: 1000).count == 125)
     }
 }
 
