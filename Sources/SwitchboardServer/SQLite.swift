@@ -22,22 +22,22 @@ final class Database {
     deinit {
         for s in statements.values { sqlite3_finalize(s) }
         sqlite3_close(db)
-        walFrames?.deallocate()
+        walFrames.deallocate()
     }
 
-    private var walFrames: UnsafeMutablePointer<Int32>?
+    /// Written by SQLite's WAL hook once `trackWALFrames` installed it.
+    private let walFrames: UnsafeMutablePointer<Int32> = {
+        let p = UnsafeMutablePointer<Int32>.allocate(capacity: 1)
+        p.initialize(to: 0)
+        return p
+    }()
 
     /// Counts the frames in the WAL after each commit of this connection (`framesInWAL`).
     /// Turns off SQLite's automatic checkpoints (they share the hook).
-    func trackWALFrames() {
-        guard walFrames == nil else { return }
-        walFrames = .allocate(capacity: 1)
-        walFrames!.initialize(to: 0)
-        sb_sqlite3_count_wal_frames(db, walFrames)
-    }
+    func trackWALFrames() { sb_sqlite3_count_wal_frames(db, walFrames) }
 
-    /// Frames in the WAL after this connection's last commit (see `trackWALFrames`).
-    var framesInWAL: Int { Int(walFrames?.pointee ?? 0) }
+    /// Frames in the WAL after this connection's last commit (0 unless `trackWALFrames`).
+    var framesInWAL: Int { Int(walFrames.pointee) }
 
     var lastError: String { String(cString: sqlite3_errmsg(db)) }
 

@@ -655,17 +655,13 @@ public actor Session {
         message.seal(.text)
         let retained = Retained(seq: seq, storage: message.storage, commandId: commandId)
         let settings = relay.settings
-        let oldest = withStream(role) { s in
-            s.retain(retained, maxCount: settings.replayMaxMessages, maxBytes: settings.replayMaxBytes)
-            return s.oldestSeq
-        }
+        withStream(role) { $0.retain(retained, maxCount: settings.replayMaxMessages, maxBytes: settings.replayMaxBytes) }
         // A new seq reservation is stored before the first message that uses it.
         if reservation != nil { persistState() }
         let direction: StaticString = role == .worker ? "server_to_worker" : "server_to_client"
         relay.log.message(session: self.id, direction: direction, type: type, id: id, seq: seq,
                           bytes: message.storage[FrameWriter.maxHeaderSize...], sensitive: sensitive)
-        journal(direction, retained.payload, message: StreamPosition(stream: role == .worker ? 0 : 1, seq: seq, commandId: commandId),
-                oldestRetained: oldest)
+        journal(direction, retained.payload, message: StreamPosition(stream: role == .worker ? 0 : 1, seq: seq, commandId: commandId))
         relay.metrics.countOut(type)
         let gated = durableFirst && relay.store != nil
         guard withStream(role, { $0.admit(seq: seq, message, durableFirst: gated) }) else {
@@ -726,10 +722,10 @@ public actor Session {
     // MARK: Journal and debug viewers
 
     /// Records a message in the journal and sends its envelope to every debug viewer.
-    func journal(_ direction: StaticString, _ bytes: ArraySlice<UInt8>, message: StreamPosition? = nil, oldestRetained: Int? = nil) {
+    func journal(_ direction: StaticString, _ bytes: ArraySlice<UInt8>, message: StreamPosition? = nil) {
         let entry = journalLog.append(direction: direction, ts: epochMillis(), bytes: bytes,
                                       maxCount: relay.settings.journalMaxEntries, maxBytes: relay.settings.journalMaxBytes)
-        persistJournal(entry, message: message, oldestRetained: oldestRetained)
+        persistJournal(entry, message: message)
         guard !debugs.isEmpty else { return }
         let m = JournalLog.envelope(entry)
         for d in debugs { d.connection.send(m, opcode: .text) }

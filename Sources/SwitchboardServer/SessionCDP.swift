@@ -32,7 +32,7 @@ enum CDPPolicy {
     /// Reads a worker's parsed frame: a JSON object with an integer `id` and a string
     /// `method` (nil: not a CDP command).
     static func command(_ frame: JSON) -> Command? {
-        guard case .number? = frame["id"], let id = frame["id"]?.intValue, id >= 0,
+        guard let idValue = frame["id"], case .number = idValue, let id = idValue.intValue, id >= 0,
               let method = frame["method"]?.stringValue else { return nil }
         return Command(id: id, method: method, sessionId: frame["sessionId"]?.stringValue)
     }

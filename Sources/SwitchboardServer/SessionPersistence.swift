@@ -38,8 +38,8 @@ extension Session {
 
     /// Stores a journal entry. A message the server sent on a stream (`message`) is stored once,
     /// as its entry, whether or not the journal is stored: replay tails are read back from
-    /// these entries. `oldestRetained` is the oldest seq the stream still retains.
-    func persistJournal(_ e: JournalEntry, message: StreamPosition? = nil, oldestRetained: Int? = nil) {
+    /// these entries.
+    func persistJournal(_ e: JournalEntry, message: StreamPosition? = nil) {
         let s = relay.settings
         let journaled = s.journalStoredEntries > 0
         guard relay.store != nil, journaled || message != nil else { return }
@@ -47,10 +47,10 @@ extension Session {
         if journaled, let through = storedJournal.add(e.n, bytes: e.bytes.count, maxCount: s.journalStoredEntries, maxBytes: s.journalStoredBytes) {
             relay.metrics.hit("journal_stored_bytes")
             // Entries still in a replay tail stay (for replay only) until a later trim passes them.
-            ops.append(.trimJournal(session: id, throughN: through, keepFrom: [workerStream.oldestSeq ?? Int.max, clientStream.oldestSeq ?? Int.max]))
+            ops.append(.trimJournal(session: id, throughN: through, keepFrom: (workerStream.oldestSeq ?? Int.max, clientStream.oldestSeq ?? Int.max)))
         }
         // Without a stored journal the stored tail follows the memory one, trimmed in steps of 64.
-        if !journaled, let m = message, let oldest = oldestRetained, oldest > 1, (oldest - 1) % 64 == 0 {
+        if !journaled, let m = message, let oldest = withStream(m.stream == 0 ? .worker : .client, { $0.oldestSeq }), oldest > 1, (oldest - 1) % 64 == 0 {
             ops.append(.trimMessages(session: id, stream: m.stream, throughSeq: oldest - 1))
         }
         persist(ops)

@@ -47,8 +47,8 @@ public enum StoreOp: Sendable {
     /// `journaled` false when it is stored only for replay (the journal is not stored).
     case journal(session: String, n: Int, direction: StaticString, ts: Int64, body: ArraySlice<UInt8>, message: StreamPosition?, journaled: Bool)
     /// Entries through `throughN` leave the journal; those that are still in a replay tail
-    /// (`seq >= keepFrom[stream]`) stay for replay.
-    case trimJournal(session: String, throughN: Int, keepFrom: [Int])
+    /// (`seq` at or after their stream's `keepFrom`) stay for replay.
+    case trimJournal(session: String, throughN: Int, keepFrom: (worker: Int, client: Int))
     case trimEvents(session: String, throughSeq: Int)
     case usedId(session: String, id: String)
     case delete(session: String)
@@ -298,12 +298,11 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
                              [.text(s), .int(n), .text(dir.description), .int(ts), .bytes(body), m.map { .int($0.stream) } ?? .null,
                               m.map { .int($0.seq) } ?? .null, .optText(m?.commandId), .int(journaled ? 1 : 0)])
         case .trimJournal(let s, let through, let keep):
-            let (w, c) = (keep.first ?? Int.max, keep.dropFirst().first ?? Int.max)
             let rows = "FROM journal WHERE session = ?1 AND n <= ?2 AND (stream IS NULL OR seq < CASE stream WHEN 0 THEN ?3 ELSE ?4 END)"
             // The command ids of deleted rows stay used.
             try db.query("INSERT OR IGNORE INTO ids (session, id) SELECT session, command_id \(rows) AND command_id IS NOT NULL",
-                         [.text(s), .int(through), .int(w), .int(c)])
-            try db.query("DELETE \(rows)", [.text(s), .int(through), .int(w), .int(c)])
+                         [.text(s), .int(through), .int(keep.worker), .int(keep.client)])
+            try db.query("DELETE \(rows)", [.text(s), .int(through), .int(keep.worker), .int(keep.client)])
             try db.query("UPDATE journal SET journaled = 0 WHERE session = ? AND n <= ? AND journaled = 1", [.text(s), .int(through)])
         case .trimEvents(let s, let through):
             try db.query("DELETE FROM events WHERE session = ? AND event_seq <= ?", [.text(s), .int(through)])
@@ -370,7 +369,7 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
                     try db.query(sql, [.text(session), .int(stream), .int(limit)]) { r in rows.append((stream, Int(r.int(0)), r.blob(1), r.text(2))) }
                 }
                 rows.sort { $0.seq < $1.seq }
-                out.append(contentsOf: rows.suffix(limit))
+                out.append(contentsOf: rows.suffix(max(0, limit)))
             }
             return out
         }

@@ -134,7 +134,7 @@ final class FakeStore: SessionStore, @unchecked Sendable {
             journalBy[s, default: []].append((JournalEntry(n: n, direction: direction, ts: ts, bytes: ArraySlice(Array(body))), message, journaled))
         case .trimJournal(let s, let through, let keep):
             removeJournalRows(s) { r in
-                r.entry.n <= through && r.message.map { $0.seq < (keep.indices.contains($0.stream) ? keep[$0.stream] : Int.max) } ?? true
+                r.entry.n <= through && r.message.map { $0.seq < ($0.stream == 0 ? keep.worker : keep.client) } ?? true
             }
             for i in journalBy[s]?.indices ?? 0..<0 where journalBy[s]![i].entry.n <= through { journalBy[s]![i].journaled = false }
         case .usedId(let s, let id): ids[s, default: []].insert(id)

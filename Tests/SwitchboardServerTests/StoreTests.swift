@@ -80,7 +80,7 @@ import SwitchboardProtocol
             commit(store, [.usedId(session: "s", id: "y1")])
             #expect(try store.usedIds(session: "s") == ["a", "b", "y1"])
             // The journal drops 1…3; the worker's tail still starts at seq 1, the client's at 2.
-            commit(store, [.trimJournal(session: "s", throughN: 3, keepFrom: [1, 2])])
+            commit(store, [.trimJournal(session: "s", throughN: 3, keepFrom: (worker: 1, client: 2))])
             #expect(try store.journal(session: "s", after: 0, limit: 10).map(\.n) == [4])
             #expect(try tails(store, "s") == ["0:1:w1", "1:2:c2"])
             #expect(try store.usedIds(session: "s") == ["a", "b", "y1"])  // "a"'s row is gone, its id stays used
@@ -90,6 +90,40 @@ import SwitchboardProtocol
             #expect(try tails(store, "s") == ["1:2:c2"])
             #expect(try store.usedIds(session: "s") == ["a", "b", "y1"])
             #expect(try store.journal(session: "t", after: 0, limit: 10).map(\.n) == [1])
+        }
+    }
+
+    /// The extremes a session can hand the store: entry numbers and seqs at the ends of Int64,
+    /// trims that keep everything or nothing, a 4 MiB body and one that is not UTF-8, command
+    /// ids of 100 000 characters or with quotes, NULs and emoji, and limits of 0 and Int.max.
+    @Test func extremeNumbersAndSizesRoundTrip() throws {
+        try withStore(Self.path("extremes")) { store throws in
+            let long = String(repeating: "i", count: 100_000), odd = "a\"b\u{0}c😀"
+            let big = [UInt8](repeating: 0x61, count: 4 << 20), binary: [UInt8] = [0xFF, 0xFE, 0x00, 0xC0]
+            commit(store, [
+                .journal(session: "s", n: 1, direction: "server_to_client", ts: .min, body: big[...],
+                         message: StreamPosition(stream: 1, seq: 1, commandId: long), journaled: true),
+                .journal(session: "s", n: Int.max - 1, direction: "server_to_client", ts: .max, body: binary[...],
+                         message: StreamPosition(stream: 1, seq: Int.max, commandId: odd), journaled: true),
+                .journal(session: "s", n: Int.max, direction: "worker_to_server", ts: 0, body: [][...], message: nil, journaled: true),
+            ])
+            #expect(try store.lastJournalEntry(session: "s") == Int.max)
+            #expect(try store.messages(session: "s", limit: 0).isEmpty)
+            let all = try store.messages(session: "s", limit: Int.max)
+            #expect(all.map(\.seq) == [1, Int.max])
+            #expect(all.map(\.body) == [big, binary])
+            #expect(try store.usedIds(session: "s") == [long, odd])
+            #expect(try store.journal(session: "s", after: Int.max - 2, limit: Int.max).map(\.n) == [Int.max - 1, Int.max])
+            // Keeping everything hides the entries from the journal and keeps the tail.
+            commit(store, [.trimJournal(session: "s", throughN: Int.max, keepFrom: (worker: Int.min, client: Int.min))])
+            #expect(try store.journal(session: "s", after: 0, limit: 10).isEmpty)
+            #expect(try store.messages(session: "s", limit: 10).map(\.seq) == [1, Int.max])
+            // Keeping nothing deletes every row; the ids stay used.
+            commit(store, [.trimJournal(session: "s", throughN: Int.max, keepFrom: (worker: Int.max, client: Int.max)),
+                           .trimMessages(session: "s", stream: 1, throughSeq: Int.max)])
+            #expect(try store.messages(session: "s", limit: 10).isEmpty)
+            #expect(try store.usedIds(session: "s") == [long, odd])
+            #expect(try store.lastJournalEntry(session: "s") == 0)
         }
     }
 
