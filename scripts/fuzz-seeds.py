@@ -102,7 +102,22 @@ client = [
     {"type": "client.cdp", "channel": 1, "data": json.dumps({"id": 1, "result": {}})},
     {"type": "client.cdp_close", "channel": 9007199254740991, "reason": "x"},
 ]
-write("inbound", [json.dumps(m).encode() for m in commands + client] + [b"{not json", b'{"type":"worker.command","command":"url","timeoutMs":9007199254740993}'])
+# The worst numbers and sizes: ids and seqs at and past the ends of Int64, fractions and
+# exponents where integers belong, CDP frames that are not one object or that are huge.
+extremes = [
+    {"type": "worker.hello", "protocolVersion": 1, "lastSeq": 9223372036854775807},
+    {"type": "client.hello", "protocolVersion": 1, "lastSeq": -1, "capabilities": ["cdp"]},
+    {"type": "worker.command", "id": "i" * 60000, "command": "url"},
+    {"type": "worker.command", "id": "a\"b\u0000c\U0001F600", "command": "url", "timeoutMs": 1e300},
+    {"type": "client.events", "clientSeq": 9223372036854775807, "events": [{"type": "navigation", "ts": -1e19, "payload": {}}]},
+    {"type": "client.cdp", "channel": 9223372036854775807, "data": json.dumps({"id": 1e308, "result": {}})},
+    {"type": "client.cdp", "channel": -1, "data": "[]"},
+    {"type": "client.cdp", "channel": 1, "data": "{}{}"},
+    {"type": "client.cdp", "channel": 1, "data": json.dumps({"id": 1, "result": {"data": "A" * 60000}})},
+]
+write("inbound", [json.dumps(m).encode() for m in commands + client + extremes]
+      + [b"{not json", b'{"type":"worker.command","command":"url","timeoutMs":9007199254740993}',
+         b'{"type":"worker.hello","protocolVersion":1,"lastSeq":1e300}', b'{"type":"client.cdp","channel":1.5,"data":"{}"}'])
 
 
 def rec(op, payload=b""):
@@ -132,5 +147,21 @@ session = [
     + rec(15, b"\x01" + msg({"id": 2, "method": "Browser.close", "sessionId": "S"})) + rec(C, msg(client[6])) + rec(15, b"\x00")
     + rec(C, msg({"type": "client.cdp_close", "channel": 2, "reason": "gone"})) + rec(15, b"\x03") + rec(15, b"\x02") + rec(9),
 ]
+# Enough commands to pass the harness's stored-journal and replay bounds (trims), with the
+# longest ids a record holds, then a restart and the same ids again (they must stay used);
+# CDP worker frames with ids at the ends of Int64 and a frame that is not an object.
+def command(cid):
+    return rec(W, msg({"type": "worker.command", "id": cid, "command": "url"})) + rec(11) \
+        + rec(C, msg({"type": "client.command_response", "id": cid, "result": {"url": "u"}})) + rec(11)
+ids = ["x" * 20000, "a\"b\u0000c\U0001F600"] + ["c%d" % i for i in range(40)]
+session.append(rec(0) + rec(1) + hello_w + hello_c + b"".join(command(i) for i in ids) + rec(13) + rec(0) + rec(1)
+               + rec(W, msg({"type": "worker.hello", "protocolVersion": 1, "lastSeq": 9223372036854775807}))
+               + rec(C, msg({"type": "client.hello", "protocolVersion": 1, "lastSeq": -1})) + command(ids[0]) + command(ids[1])
+               + rec(14, b"\x03"))
+session.append(rec(0) + rec(1) + hello_w + rec(C, msg({"type": "client.hello", "protocolVersion": 1, "capabilities": ["cdp"]}))
+               + rec(15, b"\x00") + rec(15, b"\x01" + msg({"id": 9223372036854775807, "method": "M" * 30000}))
+               + rec(15, b"\x01" + msg({"id": -1, "method": "Page.navigate"})) + rec(15, b"\x00")
+               + rec(15, b"\x01" + msg({"id": 1e308, "method": "Page.navigate"})) + rec(15, b"\x00") + rec(15, b"\x01[1,2]")
+               + rec(C, msg({"type": "client.cdp", "channel": 9223372036854775807, "data": "{}"})))
 write("session", session)
 print("seeds written to", os.path.normpath(ROOT))
