@@ -452,7 +452,7 @@ public actor ChromiumExecutor: CommandExecutor {
         let r = try await page("Page.captureScreenshot", params, timeoutMs: 60_000)
         let data = r["data"]?.stringValue ?? ""
         // The image's own size (device pixels, scrollbars included), else the CSS size asked for.
-        let size = Data(base64Encoded: data).flatMap { Self.imageSize(Array($0)) } ?? (Int(width.rounded()), Int(height.rounded()))
+        let size = Data(base64Encoded: data).flatMap { Self.imageSize(Array($0)) } ?? (Self.pixels(width), Self.pixels(height))
         return .object(["data": .string(data), "format": .string(format), "width": .int(size.0), "height": .int(size.1)])
     }
 
@@ -505,6 +505,11 @@ public actor ChromiumExecutor: CommandExecutor {
     }
 
     /// Width and height of a PNG (IHDR) or a JPEG (the first SOF marker).
+    /// A CSS size as whole pixels: 0 unless finite and within 0 … 2^30 (the page reported it).
+    static func pixels(_ d: Double) -> Int {
+        d.isFinite && d >= 0 && d <= 1_073_741_824 ? Int(d.rounded()) : 0
+    }
+
     static func imageSize(_ b: [UInt8]) -> (Int, Int)? {
         func be16(_ i: Int) -> Int { Int(b[i]) << 8 | Int(b[i + 1]) }
         if b.count > 24, b.starts(with: [0x89, 0x50, 0x4E, 0x47]) { return (be16(16) << 16 | be16(18), be16(20) << 16 | be16(22)) }
@@ -648,7 +653,7 @@ public actor ChromiumExecutor: CommandExecutor {
         return try await withCheckedThrowingContinuation { c in
             waiters[id]?.continuation = c
             Task {
-                try? await Task.sleep(nanoseconds: WireNumbers.sleepNanoseconds(millis: Int(ms)))
+                try? await Task.sleep(nanoseconds: WireNumbers.sleepNanoseconds(millis: Int(min(ms, 86_400_000))))
                 self.timeOut(id, what)
             }
         }

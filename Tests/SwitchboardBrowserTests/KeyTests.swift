@@ -38,4 +38,11 @@ import Testing
             _ = ChromiumExecutor.imageSize(b)
         }
     }
+
+    /// The CSS size used when the image's own header cannot be read.
+    @Test(arguments: [(1280.4, 1280), (0.5, 1), (0, 0), (-3, 0), (1e300, 0), (-1e300, 0), (.infinity, 0), (.nan, 0),
+                      (1_073_741_824, 1_073_741_824), (1_073_741_825, 0)] as [(Double, Int)])
+    func cssSizesAsPixels(_ css: Double, _ pixels: Int) {
+        #expect(ChromiumExecutor.pixels(css) == pixels)
+    }
 }
