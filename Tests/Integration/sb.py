@@ -1,6 +1,7 @@
 """Helpers to drive Switchboard sessions from tests: REST calls and JSON WebSocket peers."""
 import asyncio
 import json
+import time
 import urllib.error
 import urllib.request
 
@@ -9,6 +10,14 @@ import websockets
 import contract
 
 API_KEY = "test-key"
+
+
+def wait_until(predicate, timeout=15, what="condition"):
+    """Polls `predicate` until it holds; fails after `timeout` seconds."""
+    deadline = time.time() + timeout
+    while not predicate():
+        assert time.time() < deadline, "timed out waiting for " + what
+        time.sleep(0.05)
 
 
 def rest(port, method, path, body=None, key=API_KEY, raw=None, headers=None):

@@ -10,8 +10,8 @@ import time
 import websockets
 
 import sb
-from sb import Peer, run
-from test_hardening import healthy, metric, wait_until
+from sb import Peer, run, wait_until
+from test_hardening import healthy, metric
 
 
 def limit_hits(port, key):

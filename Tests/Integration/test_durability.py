@@ -84,8 +84,12 @@ def test_deadlines_survive_a_restart(serve_factory):
         while time.time() - created < 1.2:
             assert sb.rest(server2.port, "GET", f"/v1/sessions/{s['sessionId']}")[1]["phase"] == "created"
             time.sleep(0.1)
-        time.sleep(1.0)
-        _, info = sb.rest(server2.port, "GET", f"/v1/sessions/{s['sessionId']}")
+        info = {}
+
+        def ended():
+            info.update(sb.rest(server2.port, "GET", f"/v1/sessions/{s['sessionId']}")[1])
+            return info["phase"] != "created"
+        sb.wait_until(ended, what="the connect deadline")
         assert info["phase"] == "expired" and info["reason"] == "connect_timeout"
     finally:
         server2.stop()

@@ -7,7 +7,7 @@ import time
 
 import sb
 from conftest import Proc, API_KEY
-from sb import Peer, run
+from sb import Peer, run, wait_until
 from test_durability import restart
 
 HUGE = ["1e19", "1e300", "-1e19", "9223372036854775808", "1e400"]
@@ -240,13 +240,6 @@ def test_data_directory_and_files_are_private(serve_factory, tmp_path):
     for name in names:
         mode = stat.S_IMODE(os.stat(d / name).st_mode)
         assert mode & 0o077 == 0, (name, oct(mode))
-
-
-def wait_until(predicate, timeout=15, what="condition"):
-    deadline = time.time() + timeout
-    while not predicate():
-        assert time.time() < deadline, "timed out waiting for " + what
-        time.sleep(0.05)
 
 
 def metric(port, name):

@@ -140,14 +140,12 @@ def test_sigterm_drains_readyz_503_peers_1001_acked_events_kept(serve_factory):
 
 def test_sighup_reopens_the_moved_log(server):
     path = os.path.join(server.data_dir, "traffic.jsonl")
-    time.sleep(0.2)
+    sb.wait_until(lambda: '"event":"start"' in open(path).read(), what="the start line")
     os.rename(path, path + ".moved")
     server.signal(signal.SIGHUP)
-    time.sleep(0.2)
+    sb.wait_until(lambda: os.path.exists(path), what="the reopened log")
     sb.create(server.port)
-    time.sleep(0.3)
-    assert os.path.exists(path)
-    assert '"event":"created"' in open(path).read()
+    sb.wait_until(lambda: '"event":"created"' in open(path).read(), what="the created line in the new file")
     assert '"event":"start"' in open(path + ".moved").read()
 
 
