@@ -661,7 +661,7 @@ public actor Session {
         let direction: StaticString = role == .worker ? "server_to_worker" : "server_to_client"
         relay.log.message(session: self.id, direction: direction, type: type, id: id, seq: seq,
                           bytes: message.storage[FrameWriter.maxHeaderSize...], sensitive: sensitive)
-        journal(direction, retained.payload, message: StreamPosition(stream: role == .worker ? 0 : 1, seq: seq, commandId: commandId))
+        journal(direction, retained.payload, message: StreamPosition(stream: StreamPosition.stream(of: role), seq: seq, commandId: commandId))
         relay.metrics.countOut(type)
         let gated = durableFirst && relay.store != nil
         guard withStream(role, { $0.admit(seq: seq, message, durableFirst: gated) }) else {

@@ -50,7 +50,7 @@ extension Session {
             ops.append(.trimJournal(session: id, throughN: through, keepFrom: (workerStream.oldestSeq ?? Int.max, clientStream.oldestSeq ?? Int.max)))
         }
         // Without a stored journal the stored tail follows the memory one, trimmed in steps of 64.
-        if !journaled, let m = message, let oldest = withStream(m.stream == 0 ? .worker : .client, { $0.oldestSeq }), oldest > 1, (oldest - 1) % 64 == 0 {
+        if !journaled, let m = message, let oldest = withStream(StreamPosition.role(of: m.stream), { $0.oldestSeq }), oldest > 1, (oldest - 1) % 64 == 0 {
             ops.append(.trimMessages(session: id, stream: m.stream, throughSeq: oldest - 1))
         }
         persist(ops)
@@ -129,9 +129,10 @@ extension Session {
         loaded = true
         let settings = relay.settings
         if let rows = try? store.messages(session: id, limit: settings.replayMaxMessages) {
-            let last = rows.reduce(into: [0, 0]) { m, row in m[row.stream == 0 ? 0 : 1] = max(m[row.stream == 0 ? 0 : 1], row.seq) }
-            workerStream.restoredTail(through: last[0])
-            clientStream.restoredTail(through: last[1])
+            for role in [Role.worker, .client] {
+                let last = rows.lazy.filter { StreamPosition.role(of: $0.stream) == role }.map(\.seq).reduce(0, max)
+                withStream(role) { $0.restoredTail(through: last) }
+            }
             for row in rows {
                 var storage = [UInt8](repeating: 0, count: FrameWriter.maxHeaderSize)
                 storage.append(contentsOf: row.body)
@@ -139,7 +140,7 @@ extension Session {
                 m.seal(.text)
                 let r = Retained(seq: row.seq, storage: m.storage, commandId: row.commandId)
                 // Rows older than what the stream numbers now (they all are: see `restore`).
-                withStream(row.stream == 0 ? .worker : .client) { $0.retain(r, maxCount: settings.replayMaxMessages, maxBytes: settings.replayMaxBytes) }
+                withStream(StreamPosition.role(of: row.stream)) { $0.retain(r, maxCount: settings.replayMaxMessages, maxBytes: settings.replayMaxBytes) }
             }
         }
         events.restore(total: (try? store.eventCount(session: id)) ?? 0)

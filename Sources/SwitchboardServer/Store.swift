@@ -32,6 +32,10 @@ public struct StreamPosition: Sendable, Equatable {
     public var stream: Int
     public var seq: Int
     public var commandId: String?
+
+    /// The stream of `role`'s outbound messages, and the role a stream belongs to.
+    static func stream(of role: Role) -> Int { role == .worker ? 0 : 1 }
+    static func role(of stream: Int) -> Role { stream == 0 ? .worker : .client }
 }
 
 /// One write. Applied in order, many per transaction.
