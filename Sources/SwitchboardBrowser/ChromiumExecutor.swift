@@ -426,7 +426,7 @@ public actor ChromiumExecutor: CommandExecutor {
     // MARK: evaluate, screenshot, extract
 
     private func evaluate(_ body: String, deadline: Date) async throws -> JSON {
-        let ms = max(100, Int(deadline.timeIntervalSinceNow * 1000))
+        let ms = max(100, Self.millisLeft(until: deadline))
         let r = try await page("Runtime.evaluate", ["expression": .string(PageScripts.evaluate(body)), "awaitPromise": .bool(true),
                                                     "returnByValue": .bool(true), "userGesture": .bool(true)], timeoutMs: ms)
         if let e = r["exceptionDetails"] {
@@ -504,12 +504,17 @@ public actor ChromiumExecutor: CommandExecutor {
         return .object(out)
     }
 
-    /// Width and height of a PNG (IHDR) or a JPEG (the first SOF marker).
     /// A CSS size as whole pixels: 0 unless finite and within 0 … 2^30 (the page reported it).
     static func pixels(_ d: Double) -> Int {
         d.isFinite && d >= 0 && d <= 1_073_741_824 ? Int(d.rounded()) : 0
     }
 
+    /// Milliseconds left until `deadline`, within 0 … 1 day (commands never wait longer).
+    static func millisLeft(until deadline: Date) -> Int {
+        Int(min(max(deadline.timeIntervalSinceNow * 1000, 0), 86_400_000))
+    }
+
+    /// Width and height of a PNG (IHDR) or a JPEG (the first SOF marker).
     static func imageSize(_ b: [UInt8]) -> (Int, Int)? {
         func be16(_ i: Int) -> Int { Int(b[i]) << 8 | Int(b[i + 1]) }
         if b.count > 24, b.starts(with: [0x89, 0x50, 0x4E, 0x47]) { return (be16(16) << 16 | be16(18), be16(20) << 16 | be16(22)) }
@@ -649,11 +654,10 @@ public actor ChromiumExecutor: CommandExecutor {
     /// The event `expect` watched for, or a `timeout` failure at `deadline`.
     private func wait(_ id: Int, until deadline: Date, what: String) async throws -> CDPConnection.Event {
         if let seen = waiters[id]?.seen { waiters[id] = nil; return seen }
-        let ms = max(0, deadline.timeIntervalSinceNow * 1000)
         return try await withCheckedThrowingContinuation { c in
             waiters[id]?.continuation = c
             Task {
-                try? await Task.sleep(nanoseconds: WireNumbers.sleepNanoseconds(millis: Int(min(ms, 86_400_000))))
+                try? await Task.sleep(nanoseconds: WireNumbers.sleepNanoseconds(millis: Self.millisLeft(until: deadline)))
                 self.timeOut(id, what)
             }
         }

@@ -1,4 +1,5 @@
 import Testing
+import Foundation
 @testable import SwitchboardBrowser
 
 /// Key names as `press` takes them, to the events CDP receives.
@@ -44,5 +45,13 @@ import Testing
                       (1_073_741_824, 1_073_741_824), (1_073_741_825, 0)] as [(Double, Int)])
     func cssSizesAsPixels(_ css: Double, _ pixels: Int) {
         #expect(ChromiumExecutor.pixels(css) == pixels)
+    }
+
+    /// A deadline's remaining time, whatever the deadline: past, far future or none.
+    @Test func millisecondsLeftStayWithinADay() {
+        #expect(ChromiumExecutor.millisLeft(until: .distantPast) == 0)
+        #expect(ChromiumExecutor.millisLeft(until: .distantFuture) == 86_400_000)
+        #expect(ChromiumExecutor.millisLeft(until: Date(timeIntervalSince1970: .greatestFiniteMagnitude)) == 86_400_000)
+        #expect((1...60_000).contains(ChromiumExecutor.millisLeft(until: Date().addingTimeInterval(60))))
     }
 }
