@@ -84,12 +84,9 @@ def test_deadlines_survive_a_restart(serve_factory):
         while time.time() - created < 1.2:
             assert sb.rest(server2.port, "GET", f"/v1/sessions/{s['sessionId']}")[1]["phase"] == "created"
             time.sleep(0.1)
-        info = {}
-
-        def ended():
-            info.update(sb.rest(server2.port, "GET", f"/v1/sessions/{s['sessionId']}")[1])
-            return info["phase"] != "created"
-        sb.wait_until(ended, what="the connect deadline")
+        path = f"/v1/sessions/{s['sessionId']}"
+        sb.wait_until(lambda: sb.rest(server2.port, "GET", path)[1]["phase"] != "created", what="the connect deadline")
+        _, info = sb.rest(server2.port, "GET", path)
         assert info["phase"] == "expired" and info["reason"] == "connect_timeout"
     finally:
         server2.stop()
