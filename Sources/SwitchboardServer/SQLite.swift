@@ -39,6 +39,9 @@ final class Database {
     /// Frames in the WAL after this connection's last commit (0 unless `trackWALFrames`).
     var framesInWAL: Int { Int(walFrames.pointee) }
 
+    /// The rowid of this connection's last insert.
+    var lastInsertRowid: Int64 { sqlite3_last_insert_rowid(db) }
+
     var lastError: String { String(cString: sqlite3_errmsg(db)) }
 
     func setBusyTimeout(ms: Int32) { sqlite3_busy_timeout(db, ms) }

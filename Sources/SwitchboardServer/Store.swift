@@ -89,8 +89,15 @@ public protocol SessionStore: AnyObject, Sendable {
 /// SQLite in WAL mode. One writer thread commits everything queued since the last commit in
 /// one transaction (group commit) and then hands the completions back to the loop; reads use
 /// their own connection on the calling thread.
+///
+/// Journal entries and state snapshots are appended to two tables keyed by a growing rowid
+/// (`entries`, `states`): a commit writes the pages its bytes fill, shared by every session in
+/// it, instead of a B-tree leaf per session. Which rows belong to which session is kept in
+/// memory (`EntryIndex`, rebuilt from the tables at start); superseded state rows are
+/// deleted in batches.
 public final class SQLiteStore: SessionStore, @unchecked Sendable {
     private let writer: Database
+    private let index = Locked(EntryIndex())
     private let reader: Database
     private let readLock = Locked<Int>(0)
     private let loop: EventLoop
@@ -131,11 +138,31 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
         ALTER TABLE journal ADD COLUMN stream INTEGER; ALTER TABLE journal ADD COLUMN seq INTEGER;
         ALTER TABLE journal ADD COLUMN command_id TEXT; ALTER TABLE journal ADD COLUMN journaled INTEGER NOT NULL DEFAULT 1
         """,
+        // Entries and state snapshots are appended (rowid `g`), indexed per session in memory.
+        // Messages of the table from before are replay-only entries numbered 0.
+        """
+        CREATE TABLE entries (g INTEGER PRIMARY KEY, session TEXT NOT NULL, n INTEGER NOT NULL, direction TEXT NOT NULL,
+          ts INTEGER NOT NULL, body BLOB NOT NULL, stream INTEGER, seq INTEGER, command_id TEXT, journaled INTEGER NOT NULL);
+        INSERT INTO entries (session, n, direction, ts, body, stream, seq, command_id, journaled)
+          SELECT session, 0, CASE stream WHEN 0 THEN 'server_to_worker' ELSE 'server_to_client' END, 0, body, stream, seq, command_id, 0
+          FROM messages ORDER BY session, stream, seq;
+        INSERT INTO entries (session, n, direction, ts, body, stream, seq, command_id, journaled)
+          SELECT session, n, direction, ts, body, stream, seq, command_id, journaled FROM journal ORDER BY session, n;
+        CREATE TABLE states (g INTEGER PRIMARY KEY, session TEXT NOT NULL, state TEXT NOT NULL);
+        INSERT INTO states (session, state) SELECT id, state FROM session_state ORDER BY id;
+        DROP TABLE messages; DROP TABLE journal; DROP TABLE session_state
+        """,
     ]
+
+    /// Superseded state rows are deleted once this many have gathered.
+    static let supersededBatch = 1024
 
     static func migrate(_ db: Database) throws(SQLiteError) {
         var version = 0
         try db.query("PRAGMA user_version", []) { r in version = Int(r.int(0)) }
+        // The first layout, which the migrations start from (a database at a later version
+        // has dropped some of its tables).
+        if version == 0 { try db.exec(schema) }
         for (k, sql) in migrations.enumerated() where k >= version {
             try db.exec("BEGIN; \(sql); PRAGMA user_version = \(k + 1); COMMIT;")
         }
@@ -156,10 +183,10 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
         // never catches up under sustained load: the WAL grew by ~140 MB/s without bound.)
         try writer.exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA journal_size_limit=67108864; PRAGMA foreign_keys=OFF; PRAGMA cache_size=-65536; PRAGMA mmap_size=1073741824; PRAGMA temp_store=MEMORY;")
         writer.trackWALFrames()
-        try writer.exec(SQLiteStore.schema)
         try SQLiteStore.migrate(writer)
         reader = try Database(path: path)
         try reader.exec("PRAGMA cache_size=-16384; PRAGMA mmap_size=1073741824;")
+        try loadIndex()
         var fds: [Int32] = [0, 0]
         guard pipe(&fds) == 0 else { throw SQLiteError(description: "pipe failed") }
         wakeRead = fds[0]
@@ -175,6 +202,19 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
     }
 
     private let needsWake = Locked<Bool>(false)
+
+    /// Rebuilds the in-memory index from the tables (at start, and after a failed commit).
+    private func loadIndex() throws(SQLiteError) {
+        var fresh = EntryIndex()
+        try writer.query("SELECT g, session, n, seq, stream, journaled, command_id IS NOT NULL FROM entries ORDER BY g") { r in
+            fresh.load(r.text(1) ?? "", EntryIndex.Row(g: r.int(0), n: Int(r.int(2)), seq: Int(r.int(3)),
+                                                      stream: r.isNull(4) ? -1 : Int8(clamping: r.int(4)), journaled: r.int(5) != 0,
+                                                      hasCommandId: r.int(6) != 0))
+        }
+        fresh.finishLoading()
+        try writer.query("SELECT g, session FROM states ORDER BY g") { r in fresh.setState(r.text(1) ?? "", g: r.int(0)) }
+        index.withLock { $0 = fresh }
+    }
 
     private func wakeIfNeeded() {
         guard needsWake.withLock({ v in let w = v; v = false; return w }) else { return }
@@ -228,12 +268,17 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
                         if case .updateState(let id, let state) = op { lastState[id] = state } else { try apply(op, on: writer) }
                     }
                     for (id, state) in lastState { try apply(.updateState(id: id, state: state), on: writer) }
+                    for g in index.withLock({ $0.takeSuperseded(atLeast: SQLiteStore.supersededBatch) }) {
+                        try writer.query("DELETE FROM states WHERE g = ?", [.int(g)])
+                    }
                     try writer.exec("COMMIT")
                 } catch {
                     // A failed commit is acknowledged to no one: the batch goes back to the front of
                     // the queue and is retried with backoff until it commits (the server recovers by
                     // itself); meanwhile the relay reports unready and refuses new work.
                     try? writer.exec("ROLLBACK")
+                    // The index took the batch's rows: read it back from what is committed.
+                    try? loadIndex()
                     let first = health.exchange(false, ordering: .relaxed)
                     failures.add(1, ordering: .relaxed)
                     if first {
@@ -281,41 +326,55 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
             """, [.text(r.id), .int(r.ordinal), .int(r.createdAt), .text(SQLiteStore.encode(r.timeouts)), .json(r.metadata.map { .object($0) }),
                   .json(.object(r.clientConfig)), .blob(r.workerTokenHash), .blob(r.clientTokenHash), .text(r.phase.rawValue),
                   .optText(r.reason?.rawValue), .json(r.result), .json(r.error), .optText(r.tenant)])
-            try db.query("INSERT OR REPLACE INTO session_state (id, state) VALUES (?,?)", [.text(r.id), .json(.object(r.state))])
+            try appendState(r.id, r.state, on: db)
         case .updateLifecycle(let id, let phase, let reason, let result, let error):
             try db.query("UPDATE sessions SET phase = ?, reason = ?, result = ?, error = ?, ended_at = ? WHERE id = ?",
                              [.text(phase.rawValue), .optText(reason?.rawValue), .json(result), .json(error),
                               phase.isTerminal ? .int(epochMillis()) : .null, .text(id)])
         case .updateState(let id, let state):
-            // State lives in its own narrow table: updating it never rewrites the session row.
-            try db.query("INSERT OR REPLACE INTO session_state (id, state) VALUES (?,?)", [.text(id), .json(.object(state))])
+            try appendState(id, state, on: db)
         case .trimMessages(let s, let stream, let through):
-            try db.query("DELETE FROM messages WHERE session = ? AND stream = ? AND seq <= ?", [.text(s), .int(stream), .int(through)])
-            let rows = "FROM journal WHERE session = ?1 AND journaled = 0 AND stream = ?2 AND seq <= ?3"
-            try db.query("INSERT OR IGNORE INTO ids (session, id) SELECT session, command_id \(rows) AND command_id IS NOT NULL", [.text(s), .int(stream), .int(through)])
-            try db.query("DELETE \(rows)", [.text(s), .int(stream), .int(through)])
+            try delete(index.withLock { $0.trimMessages(s, stream: stream, throughSeq: through) }, of: s, on: db)
         case .event(let s, let n, let type, let ts, let serverTs, let source, let payload):
             try db.query("INSERT OR IGNORE INTO events (session, event_seq, type, ts, server_ts, source, payload) VALUES (?,?,?,?,?,?,?)",
                              [.text(s), .int(n), .text(type), .int(ts), .int(serverTs), .text(source), .json(.object(payload))])
         case .journal(let s, let n, let dir, let ts, let body, let m, let journaled):
-            try db.query("INSERT OR REPLACE INTO journal (session, n, direction, ts, body, stream, seq, command_id, journaled) VALUES (?,?,?,?,?,?,?,?,?)",
+            try db.query("INSERT INTO entries (session, n, direction, ts, body, stream, seq, command_id, journaled) VALUES (?,?,?,?,?,?,?,?,?)",
                              [.text(s), .int(n), .text(dir.description), .int(ts), .bytes(body), m.map { .int($0.stream) } ?? .null,
                               m.map { .int($0.seq) } ?? .null, .optText(m?.commandId), .int(journaled ? 1 : 0)])
+            let row = EntryIndex.Row(g: db.lastInsertRowid, n: n, seq: m?.seq ?? 0, stream: m.map { Int8(clamping: $0.stream) } ?? -1,
+                                     journaled: journaled, hasCommandId: m?.commandId != nil)
+            if let replaced = index.withLock({ $0.append(s, row) }) { try db.query("DELETE FROM entries WHERE g = ?", [.int(replaced)]) }
         case .trimJournal(let s, let through, let keep):
-            let rows = "FROM journal WHERE session = ?1 AND n <= ?2 AND (stream IS NULL OR seq < CASE stream WHEN 0 THEN ?3 ELSE ?4 END)"
-            // The command ids of deleted rows stay used.
-            try db.query("INSERT OR IGNORE INTO ids (session, id) SELECT session, command_id \(rows) AND command_id IS NOT NULL",
-                         [.text(s), .int(through), .int(keep.worker), .int(keep.client)])
-            try db.query("DELETE \(rows)", [.text(s), .int(through), .int(keep.worker), .int(keep.client)])
-            try db.query("UPDATE journal SET journaled = 0 WHERE session = ? AND n <= ? AND journaled = 1", [.text(s), .int(through)])
+            let (gone, unjournaled) = index.withLock { $0.trimJournal(s, throughN: through, keepFrom: keep) }
+            try delete(gone, of: s, on: db)
+            for g in unjournaled { try db.query("UPDATE entries SET journaled = 0 WHERE g = ?", [.int(g)]) }
         case .trimEvents(let s, let through):
             try db.query("DELETE FROM events WHERE session = ? AND event_seq <= ?", [.text(s), .int(through)])
         case .usedId(let s, let id):
             try db.query("INSERT OR IGNORE INTO ids (session, id) VALUES (?,?)", [.text(s), .text(id)])
         case .delete(let s):
-            for table in ["messages", "events", "journal", "ids"] { try db.query("DELETE FROM \(table) WHERE session = ?", [.text(s)]) }
-            try db.query("DELETE FROM session_state WHERE id = ?", [.text(s)])
+            let (rows, state) = index.withLock { $0.remove(s) }
+            for r in rows { try db.query("DELETE FROM entries WHERE g = ?", [.int(r.g)]) }
+            if let state { try db.query("DELETE FROM states WHERE g = ?", [.int(state)]) }
+            for table in ["events", "ids"] { try db.query("DELETE FROM \(table) WHERE session = ?", [.text(s)]) }
             try db.query("DELETE FROM sessions WHERE id = ?", [.text(s)])
+        }
+    }
+
+    private func appendState(_ session: String, _ state: JSONObject, on db: Database) throws(SQLiteError) {
+        try db.query("INSERT INTO states (session, state) VALUES (?,?)", [.text(session), .json(.object(state))])
+        let g = db.lastInsertRowid
+        index.withLock { $0.setState(session, g: g) }
+    }
+
+    /// Deletes entry rows the index let go; their command ids stay used.
+    private func delete(_ rows: [EntryIndex.Row], of session: String, on db: Database) throws(SQLiteError) {
+        for r in rows {
+            if r.hasCommandId {
+                try db.query("INSERT OR IGNORE INTO ids (session, id) SELECT session, command_id FROM entries WHERE g = ? AND command_id IS NOT NULL", [.int(r.g)])
+            }
+            try db.query("DELETE FROM entries WHERE g = ?", [.int(r.g)])
         }
     }
 
@@ -346,34 +405,36 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
     public func loadSessions() throws -> [SessionRecord] {
         try read { db throws(SQLiteError) in
             var out: [SessionRecord] = []
+            let states = index.withLock { $0.states }
             try db.query("""
-            SELECT s.id, s.ordinal, s.created_at, s.timeouts, s.metadata, s.client_config, s.worker_token, s.client_token, s.phase,
-                   s.reason, s.result, s.error, st.state, s.tenant FROM sessions s LEFT JOIN session_state st ON st.id = s.id ORDER BY s.ordinal
+            SELECT id, ordinal, created_at, timeouts, metadata, client_config, worker_token, client_token, phase,
+                   reason, result, error, tenant FROM sessions ORDER BY ordinal
             """) { r in
                 func json(_ i: Int32) -> JSON? { r.text(i).flatMap { try? JSONParser.parse($0) } }
                 out.append(SessionRecord(id: r.text(0) ?? "", ordinal: Int(r.int(1)), createdAt: r.int(2), timeouts: SQLiteStore.decodeTimeouts(r.text(3)),
                                          metadata: json(4)?.objectValue, clientConfig: json(5)?.objectValue ?? [:],
                                          workerTokenHash: r.blob(6), clientTokenHash: r.blob(7),
                                          phase: Phase(rawValue: r.text(8) ?? "") ?? .failed, reason: r.text(9).flatMap { EndReason(rawValue: $0) },
-                                         result: json(10), error: json(11), state: json(12)?.objectValue ?? [:], tenant: r.text(13)))
+                                         result: json(10), error: json(11), state: [:], tenant: r.text(12)))
+            }
+            for i in out.indices {
+                guard let g = states[out[i].id] else { continue }
+                try db.query("SELECT state FROM states WHERE g = ?", [.int(g)]) { r in
+                    out[i].state = r.text(0).flatMap { try? JSONParser.parse($0) }?.objectValue ?? [:]
+                }
             }
             return out
         }
     }
 
     public func messages(session: String, limit: Int) throws -> [(stream: Int, seq: Int, body: [UInt8], commandId: String?)] {
-        try read { db throws(SQLiteError) in
+        let rows = index.withLock { $0.tails(session, limit: limit) }
+        return try read { db throws(SQLiteError) in
             var out: [(stream: Int, seq: Int, body: [UInt8], commandId: String?)] = []
-            for stream in 0...1 {
-                var rows: [(stream: Int, seq: Int, body: [UInt8], commandId: String?)] = []
-                // Newest first (walking the journal backwards stops after `limit`), then the
-                // table of databases written before.
-                for sql in ["SELECT seq, body, command_id FROM journal WHERE session = ? AND stream = ? ORDER BY n DESC LIMIT ?",
-                            "SELECT seq, body, command_id FROM messages WHERE session = ? AND stream = ? ORDER BY seq DESC LIMIT ?"] {
-                    try db.query(sql, [.text(session), .int(stream), .int(limit)]) { r in rows.append((stream, Int(r.int(0)), r.blob(1), r.text(2))) }
+            for row in rows {
+                try db.query("SELECT body, command_id FROM entries WHERE g = ?", [.int(row.g)]) { r in
+                    out.append((Int(row.stream), row.seq, r.blob(0), r.text(1)))
                 }
-                rows.sort { $0.seq < $1.seq }
-                out.append(contentsOf: rows.suffix(max(0, limit)))
             }
             return out
         }
@@ -416,22 +477,27 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
     }
 
     public func journal(session: String, after: Int, limit: Int) throws -> [JournalEntry] {
-        try read { db throws(SQLiteError) in
+        let rows = index.withLock { $0.journal(session, after: after, limit: limit) }
+        return try read { db throws(SQLiteError) in
             var out: [JournalEntry] = []
-            try db.query("SELECT n, direction, ts, body FROM journal WHERE session = ? AND n > ? AND journaled = 1 ORDER BY n LIMIT ?",
-                         [.text(session), .int(after), .int(limit)]) { r in
-                out.append(JournalEntry(n: Int(r.int(0)), direction: JournalEntry.direction(r.text(1) ?? "server"), ts: r.int(2), bytes: r.blob(3)[...]))
+            for row in rows {
+                try db.query("SELECT n, direction, ts, body FROM entries WHERE g = ?", [.int(row.g)]) { r in
+                    out.append(JournalEntry(n: Int(r.int(0)), direction: JournalEntry.direction(r.text(1) ?? "server"), ts: r.int(2), bytes: r.blob(3)[...]))
+                }
             }
             return out
         }
     }
 
     public func usedIds(session: String) throws -> Set<String> {
-        try read { db throws(SQLiteError) in
+        let rows = index.withLock { $0.commandRows(session) }
+        return try read { db throws(SQLiteError) in
             var out = Set<String>()
-            // Ids of commands still in the journal are on their `server.command` rows.
-            try db.query("SELECT id FROM ids WHERE session = ?1 UNION SELECT command_id FROM journal WHERE session = ?1 AND command_id IS NOT NULL",
-                         [.text(session)]) { r in if let t = r.text(0) { out.insert(t) } }
+            try db.query("SELECT id FROM ids WHERE session = ?", [.text(session)]) { r in if let t = r.text(0) { out.insert(t) } }
+            // Ids of commands still stored are on their `server.command` rows.
+            for row in rows {
+                try db.query("SELECT command_id FROM entries WHERE g = ?", [.int(row.g)]) { r in if let t = r.text(0) { out.insert(t) } }
+            }
             return out
         }
     }
@@ -450,11 +516,7 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
     }
 
     public func lastJournalEntry(session: String) throws -> Int {
-        try read { db throws(SQLiteError) in
-            var n = 0
-            try db.query("SELECT MAX(n) FROM journal WHERE session = ?", [.text(session)]) { r in n = Int(r.int(0)) }
-            return n
-        }
+        index.withLock { $0.lastEntry(session) }
     }
 
     public func purgeTerminal(endedBefore: Int64) throws -> [String] {

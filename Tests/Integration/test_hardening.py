@@ -289,6 +289,11 @@ def test_a_failing_store_acknowledges_nothing_and_recovers_by_itself(server):
         await c.expect("server.command", id="k")
         _, ev = sb.rest(server.port, "GET", f"/v1/sessions/{s['sessionId']}/events")
         assert [e["type"] for e in ev["events"]] == ["one", "two"]
+        # The retried batch is stored once: entry numbers are unique and batch 1 appears once.
+        _, j = sb.rest(server.port, "GET", f"/v1/sessions/{s['sessionId']}/journal?limit=1000")
+        ns = [e["n"] for e in j["entries"]]
+        assert ns == sorted(set(ns))
+        assert [e["message"].get("clientSeq") for e in j["entries"] if e["message"]["type"] == "client.events"].count(1) == 1
         assert sb.rest(server.port, "POST", "/v1/sessions", {})[0] == 201
     run(go(), timeout=90)
 

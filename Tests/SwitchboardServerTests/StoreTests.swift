@@ -127,6 +127,51 @@ import SwitchboardProtocol
         }
     }
 
+    /// What the in-memory index answers is read back from the tables after a restart:
+    /// journal, replay tails, used ids, the newest state of each session. Superseded state
+    /// rows are deleted in batches and never win over the newest one.
+    @Test func aReopenedStoreAnswersAsBeforeFromItsTables() throws {
+        let path = Self.path("reopen")
+        defer { for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) } }
+        let states = SQLiteStore.supersededBatch + 10
+        var before: (journal: [Int], tails: [String], ids: Set<String>, last: Int)? = nil
+        do {
+            let loop = try EventLoop.spawn()
+            defer { loop.stop() }
+            let store = try SQLiteStore(path: path, loop: loop)
+            defer { store.close() }
+            commit(store, [.insertSession(record("s", 1)), .insertSession(record("t", 2)),
+                           entry("s", 1, "in"), entry("s", 2, "c1", StreamPosition(stream: 1, seq: 1, commandId: "a")),
+                           entry("s", 3, "w1", StreamPosition(stream: 0, seq: 1, commandId: nil)), entry("t", 1, "other")])
+            commit(store, [.trimJournal(session: "s", throughN: 2, keepFrom: (worker: 1, client: 1)), .usedId(session: "s", id: "y")])
+            // One commit per state: each supersedes the one before.
+            for k in 1...states { commit(store, [.updateState(id: k % 2 == 0 ? "s" : "t", state: ["k": .int(k)])]) }
+            before = (try store.journal(session: "s", after: 0, limit: 10).map(\.n), try tails(store, "s"),
+                      try store.usedIds(session: "s"), try store.lastJournalEntry(session: "s"))
+            #expect(before?.journal == [3])
+            #expect(before?.tails == ["0:1:w1", "1:1:c1"])
+        }
+        var rows = 0
+        try Database(path: path).query("SELECT COUNT(*) FROM states") { r in rows = Int(r.int(0)) }
+        #expect(rows < states - SQLiteStore.supersededBatch + 4, "\(rows) state rows")
+        try withStore(path) { store throws in
+            #expect(try store.journal(session: "s", after: 0, limit: 10).map(\.n) == before?.journal)
+            #expect(try tails(store, "s") == before?.tails)
+            #expect(try store.usedIds(session: "s") == before?.ids)
+            #expect(try store.lastJournalEntry(session: "s") == before?.last)
+            let loaded = try store.loadSessions()
+            let last = states - (states % 2 == 0 ? 0 : 1), lastOdd = states - (states % 2 == 0 ? 1 : 0)
+            #expect(loaded.map(\.id) == ["s", "t"])
+            #expect(loaded.map { $0.state["k"]?.intValue } == [last, lastOdd])
+            // Deleting a session takes its rows; the other session keeps its own.
+            commit(store, [.delete(session: "s")])
+            #expect(try tails(store, "s").isEmpty)
+            #expect(try store.usedIds(session: "s").isEmpty)
+            #expect(try store.journal(session: "t", after: 0, limit: 10).map(\.n) == [1])
+            #expect(try store.loadSessions().map(\.id) == ["t"])
+        }
+    }
+
     /// Without a stored journal, sent messages are still stored (for replay), never listed.
     @Test func withoutAStoredJournalMessagesAreKeptForReplayOnly() throws {
         try withStore(Self.path("nojournal")) { store throws in
