@@ -52,10 +52,8 @@ struct EntryIndex: Sendable {
     /// Adds a new row. Rows arrive in entry order; a row with the number of an existing one
     /// replaces it, whose `g` is returned (to delete).
     mutating func append(_ session: String, _ row: Row) -> Int64? {
-        guard let last = rows[session]?.last, last.n >= row.n else {
-            rows[session, default: []].append(row)
-            return nil
-        }
+        // One lookup in the usual case: the row goes at the end.
+        if EntryIndex.appendIfLast(row, to: &rows[session, default: []]) { return nil }
         // A number written again (the same entry, after a failed commit was retried).
         var list = rows.removeValue(forKey: session) ?? []
         defer { rows[session] = list }
@@ -67,6 +65,11 @@ struct EntryIndex: Sendable {
         }
         list.insert(row, at: at)
         return nil
+    }
+
+    private static func appendIfLast(_ row: Row, to list: inout [Row]) -> Bool {
+        guard let last = list.last, last.n >= row.n else { list.append(row); return true }
+        return false
     }
 
     /// Records a session's newest state row (the one it replaces becomes `superseded`).

@@ -21,6 +21,7 @@ final class Database {
 
     deinit {
         for s in statements.values { sqlite3_finalize(s) }
+        for s in staticStatements.values { sqlite3_finalize(s) }
         sqlite3_close(db)
         walFrames.deallocate()
     }
@@ -55,19 +56,36 @@ final class Database {
         }
     }
 
+    /// Statements of `run`, by the address of their (static) text: no string hashing.
+    private var staticStatements: [UInt: OpaquePointer] = [:]
+
     /// Runs `sql` with `args`, calling `row` for each result row.
     func query(_ sql: String, _ args: [SQLValue] = [], row: ((Row) -> Void)? = nil) throws(SQLiteError) {
-        let stmt: OpaquePointer
-        if let s = statements[sql] {
-            stmt = s
-        } else {
-            var s: OpaquePointer?
-            guard sqlite3_prepare_v2(db, sql, -1, &s, nil) == SQLITE_OK, let s else {
-                throw SQLiteError(description: "\(lastError) in: \(sql.prefix(80))")
-            }
-            statements[sql] = s
-            stmt = s
+        if let s = statements[sql] { return try execute(s, sql, args, row) }
+        let s = try prepare(sql)
+        statements[sql] = s
+        try execute(s, sql, args, row)
+    }
+
+    /// `query` for statements whose text is a literal (the store's per-row statements).
+    func run(_ sql: StaticString, _ args: [SQLValue] = [], row: ((Row) -> Void)? = nil) throws(SQLiteError) {
+        let key = UInt(bitPattern: sql.utf8Start)
+        if let s = staticStatements[key] { return try execute(s, sql.description, args, row) }
+        let s = try prepare(sql.description)
+        staticStatements[key] = s
+        try execute(s, sql.description, args, row)
+    }
+
+    private func prepare(_ sql: String) throws(SQLiteError) -> OpaquePointer {
+        var s: OpaquePointer?
+        guard sqlite3_prepare_v2(db, sql, -1, &s, nil) == SQLITE_OK, let s else {
+            throw SQLiteError(description: "\(lastError) in: \(sql.prefix(80))")
         }
+        return s
+    }
+
+    /// `sql` is the statement's text, for an error message.
+    private func execute(_ stmt: OpaquePointer, _ sql: @autoclosure () -> String, _ args: [SQLValue], _ row: ((Row) -> Void)?) throws(SQLiteError) {
         defer { sqlite3_reset(stmt); sqlite3_clear_bindings(stmt) }
         for (i, a) in args.enumerated() {
             let idx = Int32(i + 1)
@@ -86,7 +104,7 @@ final class Database {
         while true {
             let rc = sqlite3_step(stmt)
             if rc == SQLITE_DONE { return }
-            guard rc == SQLITE_ROW else { throw SQLiteError(description: "\(lastError) in: \(sql.prefix(80))") }
+            guard rc == SQLITE_ROW else { throw SQLiteError(description: "\(lastError) in: \(sql().prefix(80))") }
             row?(Row(stmt: stmt))
         }
     }

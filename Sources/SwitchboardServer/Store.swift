@@ -261,7 +261,7 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
             if !ops.isEmpty || !done.isEmpty {
                 let start = monotonicNanos()
                 do {
-                    try writer.exec("BEGIN")
+                    try writer.run("BEGIN")
                     // State rows are full snapshots: only the last one per session is written.
                     var lastState: [String: JSONObject] = [:]
                     for op in ops {
@@ -269,9 +269,9 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
                     }
                     for (id, state) in lastState { try apply(.updateState(id: id, state: state), on: writer) }
                     for g in index.withLock({ $0.takeSuperseded(atLeast: SQLiteStore.supersededBatch) }) {
-                        try writer.query("DELETE FROM states WHERE g = ?", [.int(g)])
+                        try writer.run("DELETE FROM states WHERE g = ?", [.int(g)])
                     }
-                    try writer.exec("COMMIT")
+                    try writer.run("COMMIT")
                 } catch {
                     // A failed commit is acknowledged to no one: the batch goes back to the front of
                     // the queue and is retried with backoff until it commits (the server recovers by
@@ -336,34 +336,34 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
         case .trimMessages(let s, let stream, let through):
             try delete(index.withLock { $0.trimMessages(s, stream: stream, throughSeq: through) }, of: s, on: db)
         case .event(let s, let n, let type, let ts, let serverTs, let source, let payload):
-            try db.query("INSERT OR IGNORE INTO events (session, event_seq, type, ts, server_ts, source, payload) VALUES (?,?,?,?,?,?,?)",
+            try db.run("INSERT OR IGNORE INTO events (session, event_seq, type, ts, server_ts, source, payload) VALUES (?,?,?,?,?,?,?)",
                              [.text(s), .int(n), .text(type), .int(ts), .int(serverTs), .text(source), .json(.object(payload))])
         case .journal(let s, let n, let dir, let ts, let body, let m, let journaled):
-            try db.query("INSERT INTO entries (session, n, direction, ts, body, stream, seq, command_id, journaled) VALUES (?,?,?,?,?,?,?,?,?)",
+            try db.run("INSERT INTO entries (session, n, direction, ts, body, stream, seq, command_id, journaled) VALUES (?,?,?,?,?,?,?,?,?)",
                              [.text(s), .int(n), .text(dir.description), .int(ts), .bytes(body), m.map { .int($0.stream) } ?? .null,
                               m.map { .int($0.seq) } ?? .null, .optText(m?.commandId), .int(journaled ? 1 : 0)])
             let row = EntryIndex.Row(g: db.lastInsertRowid, n: n, seq: m?.seq ?? 0, stream: m.map { Int8(clamping: $0.stream) } ?? -1,
                                      journaled: journaled, hasCommandId: m?.commandId != nil)
-            if let replaced = index.withLock({ $0.append(s, row) }) { try db.query("DELETE FROM entries WHERE g = ?", [.int(replaced)]) }
+            if let replaced = index.withLock({ $0.append(s, row) }) { try db.run("DELETE FROM entries WHERE g = ?", [.int(replaced)]) }
         case .trimJournal(let s, let through, let keep):
             let (gone, unjournaled) = index.withLock { $0.trimJournal(s, throughN: through, keepFrom: keep) }
             try delete(gone, of: s, on: db)
-            for g in unjournaled { try db.query("UPDATE entries SET journaled = 0 WHERE g = ?", [.int(g)]) }
+            for g in unjournaled { try db.run("UPDATE entries SET journaled = 0 WHERE g = ?", [.int(g)]) }
         case .trimEvents(let s, let through):
             try db.query("DELETE FROM events WHERE session = ? AND event_seq <= ?", [.text(s), .int(through)])
         case .usedId(let s, let id):
             try db.query("INSERT OR IGNORE INTO ids (session, id) VALUES (?,?)", [.text(s), .text(id)])
         case .delete(let s):
             let (rows, state) = index.withLock { $0.remove(s) }
-            for r in rows { try db.query("DELETE FROM entries WHERE g = ?", [.int(r.g)]) }
-            if let state { try db.query("DELETE FROM states WHERE g = ?", [.int(state)]) }
+            for r in rows { try db.run("DELETE FROM entries WHERE g = ?", [.int(r.g)]) }
+            if let state { try db.run("DELETE FROM states WHERE g = ?", [.int(state)]) }
             for table in ["events", "ids"] { try db.query("DELETE FROM \(table) WHERE session = ?", [.text(s)]) }
             try db.query("DELETE FROM sessions WHERE id = ?", [.text(s)])
         }
     }
 
     private func appendState(_ session: String, _ state: JSONObject, on db: Database) throws(SQLiteError) {
-        try db.query("INSERT INTO states (session, state) VALUES (?,?)", [.text(session), .json(.object(state))])
+        try db.run("INSERT INTO states (session, state) VALUES (?,?)", [.text(session), .json(.object(state))])
         let g = db.lastInsertRowid
         index.withLock { $0.setState(session, g: g) }
     }
@@ -372,9 +372,9 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
     private func delete(_ rows: [EntryIndex.Row], of session: String, on db: Database) throws(SQLiteError) {
         for r in rows {
             if r.hasCommandId {
-                try db.query("INSERT OR IGNORE INTO ids (session, id) SELECT session, command_id FROM entries WHERE g = ? AND command_id IS NOT NULL", [.int(r.g)])
+                try db.run("INSERT OR IGNORE INTO ids (session, id) SELECT session, command_id FROM entries WHERE g = ? AND command_id IS NOT NULL", [.int(r.g)])
             }
-            try db.query("DELETE FROM entries WHERE g = ?", [.int(r.g)])
+            try db.run("DELETE FROM entries WHERE g = ?", [.int(r.g)])
         }
     }
 
@@ -432,7 +432,7 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
         return try read { db throws(SQLiteError) in
             var out: [(stream: Int, seq: Int, body: [UInt8], commandId: String?)] = []
             for row in rows {
-                try db.query("SELECT body, command_id FROM entries WHERE g = ?", [.int(row.g)]) { r in
+                try db.run("SELECT body, command_id FROM entries WHERE g = ?", [.int(row.g)]) { r in
                     out.append((Int(row.stream), row.seq, r.blob(0), r.text(1)))
                 }
             }
@@ -481,7 +481,7 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
         return try read { db throws(SQLiteError) in
             var out: [JournalEntry] = []
             for row in rows {
-                try db.query("SELECT n, direction, ts, body FROM entries WHERE g = ?", [.int(row.g)]) { r in
+                try db.run("SELECT n, direction, ts, body FROM entries WHERE g = ?", [.int(row.g)]) { r in
                     out.append(JournalEntry(n: Int(r.int(0)), direction: JournalEntry.direction(r.text(1) ?? "server"), ts: r.int(2), bytes: r.blob(3)[...]))
                 }
             }
@@ -496,7 +496,7 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
             try db.query("SELECT id FROM ids WHERE session = ?", [.text(session)]) { r in if let t = r.text(0) { out.insert(t) } }
             // Ids of commands still stored are on their `server.command` rows.
             for row in rows {
-                try db.query("SELECT command_id FROM entries WHERE g = ?", [.int(row.g)]) { r in if let t = r.text(0) { out.insert(t) } }
+                try db.run("SELECT command_id FROM entries WHERE g = ?", [.int(row.g)]) { r in if let t = r.text(0) { out.insert(t) } }
             }
             return out
         }

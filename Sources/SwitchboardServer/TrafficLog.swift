@@ -34,6 +34,8 @@ public final class TrafficLog: @unchecked Sendable {
 
     public let options: Options
     private let buffer = Locked<[UInt8]>([])
+    /// The buffer the writer thread last wrote out (its own between flushes).
+    private var spare: [UInt8] = []
     private let reopenRequested = Locked<Bool>(false)
     private let stopped = Locked<Bool>(false)
     private let wake = Locked<Int32>(-1)
@@ -101,11 +103,13 @@ public final class TrafficLog: @unchecked Sendable {
             Glibc.close(fd)
             try? open()
         }
-        let data = buffer.withLock { b -> [UInt8] in
-            let d = b
-            b.removeAll(keepingCapacity: true)
-            return d
-        }
+        // The loop keeps appending into the spare buffer, whose pages were written before:
+        // swapping two buffers allocates nothing and faults in no fresh pages.
+        var data: [UInt8] = []
+        swap(&data, &spare)
+        data.removeAll(keepingCapacity: true)
+        buffer.withLock { swap(&$0, &data) }
+        defer { spare = data.capacity > 4 << 20 ? [] : data }  // a burst's buffer is not kept
         guard !data.isEmpty else { return }
         if size + data.count > options.maxBytes && size > 0 { rotate() }
         data.withUnsafeBytes { raw in
