@@ -54,7 +54,4 @@ sleep 1
 taskset -c 1 "$WORK/storm" -url "http://127.0.0.1:$PORT" -api-key bench-key -sessions "${STORM_SESSIONS:-8000}" | tee "$WORK/storm.out"
 kill $RPID
 
-python3 scripts/bench-table.py "$RESULTS" "$WORK/storm.out"
-echo
-echo "Switchboard with store = memory:"
-python3 scripts/bench-table.py "$WORK/memory.jsonl"
+python3 scripts/bench-table.py "$RESULTS" "$WORK/storm.out" "$WORK/memory.jsonl"
