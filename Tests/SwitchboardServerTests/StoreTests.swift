@@ -172,6 +172,38 @@ import SwitchboardProtocol
         }
     }
 
+    /// A commit that fails after the index took some of its changes (here a trim, then a
+    /// state row refused by a trigger) leaves nothing behind: the index is read back from what
+    /// is committed, the retried batch trims the rows for good, after a restart too.
+    @Test func aFailedCommitLeavesTheIndexAsCommitted() throws {
+        let path = Self.path("rollback")
+        defer { for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) } }
+        do {
+            let loop = try EventLoop.spawn()
+            defer { loop.stop() }
+            let store = try SQLiteStore(path: path, loop: loop)
+            defer { store.close() }
+            commit(store, [entry("s", 1, "one"), entry("s", 2, "two")])
+            let other = try Database(path: path)
+            try other.exec("CREATE TRIGGER refuse BEFORE INSERT ON states BEGIN SELECT RAISE(ABORT, 'refused'); END")
+            let done = DispatchSemaphore(value: 0)
+            store.submit([.trimJournal(session: "s", throughN: 1, keepFrom: (worker: .max, client: .max)),
+                          .updateState(id: "s", state: ["k": .int(1)])]) { done.signal() }
+            let deadline = Date().addingTimeInterval(10)
+            while store.failedCommits == 0 && Date() < deadline { usleep(1_000) }
+            #expect(store.failedCommits > 0)
+            #expect(!store.isHealthy)
+            try other.exec("DROP TRIGGER refuse")
+            #expect(done.wait(timeout: .now() + 10) == .success, "not committed within 10 s")
+            #expect(store.isHealthy)
+            #expect(try store.journal(session: "s", after: 0, limit: 10).map(\.n) == [2])
+        }
+        try withStore(path) { store throws in
+            #expect(try store.journal(session: "s", after: 0, limit: 10).map(\.n) == [2])
+            #expect(try store.lastJournalEntry(session: "s") == 2)
+        }
+    }
+
     /// Without a stored journal, sent messages are still stored (for replay), never listed.
     @Test func withoutAStoredJournalMessagesAreKeptForReplayOnly() throws {
         try withStore(Self.path("nojournal")) { store throws in
@@ -185,8 +217,9 @@ import SwitchboardProtocol
         }
     }
 
-    /// A database written before messages became journal entries is migrated in place; its
-    /// retained messages still replay and its journal still reads.
+    /// A database written before messages became journal entries (version 1) is migrated in
+    /// place; its retained messages still replay, its journal still reads, its sessions keep
+    /// their state and their used command ids.
     @Test func aDatabaseFromBeforeKeepsItsJournalAndReplayTails() throws {
         let path = Self.path("migrate")
         do {
@@ -196,9 +229,14 @@ import SwitchboardProtocol
             try old.exec("""
             INSERT INTO journal (session, n, direction, ts, body) VALUES ('s', 1, 'server_to_client', 1, '{"seq":1}');
             INSERT INTO messages (session, stream, seq, body, command_id) VALUES ('s', 1, 1, '{"seq":1}', 'a');
+            INSERT INTO sessions (id, ordinal, created_at, timeouts, client_config, worker_token, client_token, phase)
+              VALUES ('s', 1, 1, '{}', '{}', x'01', x'02', 'active');
+            INSERT INTO session_state (id, state) VALUES ('s', '{"commandCounter":7}');
             """)
         }
         try withStore(path) { store throws in
+            #expect(try store.loadSessions().map { $0.state["commandCounter"]?.intValue } == [7])
+            #expect(try store.usedIds(session: "s") == ["a"])
             #expect(try store.journal(session: "s", after: 0, limit: 10).map(\.n) == [1])
             #expect(try tails(store, "s") == [#"1:1:{"seq":1}"#])
             commit(store, [entry("s", 2, "c2", StreamPosition(stream: 1, seq: 2, commandId: nil))])
