@@ -312,7 +312,7 @@ public final class Connection: Selectable, @unchecked Sendable {
         send(m, opcode: .text)
     }
 
-    public func send(_ message: OutboundMessage, opcode: Opcode) {
+    public func send(_ message: consuming OutboundMessage, opcode: Opcode) {
         guard isOpen else { return }
         var m = message
         if let deflater, let policy = config.deflate, m.payloadCount >= policy.threshold,

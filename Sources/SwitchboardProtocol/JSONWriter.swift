@@ -5,6 +5,14 @@ public struct JSONWriter {
 
     public init(bytes: [UInt8] = []) { self.bytes = bytes }
 
+    /// Hands over the bytes written, leaving the writer empty (the caller holds the only
+    /// reference: mutating them does not copy).
+    public mutating func take() -> [UInt8] {
+        var out: [UInt8] = []
+        swap(&out, &bytes)
+        return out
+    }
+
     public static func serialize(_ value: JSON) -> [UInt8] {
         var w = JSONWriter()
         w.write(value)

@@ -441,11 +441,12 @@ public actor Session {
         let pendingCommand = pending?.kind == .command ? pending?.id : nil
         guard let (r, messages) = withStream(peer.role, { $0.replay(after: lastSeq, pendingCommand: pendingCommand) }) else { return }
         var w = JSONWriter(bytes: [UInt8](repeating: 0, count: FrameWriter.maxHeaderSize))
+        w.bytes.reserveCapacity(messages.reduce(FrameWriter.maxHeaderSize + 256) { $0 + $1.payloadCount + 1 })
         ServerReplay.write(&w, fromSeq: r.from, toSeq: r.to, complete: r.complete,
                            messages: messages.lazy.map { $0.storage[FrameWriter.maxHeaderSize...] })
         relay.metrics.replays += 1
         if !r.complete { relay.metrics.incompleteReplays += 1 }
-        peer.connection.send(OutboundMessage(reserved: w.bytes), opcode: .text)
+        peer.connection.send(OutboundMessage(reserved: w.take()), opcode: .text)
     }
 
     // MARK: Commands
@@ -472,7 +473,7 @@ public actor Session {
         pending = p
         persistState()
         emit(to: .client, type: "server.command", id: cid, commandId: cid, sensitive: c.command == "fill" || c.command == "type",
-             durableFirst: true) { w in
+             durableFirst: true, relayed: c.rawParams?.count ?? 0) { w in
             ServerCommand.writeFields(&w, id: cid, command: c.command, params: c.params, rawParams: c.rawParams, timeoutMs: timeout)
         }
     }
@@ -511,7 +512,7 @@ public actor Session {
         persistState()
         let durationMs = Int((monotonicNanos() &- p.startedAt) / 1_000_000)
         relay.metrics.observeRoundTrip(ms: durationMs)
-        emit(to: .worker, type: "server.command_result", id: r.id) { w in
+        emit(to: .worker, type: "server.command_result", id: r.id, relayed: r.rawResult?.count ?? 0) { w in
             ServerCommandResult.writeFields(&w, id: r.id, command: p.command, rawResult: r.rawResult, error: r.error, durationMs: durationMs)
         }
     }
@@ -642,16 +643,19 @@ public actor Session {
     /// With `durableFirst`, the message reaches the peer only once the store has committed it
     /// (and everything before it); later messages of the same stream wait behind it, so a peer
     /// always sees its stream in `seq` order.
+    /// `relayed`: the size of bytes the fields copy from a peer's message (params, result), so
+    /// the buffer is allocated once at its size instead of growing by doubling.
     func emit(to role: Role, type: StaticString, id: String?, commandId: String? = nil, sensitive: Bool = false,
-              durableFirst: Bool = false, _ fields: (inout JSONWriter) -> Void) {
+              durableFirst: Bool = false, relayed: Int = 0, _ fields: (inout JSONWriter) -> Void) {
         ensureLoaded()
         var w = JSONWriter(bytes: [UInt8](repeating: 0, count: FrameWriter.maxHeaderSize))
-        w.bytes.reserveCapacity(256)
+        w.bytes.reserveCapacity(FrameWriter.maxHeaderSize + 256 + relayed)
         let (seq, reservation) = withStream(role) { $0.next() }
         w.open(type: type, seq: seq)
         fields(&w)
         w.raw("}")
-        var message = OutboundMessage(reserved: w.bytes)
+        // The bytes move into the message: sealing writes the header in place, no copy.
+        var message = OutboundMessage(reserved: w.take())
         message.seal(.text)
         let retained = Retained(seq: seq, storage: message.storage, commandId: commandId)
         let settings = relay.settings
