@@ -136,9 +136,28 @@ public struct JSONParser: ~Copyable {
         }
     }
 
+    /// Moves `i` past plain string bytes (not `"`, `\\` or a control character), eight at a
+    /// time while at least eight remain; stops at (or a few bytes before) the first other byte,
+    /// which the byte-wise loops then handle.
+    private mutating func skipPlainRun() {
+        let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
+        let raw = UnsafeRawPointer(base)
+        while end - i >= 8 {
+            let x = raw.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+            // A byte of `v` is zero (or below `n` for `x &- n * ones`) when its high bit is set
+            // in the result: the classic test, exact about whether any byte qualifies.
+            let quote = x ^ (0x22 &* ones), backslash = x ^ (0x5C &* ones)
+            let special = ((quote &- ones) & ~quote | (backslash &- ones) & ~backslash | (x &- 0x20 &* ones) & ~x) & highs
+            if special != 0 { return }
+            i += 8
+        }
+    }
+
     private mutating func skipString() throws(JSONParseError) {
         i += 1
         while i < end {
+            skipPlainRun()
+            guard i < end else { break }
             let c = base[i]
             if c == UInt8(ascii: "\"") { i += 1; return }
             if c < 0x20 { throw error("control character in string") }
@@ -269,6 +288,8 @@ public struct JSONParser: ~Copyable {
         let start = i
         // Fast path: no escapes.
         while i < end {
+            skipPlainRun()
+            guard i < end else { break }
             let c = base[i]
             if c == UInt8(ascii: "\"") {
                 let s = UnsafeBufferPointer(start: base + start, count: i - start)

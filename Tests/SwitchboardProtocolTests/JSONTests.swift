@@ -18,6 +18,32 @@ import Testing
         #expect(throws: JSONParseError.self) { try JSONParser.parse(text) }
     }
 
+    /// Strings are scanned eight bytes at a time: a quote, a backslash, a control character or
+    /// a multi-byte character at every offset of strings of 0…40 bytes, parsed both ways
+    /// (built, and skipped as a relayed member), gives what the byte-wise rules give.
+    @Test(arguments: [
+        (#"\""#, "\""), (#"\\"#, "\\"), (#"\n"#, "\n"), (#"\u00e9"#, "é"), ("é", "é"), ("😀", "😀"), ("\u{7F}", "\u{7F}"),
+    ])
+    func everyOffsetOfASpecialByteInAString(escaped: String, decoded: String) throws {
+        for length in 0...40 {
+            for at in 0...length {
+                let plain = { (n: Int) in String(repeating: "a", count: n) }
+                let text = "\"" + plain(at) + escaped + plain(length - at) + "\""
+                #expect(try JSONParser.parse(text) == .string(plain(at) + decoded + plain(length - at)), "\(text)")
+                let object = Array(("{\"r\":" + text + ",\"n\":1}").utf8)
+                let parsed = try object.withUnsafeBytes { try JSONParser.parseObject($0, build: { $0 != "r" }) }
+                #expect(parsed?.0.last?.value == .int(1))
+                // The same string with a raw control character or a cut end is refused.
+                for bad in ["\"" + plain(at) + "\u{01}" + plain(length - at) + "\"", "\"" + plain(at) + escaped + plain(length - at)] {
+                    #expect(throws: JSONParseError.self) { try JSONParser.parse(bad) }
+                    #expect(throws: JSONParseError.self) {
+                        try Array(("{\"r\":" + bad).utf8).withUnsafeBytes { try JSONParser.parseObject($0, build: { _ in false }) }
+                    }
+                }
+            }
+        }
+    }
+
     @Test func nestingIsLimited() {
         let deep = String(repeating: "[", count: 100) + String(repeating: "]", count: 100)
         #expect(throws: JSONParseError.self) { try JSONParser.parse(deep) }
