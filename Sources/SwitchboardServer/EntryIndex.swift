@@ -39,25 +39,30 @@ struct EntryIndex: Sendable {
         }
     }
 
-    /// The position of the first row numbered above `n` (rows are in entry order).
-    private static func start(_ list: [Row], after n: Int) -> Int {
+    /// The position of the first row for which `isPast` holds, `isPast` being false then true
+    /// along the list (rows are in entry order).
+    private static func first(_ list: [Row], _ isPast: (Row) -> Bool) -> Int {
         var lo = 0, hi = list.count
         while lo < hi {
             let mid = lo + (hi - lo) / 2
-            if list[mid].n > n { hi = mid } else { lo = mid + 1 }
+            if isPast(list[mid]) { hi = mid } else { lo = mid + 1 }
         }
         return lo
     }
+
+    /// The position of the first row numbered above `n`.
+    private static func start(_ list: [Row], after n: Int) -> Int { first(list) { $0.n > n } }
 
     /// Adds a new row. Rows arrive in entry order; a row with the number of an existing one
     /// replaces it, whose `g` is returned (to delete).
     mutating func append(_ session: String, _ row: Row) -> Int64? {
         // One lookup in the usual case: the row goes at the end.
         if EntryIndex.appendIfLast(row, to: &rows[session, default: []]) { return nil }
-        // A number written again (the same entry, after a failed commit was retried).
+        // Not expected (entry numbers only grow): a number written again replaces its row, as
+        // the table's key did in the layout before.
         var list = rows.removeValue(forKey: session) ?? []
         defer { rows[session] = list }
-        let at = EntryIndex.start(list, after: row.n - 1)
+        let at = EntryIndex.first(list) { $0.n >= row.n }
         if at < list.count, list[at].n == row.n {
             let old = list[at].g
             list[at] = row

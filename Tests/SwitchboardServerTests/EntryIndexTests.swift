@@ -86,6 +86,13 @@ import Testing
         _ = x.trimJournal("s", throughN: 2, keepFrom: (worker: .max, client: .max))
         #expect(x.append("s", Self.row(2, g: 903)) == nil)
         #expect(x.journal("s", after: 0, limit: 10).map(\.n) == [2, 3, 4, 5, 6])
+        // The ends of Int: a row numbered Int.min goes first, one numbered Int.max last.
+        #expect(x.append("s", Self.row(.min, g: 904)) == nil)
+        #expect(x.append("s", Self.row(.min, g: 905)) == 904)
+        #expect(x.append("s", Self.row(.max, g: 906)) == nil)
+        #expect(x.journal("s", after: .min, limit: 10).map(\.g) == [903, 900, 901, 105, 902, 906])
+        #expect(x.journal("s", after: .min + 1, limit: 10).first?.n == 2)
+        #expect(x.lastEntry("s") == .max)
     }
 
     @Test func rowsLoadedOutOfEntryOrderAreSortedStably() {
