@@ -88,7 +88,13 @@ public struct JSONWriter {
         bytes.append(contentsOf: UnsafeBufferPointer(start: b.utf8Start, count: b.utf8CodeUnitCount))
     }
 
-    public mutating func raw<C: Collection>(_ b: C) where C.Element == UInt8 { bytes.append(contentsOf: b) }
+    public mutating func raw<C: Collection>(_ b: C) where C.Element == UInt8 {
+        // Growing for a large value (relayed params or results), leave room for the few bytes
+        // that close the message: otherwise they would double a buffer just filled.
+        let needed = bytes.count + b.count
+        if needed > bytes.capacity { bytes.reserveCapacity(Swift.max(needed + 256, bytes.capacity * 2)) }
+        bytes.append(contentsOf: b)
+    }
 
     public mutating func int(_ v: Int) { bytes.append(contentsOf: String(v).utf8) }
 }

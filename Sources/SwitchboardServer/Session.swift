@@ -441,7 +441,6 @@ public actor Session {
         let pendingCommand = pending?.kind == .command ? pending?.id : nil
         guard let (r, messages) = withStream(peer.role, { $0.replay(after: lastSeq, pendingCommand: pendingCommand) }) else { return }
         var w = JSONWriter(bytes: [UInt8](repeating: 0, count: FrameWriter.maxHeaderSize))
-        w.bytes.reserveCapacity(messages.reduce(FrameWriter.maxHeaderSize + 256) { $0 + $1.payloadCount + 1 })
         ServerReplay.write(&w, fromSeq: r.from, toSeq: r.to, complete: r.complete,
                            messages: messages.lazy.map { $0.storage[FrameWriter.maxHeaderSize...] })
         relay.metrics.replays += 1
@@ -473,7 +472,7 @@ public actor Session {
         pending = p
         persistState()
         emit(to: .client, type: "server.command", id: cid, commandId: cid, sensitive: c.command == "fill" || c.command == "type",
-             durableFirst: true, relayed: c.rawParams?.count ?? 0) { w in
+             durableFirst: true) { w in
             ServerCommand.writeFields(&w, id: cid, command: c.command, params: c.params, rawParams: c.rawParams, timeoutMs: timeout)
         }
     }
@@ -512,7 +511,7 @@ public actor Session {
         persistState()
         let durationMs = Int((monotonicNanos() &- p.startedAt) / 1_000_000)
         relay.metrics.observeRoundTrip(ms: durationMs)
-        emit(to: .worker, type: "server.command_result", id: r.id, relayed: r.rawResult?.count ?? 0) { w in
+        emit(to: .worker, type: "server.command_result", id: r.id) { w in
             ServerCommandResult.writeFields(&w, id: r.id, command: p.command, rawResult: r.rawResult, error: r.error, durationMs: durationMs)
         }
     }
@@ -643,13 +642,11 @@ public actor Session {
     /// With `durableFirst`, the message reaches the peer only once the store has committed it
     /// (and everything before it); later messages of the same stream wait behind it, so a peer
     /// always sees its stream in `seq` order.
-    /// `relayed`: the size of bytes the fields copy from a peer's message (params, result), so
-    /// the buffer is allocated once at its size instead of growing by doubling.
     func emit(to role: Role, type: StaticString, id: String?, commandId: String? = nil, sensitive: Bool = false,
-              durableFirst: Bool = false, relayed: Int = 0, _ fields: (inout JSONWriter) -> Void) {
+              durableFirst: Bool = false, _ fields: (inout JSONWriter) -> Void) {
         ensureLoaded()
         var w = JSONWriter(bytes: [UInt8](repeating: 0, count: FrameWriter.maxHeaderSize))
-        w.bytes.reserveCapacity(FrameWriter.maxHeaderSize + 256 + relayed)
+        w.bytes.reserveCapacity(FrameWriter.maxHeaderSize + 256)
         let (seq, reservation) = withStream(role) { $0.next() }
         w.open(type: type, seq: seq)
         fields(&w)

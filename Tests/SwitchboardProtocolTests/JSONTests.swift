@@ -44,6 +44,22 @@ import Testing
         }
     }
 
+    /// A relayed 64 KiB value followed by the bytes that close its message fits one buffer:
+    /// they do not double it (a retained message would hold twice its size).
+    @Test func aLargeRawValueLeavesRoomForWhatClosesTheMessage() {
+        var w = JSONWriter(bytes: [UInt8](repeating: 0, count: 14))
+        w.bytes.reserveCapacity(270)
+        w.raw(#"{"type":"server.command","seq":1,"params":"#)
+        w.raw([UInt8](repeating: UInt8(ascii: "1"), count: 65_536))
+        w.raw(#","timeoutMs":30000}"#)
+        #expect(w.bytes.count == 14 + 42 + 65_536 + 19)
+        #expect(w.bytes.capacity < w.bytes.count + 4_096, "capacity \(w.bytes.capacity) for \(w.bytes.count) bytes")
+        // Small values still grow the buffer geometrically.
+        var small = JSONWriter()
+        for _ in 0..<10_000 { small.raw([UInt8(ascii: "1")]) }
+        #expect(small.bytes.count == 10_000)
+    }
+
     @Test func nestingIsLimited() {
         let deep = String(repeating: "[", count: 100) + String(repeating: "]", count: 100)
         #expect(throws: JSONParseError.self) { try JSONParser.parse(deep) }
