@@ -137,18 +137,20 @@ public struct JSONParser: ~Copyable {
     }
 
     /// Moves `i` past plain string bytes (not `"`, `\\` or a control character), eight at a
-    /// time while at least eight remain; stops at (or a few bytes before) the first other byte,
-    /// which the byte-wise loops then handle.
+    /// time while at least eight remain, onto the first other byte, which the byte-wise loops
+    /// then handle (the last bytes before the end are theirs too).
     private mutating func skipPlainRun() {
         let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
         let raw = UnsafeRawPointer(base)
         while end - i >= 8 {
-            let x = raw.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+            // Little-endian: the byte at `i` is the lowest.
+            let x = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: i, as: UInt64.self))
             // A byte of `v` is zero (or below `n` for `x &- n * ones`) when its high bit is set
-            // in the result: the classic test, exact about whether any byte qualifies.
+            // in the result: the classic test, exact for the lowest such byte (a borrow only
+            // marks bytes above it).
             let quote = x ^ (0x22 &* ones), backslash = x ^ (0x5C &* ones)
             let special = ((quote &- ones) & ~quote | (backslash &- ones) & ~backslash | (x &- 0x20 &* ones) & ~x) & highs
-            if special != 0 { return }
+            if special != 0 { i += special.trailingZeroBitCount >> 3; return }
             i += 8
         }
     }
