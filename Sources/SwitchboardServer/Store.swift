@@ -334,7 +334,7 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
         case .updateState(let id, let state):
             try appendState(id, state, on: db)
         case .trimMessages(let s, let stream, let through):
-            try delete(index.withLock { $0.trimMessages(s, stream: stream, throughSeq: through) }, of: s, on: db)
+            try delete(index.withLock { $0.trimMessages(s, stream: stream, throughSeq: through) }, on: db)
         case .event(let s, let n, let type, let ts, let serverTs, let source, let payload):
             try db.run("INSERT OR IGNORE INTO events (session, event_seq, type, ts, server_ts, source, payload) VALUES (?,?,?,?,?,?,?)",
                              [.text(s), .int(n), .text(type), .int(ts), .int(serverTs), .text(source), .json(.object(payload))])
@@ -347,7 +347,7 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
             if let replaced = index.withLock({ $0.append(s, row) }) { try db.run("DELETE FROM entries WHERE g = ?", [.int(replaced)]) }
         case .trimJournal(let s, let through, let keep):
             let (gone, unjournaled) = index.withLock { $0.trimJournal(s, throughN: through, keepFrom: keep) }
-            try delete(gone, of: s, on: db)
+            try delete(gone, on: db)
             for g in unjournaled { try db.run("UPDATE entries SET journaled = 0 WHERE g = ?", [.int(g)]) }
         case .trimEvents(let s, let through):
             try db.query("DELETE FROM events WHERE session = ? AND event_seq <= ?", [.text(s), .int(through)])
@@ -369,7 +369,7 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
     }
 
     /// Deletes entry rows the index let go; their command ids stay used.
-    private func delete(_ rows: [EntryIndex.Row], of session: String, on db: Database) throws(SQLiteError) {
+    private func delete(_ rows: [EntryIndex.Row], on db: Database) throws(SQLiteError) {
         for r in rows {
             if r.hasCommandId {
                 try db.run("INSERT OR IGNORE INTO ids (session, id) SELECT session, command_id FROM entries WHERE g = ? AND command_id IS NOT NULL", [.int(r.g)])
