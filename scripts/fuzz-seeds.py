@@ -73,10 +73,21 @@ write("inflate", [
     b"\x00" + frame(1, deflate(b"abc" * 10), fin=False, mask=False, rsv1=True) + frame(0, deflate(b"def"), mask=False),
 ])
 
+# Strings are scanned eight bytes at a time: special bytes at each offset of a word and next to
+# the end of the text, long plain runs that are cut or end in a control byte, high bytes
+# (valid and invalid UTF-8) that must not be taken for special ones, runs of escapes.
+words = []
+for k in range(9):
+    for special in [b'\\"', b'\\\\', b'\x01', b'\x1f', b'\x7f', b'\xc3\xa9', b'\xff', b'\\u0000']:
+        words.append(b'"' + b"a" * k + special + b"b" * (8 - k) + b'"')
+        words.append(b'"' + b"a" * (k + 8) + special)  # cut at the end of the text
 write("json", [s.encode() for s in [
     '{"a":[1,2.5,-3e10,true,false,null],"b":{"c":"\\u00e9\\ud83d\\ude00"}}',
     '[' * 40 + ']' * 40, '"\\ud800"', '1e400', '{"x":1,"x":2}', '-0.0e-0', '{"k":"' + "v" * 300 + '"}',
-]])
+]] + words + [
+    b'"' + b"x" * (1 << 17) + b'"', b'"' + b"x" * ((1 << 17) + 7), b'"' + b"x" * 65_535 + b"\x00" + b'"',
+    b'"' + b"\x80\xbf\xfe" * 4000 + b'"', b'"' + b'\\"' * 20000 + b'"', b'{"r":"' + b"y" * 65_536 + b'","n":1}',
+])
 
 commands = [
     {"type": "worker.command", "id": "c1", "command": "navigate", "params": {"url": "https://example.com", "waitUntil": "load"}},
@@ -114,6 +125,9 @@ extremes = [
     {"type": "client.cdp", "channel": -1, "data": "[]"},
     {"type": "client.cdp", "channel": 1, "data": "{}{}"},
     {"type": "client.cdp", "channel": 1, "data": json.dumps({"id": 1, "result": {"data": "A" * 60000}})},
+    # Relayed values of 64 KiB and more, with quotes, backslashes and control escapes at word edges.
+    {"type": "worker.command", "command": "evaluate", "params": {"expression": ("a" * 7 + "\"\\\n") * 6000}},
+    {"type": "client.command_response", "id": "c1", "result": {"value": "z" * (1 << 17)}},
 ]
 write("inbound", [json.dumps(m).encode() for m in commands + client + extremes]
       + [b"{not json", b'{"type":"worker.command","command":"url","timeoutMs":9007199254740993}',
