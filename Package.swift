@@ -24,10 +24,12 @@ let package = Package(
         .systemLibrary(name: "CSystem"),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
+        // The session store of several nodes (docs/scaling.md).
+        .systemLibrary(name: "CPostgreSQL", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
         .target(name: "SwitchboardProtocol"),
         .target(name: "WebSocketCore", dependencies: ["CZlib", "COpenSSL"]),
         .target(name: "SocketServer", dependencies: ["WebSocketCore", "COpenSSL", "CSystem"]),
-        .target(name: "SwitchboardServer", dependencies: ["SwitchboardProtocol", "SocketServer", "WebSocketCore", "COpenSSL", "CSQLite"]),
+        .target(name: "SwitchboardServer", dependencies: ["SwitchboardProtocol", "SocketServer", "WebSocketCore", "COpenSSL", "CSQLite", "CPostgreSQL"]),
         // The WebSocket and HTTP client transport of the SDK on Linux (Apple platforms use URLSession).
         .target(name: "WebSocketClient", dependencies: ["WebSocketCore", "SocketServer", "CSystem", "COpenSSL"]),
         .target(name: "Switchboard", dependencies: [

@@ -67,6 +67,11 @@ public struct ServeConfiguration: Sendable, Equatable {
     public var maxCommandTimeoutMs = 600_000
     public var injectionScripts: [String] = ["telemetry", "network", "console", "interaction"]
     public var store = "sqlite"
+    /// Several nodes (`store = "postgres"`): the libpq connection string, this node's name
+    /// (unique among the nodes; defaults to the host name and port) and its lease.
+    public var postgresURL: String? = nil
+    public var nodeName: String? = nil
+    public var leaseMs = 10_000
     public var journalStoredEntries = 100_000
     public var retentionHours = 168
     // Bounds (docs: config/switchboard.toml, "Bounds").
@@ -162,6 +167,9 @@ public struct ServeConfiguration: Sendable, Equatable {
         Key(name: "injection_scripts", kind: .list) { c, v in if case .list(let l) = v { c.injectionScripts = l } },
         Key(name: "journal_stored_entries", kind: .int(0...100_000_000)) { c, v in if case .int(let i) = v { c.journalStoredEntries = i } },
         Key(name: "store", kind: .string) { c, v in if case .string(let s) = v { c.store = s } },
+        Key(name: "postgres_url", kind: .optionalString) { c, v in if case .string(let s) = v { c.postgresURL = s.isEmpty ? nil : s } },
+        Key(name: "node_name", kind: .optionalString) { c, v in if case .string(let s) = v { c.nodeName = s.isEmpty ? nil : s } },
+        Key(name: "lease_ms", kind: .int(300...600_000)) { c, v in if case .int(let i) = v { c.leaseMs = i } },
         Key(name: "retention_hours", kind: .int(1...87_600)) { c, v in if case .int(let i) = v { c.retentionHours = i } },
         Key(name: "max_sessions", kind: .int(1...100_000_000)) { c, v in if case .int(let i) = v { c.maxSessions = i } },
         Key(name: "max_connections", kind: .int(1...100_000_000)) { c, v in if case .int(let i) = v { c.maxConnections = i } },
@@ -237,8 +245,12 @@ public struct ServeConfiguration: Sendable, Equatable {
             throw ConfigError(key: tlsCert == nil ? "tls_cert" : "tls_key", value: "(unset)", source: "configuration",
                               problem: "tls_cert and tls_key go together")
         }
-        if store != "sqlite" && store != "memory" {
-            throw ConfigError(key: "store", value: "\"\(store)\"", source: "configuration", problem: "must be \"sqlite\" or \"memory\"")
+        if store != "sqlite" && store != "memory" && store != "postgres" {
+            throw ConfigError(key: "store", value: "\"\(store)\"", source: "configuration", problem: "must be \"sqlite\", \"memory\" or \"postgres\"")
+        }
+        if store == "postgres" && postgresURL == nil {
+            throw ConfigError(key: "postgres_url", value: "(unset)", source: "configuration",
+                              problem: "store = \"postgres\" needs a connection string (e.g. postgresql://switchboard@db/switchboard)")
         }
         if host.isEmpty { throw ConfigError(key: "host", value: "[]", source: "configuration", problem: "give at least one address") }
         for (d, m, name) in [(defaultConnectTimeoutMs, maxConnectTimeoutMs, "default_connect_timeout_ms"),

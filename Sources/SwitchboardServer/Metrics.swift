@@ -36,6 +36,9 @@ public final class Metrics {
         phases[to, default: 0] += 1
     }
 
+    /// A session this node no longer serves.
+    func phaseGone(_ phase: Phase) { phases[phase, default: 1] -= 1 }
+
     func countOut(_ type: StaticString) {
         let key = Int(bitPattern: type.utf8Start)
         if let e = messagesOut[key] { messagesOut[key] = (e.name, e.count + 1) } else { messagesOut[key] = (type, 1) }

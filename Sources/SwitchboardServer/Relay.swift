@@ -77,9 +77,14 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
     public let store: SessionStore?
     public weak var server: Server?
     private var apiKeyHashes: [[UInt8]]
-    private var sessions: [String: Session] = [:]
-    private var order: [Session] = []
-    private var ordinal = 0
+    var sessions: [String: Session] = [:]
+    var order: [Session] = []
+    var ordinal = 0
+    /// Several nodes on PostgreSQL: which sessions this node serves (nil for one node).
+    public let cluster: PostgresStore?
+    /// Sessions this node stopped serving whose queued writes are not all committed yet: a
+    /// peer for one is told to come back (it is served again only from what is committed).
+    var leaving: Set<String> = []
     public private(set) var draining = false
     /// The limits the inbound decoder applies, from the settings.
     let inboundLimits: InboundLimits
@@ -89,6 +94,7 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
         self.settings = settings
         self.log = log
         self.store = store
+        cluster = store as? PostgresStore
         apiKeyHashes = settings.apiKeys.map { Crypto.sha256($0) }
         inboundLimits = InboundLimits(maxCommandTimeoutMs: settings.maxima.commandTimeoutMs, maxYieldTimeoutMs: settings.maxYieldTimeoutMs)
     }
@@ -97,8 +103,20 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
     /// deadlines now, replay tails, events and journals on first use. Then schedules retention.
     public func restore() throws {
         guard let store else { scheduleRetention(); return }
-        let records = try store.loadSessions()
         defer { scheduleRetention() }
+        if let cluster { try startCluster(cluster); return }
+        let records = try store.loadSessions()
+        try install(records)
+        if !records.isEmpty {
+            log.event(session: nil, "restored", ["sessions": .int(records.count),
+                                                 "live": .int(records.filter { !$0.phase.isTerminal }.count)])
+        }
+    }
+
+    /// Serves stored sessions here (at start, or when this node takes them over): rows and
+    /// deadlines now, replay tails, events and journals on first use.
+    func install(_ records: [SessionRecord]) throws {
+        guard let store, !records.isEmpty else { return }
         for r in records {
             let session = Session(id: r.id, ordinal: r.ordinal, relay: self, workerTokenHash: r.workerTokenHash,
                                   clientTokenHash: r.clientTokenHash, createdAt: r.createdAt, timeouts: r.timeouts,
@@ -110,12 +128,8 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
             session.assumeIsolated { $0.restore(r) }
         }
         // The new seq reservations are durable before any peer is served: a crash right after
-        // this start resumes beyond every seq this run can hand out.
+        // this resumes beyond every seq this run can hand out.
         try store.commitNow(records.compactMap { r in sessions[r.id].map { s in .updateState(id: r.id, state: s.assumeIsolated { $0.stateSnapshot() }) } })
-        if !records.isEmpty {
-            log.event(session: nil, "restored", ["sessions": .int(records.count),
-                                                 "live": .int(records.filter { !$0.phase.isTerminal }.count)])
-        }
     }
 
     func scheduleRetention() {
@@ -167,7 +181,9 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
         let cutoff = epochMillis() - settings.retentionMs
         let ids: [String]
         if let store {
-            guard let purged = try? store.purgeTerminal(endedBefore: cutoff) else { return }
+            guard var purged = try? store.purgeTerminal(endedBefore: cutoff) else { return }
+            // Another node may have deleted the rows of sessions this one still holds.
+            if cluster != nil { purged += order.filter { s in s.assumeIsolated { $0.endedAt.map { $0 <= cutoff } ?? false } }.map(\.id) }
             ids = purged
         } else {
             ids = order.filter { s in s.assumeIsolated { $0.endedAt.map { $0 <= cutoff } ?? false } }.map(\.id)
@@ -179,7 +195,11 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
         log.event(session: nil, "purged", ["sessions": .int(ids.count)])
     }
 
-    public func startDraining() { draining = true }
+    public func startDraining() {
+        draining = true
+        // Several nodes: every session moves to another node, after what is queued is committed.
+        if cluster != nil { handOff(Array(sessions.keys)) }
+    }
 
     // MARK: HTTP
 
@@ -211,11 +231,42 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
     /// The session with `id`, whoever owns it.
     func session(_ id: String) -> Session? { sessions[id] }
 
-    /// A session the tenant may see: its own, or one stored before tenants were recorded.
-    private func session(_ id: String, for tenant: String) -> Session? {
-        guard let s = sessions[id], s.tenant == nil || s.tenant == tenant else { return nil }
-        return s
+    /// The session with `id` served here: held already, or taken over now (several nodes).
+    func lookup(_ id: String) -> Lookup {
+        if let s = sessions[id] { return .found(s) }
+        guard let cluster else { return .notFound }
+        if leaving.contains(id) { return .moved }
+        switch (try? cluster.takeOver(id)) ?? .heldElsewhere {
+        case .notFound: return .notFound
+        case .heldElsewhere: return .moved
+        case .taken(let record):
+            do { try install([record]) } catch {
+                evict([id], reason: "the session could not be taken over")
+                return .moved
+            }
+            log.event(session: id, "taken_over", ["node": .string(cluster.nodeId)])
+            return sessions[id].map { .found($0) } ?? .moved
+        }
     }
+
+    enum Lookup { case found(Session), moved, notFound }
+
+    static func moved() -> HTTPResponse {
+        var r = error(503, "session_moved", "the session is being moved to another node; retry in a second")
+        r.headers.append(("Retry-After", "1"))
+        return r
+    }
+
+    /// A session the tenant may see: its own, or one stored before tenants were recorded.
+    private func session(_ id: String, for tenant: String) -> Found {
+        switch lookup(id) {
+        case .found(let s) where s.tenant == nil || s.tenant == tenant: return .success(s)
+        case .moved: return .failure(Relay.moved())
+        default: return .failure(Relay.error(404, "not_found", "no session \(id)"))
+        }
+    }
+
+    enum Found { case success(Session), failure(HTTPResponse) }
 
     /// Answers now or, for what must be durable or read after pending writes, once the store
     /// has committed.
@@ -274,16 +325,19 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
         case ("POST", 2): return createSession(request, tenant: tenant, respond: respond)
         case ("GET", 2): return listSessions(request, tenant: tenant)
         case ("GET", 3):
-            guard let s = session(parts[2], for: tenant) else { return Relay.error(404, "not_found", "no session \(parts[2])") }
+            let s: Session
+            switch session(parts[2], for: tenant) { case .success(let found): s = found; case .failure(let r): return r }
             return Relay.json(200, infoJSON(s))
         case ("DELETE", 3):
-            guard let s = session(parts[2], for: tenant) else { return Relay.error(404, "not_found", "no session \(parts[2])") }
+            let s: Session
+            switch session(parts[2], for: tenant) { case .success(let found): s = found; case .failure(let r): return r }
             s.assumeIsolated { $0.lifecycle(.cancel) }
             guard store != nil else { return Relay.json(200, infoJSON(s)) }
             respondAfterCommit(respond: respond) { Relay.json(200, self.infoJSON(s)) }
             return nil
         case ("GET", 4) where parts[3] == "events" || parts[3] == "journal":
-            guard let s = session(parts[2], for: tenant) else { return Relay.error(404, "not_found", "no session \(parts[2])") }
+            let s: Session
+            switch session(parts[2], for: tenant) { case .success(let found): s = found; case .failure(let r): return r }
             let q = request.query
             var after = 0, limit = 100
             if let a = q["after"] {
@@ -315,7 +369,7 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
         }
     }
 
-    private func infoJSON(_ s: Session) -> JSON {
+    func infoJSON(_ s: Session) -> JSON {
         let info = s.assumeIsolated { $0.info() }
         var o: JSONObject = [:]
         o["sessionId"] = .string(info.sessionId)
@@ -396,6 +450,10 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
         let sid = "sess_" + Crypto.hex(Crypto.randomBytes(12))
         let workerToken = Crypto.token(prefix: "wt_")
         let clientToken = Crypto.token(prefix: "ct_")
+        if cluster != nil {
+            return createClusterSession(request, id: sid, workerToken: workerToken, clientToken: clientToken, timeouts: timeouts,
+                                        metadata: metadata, clientConfig: clientConfig, tenant: tenant, respond: respond)
+        }
         ordinal += 1
         let session = Session(id: sid, ordinal: ordinal, relay: self, workerTokenHash: Crypto.sha256(workerToken),
                               clientTokenHash: Crypto.sha256(clientToken), createdAt: epochMillis(), timeouts: timeouts,
@@ -423,7 +481,7 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
     }
 
     /// `ws://host:port` (or the configured public URL, as ws:// or wss://) for URLs in answers.
-    private func webSocketBase(_ request: HTTPRequest) -> String {
+    func webSocketBase(_ request: HTTPRequest) -> String {
         let base = settings.publicURL ?? "\(settings.tls ? "wss" : "ws")://\(request.headers["Host"] ?? "127.0.0.1:\(server?.port ?? 0)")"
         if base.hasPrefix("http://") { return "ws://" + base.dropFirst(7) }
         if base.hasPrefix("https://") { return "wss://" + base.dropFirst(8) }
@@ -442,7 +500,12 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
     /// The session `id` when `token` is its token for `role`. The token is hashed and compared
     /// even for an unknown session, so the two refusals (404, 401) take the same time.
     private func authorise(_ token: String, session id: String, role: Role) -> Authorised {
-        let session = sessions[id]
+        var session: Session? = nil
+        switch lookup(id) {
+        case .found(let s): session = s
+        case .moved: return .refused(Relay.moved())
+        case .notFound: break
+        }
         let ok = session?.assumeIsolated { $0.tokenMatches(token, role: role) } ?? Crypto.constantTimeEqual(Crypto.sha256(token), Relay.dummyHash)
         guard let session else { return .refused(Relay.error(404, "not_found", "no such session")) }
         guard ok else { return .refused(Relay.error(401, "unauthorized", "wrong token for this session and role")) }
@@ -501,6 +564,7 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
             guard let v = Int(c) else { return Relay.error(400, "validation_error", "invalid cursor", issues: [ValidationIssue(path: "cursor", message: "invalid")]) }
             before = v
         }
+        if let cluster { return listClusterSessions(cluster, tenant: tenant, phase: phase, before: before, limit: limit) }
         var items: [JSON] = []
         var next: JSON = .null
         var lastOrdinal = 0
@@ -587,6 +651,7 @@ final class PeerHandler: WebSocketHandler {
     init(session: Session, role: Role, since: Int?) { self.session = session; self.role = role; self.since = since }
 
     func webSocketDidOpen(_ connection: Connection) {
+        if session.assumeIsolated({ $0.evicted }) { connection.close(.moved, reason: "the session moved to another node"); return }
         let role = self.role, since = self.since
         let s = session.relay.settings
         connection.limitMessages(to: role == .worker ? s.maxWorkerMessageBytes : role == .client ? s.maxClientMessageBytes : s.maxDebugMessageBytes)

@@ -134,6 +134,9 @@ public actor Session {
     var redeliverAfterRestore = false
     /// False for a restored session until its tails, events and journal are read back.
     var loaded = true
+    /// Set when this node stopped serving the session (another node serves it now): nothing
+    /// more is written, no timer fires, no peer is attached.
+    var evicted = false
     /// Open CDP channels by id (docs/protocol.md section 16), and the last id given.
     var cdpChannels: [Int: CDPChannel] = [:]
     var lastCDPChannel = 0
@@ -238,6 +241,8 @@ public actor Session {
     // MARK: Inbound
 
     func receive(_ message: ReceivedMessage, from peer: Peer) {
+        // A peer of a session served elsewhere now: its socket is closing.
+        guard !evicted else { return }
         // Every role is rate limited, debug viewers included.
         guard allowRate(peer, bytes: message.bytes.count) else { return }
         if peer.role == .debug {
@@ -601,6 +606,35 @@ public actor Session {
         } else {
             announceEnd()
         }
+    }
+
+    /// This node stops serving the session (several nodes, docs/scaling.md): its timers stop,
+    /// its peers are closed with `code` (4012: reconnect, the session is served elsewhere) and
+    /// nothing it does afterwards is written. What was queued before is committed (or refused
+    /// by the store, when another node took the session meanwhile).
+    func evict(_ code: CloseCode, reason: String) {
+        guard !evicted else { return }
+        evicted = true
+        for t in timers { t.cancel() }
+        for t in graceTimers.values { t.cancel() }
+        timers = []
+        graceTimers = [:]
+        pending?.timer?.cancel()
+        closeCDPChannels(.goingAway, reason: reason)
+        let peers = [worker, client].compactMap { $0 } + debugs
+        worker = nil
+        client = nil
+        debugs = []
+        for peer in peers {
+            peer.helloTimer?.cancel()
+            if !peer.detached {
+                peer.detached = true
+                relay.metrics.peers[peer.role, default: 1] -= 1
+            }
+            peer.connection.close(code, reason: reason)
+        }
+        workerStream.release()
+        clientStream.release()
     }
 
     /// Sends `server.session_end` to every peer, resolves pending work, closes with 1000.

@@ -4,7 +4,7 @@ import WebSocketCore
 
 extension Session {
     func persist(_ ops: [StoreOp], then completion: (@Sendable () -> Void)? = nil) {
-        guard let store = relay.store, !ops.isEmpty || completion != nil else { return }
+        guard let store = relay.store, !evicted, !ops.isEmpty || completion != nil else { return }
         store.submit(ops, completion: completion)
     }
 
@@ -69,8 +69,12 @@ extension Session {
         commandCounter = st["commandCounter"]?.intValue ?? 0
         commandCount = st["commandCount"]?.intValue ?? 0
         // Stream positions now, before any timer or REST call can emit: no seq is reused.
-        workerStream.restore(reserved: st["seqReserved"]?["worker"]?.intValue ?? 0)
-        clientStream.restore(reserved: st["seqReserved"]?["client"]?.intValue ?? 0)
+        // A session never served yet (several nodes: stored by one, first served by another)
+        // has no reservation and numbers from 1.
+        if let reserved = st["seqReserved"] {
+            workerStream.restore(reserved: reserved["worker"]?.intValue ?? 0)
+            clientStream.restore(reserved: reserved["client"]?.intValue ?? 0)
+        }
         if let n = try? relay.store?.lastJournalEntry(session: r.id) { journalLog.restore(last: n) }
         workerSubscription = st["subscription"]?.arrayValue.map { Set($0.compactMap(\.stringValue)) }
         loaded = false

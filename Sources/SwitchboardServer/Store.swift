@@ -56,6 +56,20 @@ public enum StoreOp: Sendable {
     case trimEvents(session: String, throughSeq: Int)
     case usedId(session: String, id: String)
     case delete(session: String)
+    /// This node stops serving the session (several nodes: its row loses its owner, after
+    /// everything queued before is committed). Nothing to do for a single node's store.
+    case release(session: String)
+
+    /// The session the op writes to.
+    var session: String {
+        switch self {
+        case .insertSession(let r): return r.id
+        case .updateLifecycle(let id, _, _, _, _), .updateState(let id, _): return id
+        case .trimMessages(let s, _, _), .event(let s, _, _, _, _, _, _), .journal(let s, _, _, _, _, _, _),
+             .trimJournal(let s, _, _), .trimEvents(let s, _), .usedId(let s, _), .delete(let s), .release(let s):
+            return s
+        }
+    }
 }
 
 /// Where sessions live. The relay writes through `submit` (asynchronous, batched) and reads
@@ -100,17 +114,11 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
     private let index = Locked(EntryIndex())
     private let reader: Database
     private let readLock = Locked<Int>(0)
-    private let loop: EventLoop
-    private let pending = Locked<(ops: [StoreOp], done: [@Sendable () -> Void], stop: Bool)>(([], [], false))
-    private var wakeRead: Int32 = -1
-    private var wakeWrite: Int32 = -1
-    private var thread: pthread_t?
-    private let latencies = Locked<[Double]>([])
-    private let health = Atomic<Bool>(true)
-    private let failures = Atomic<Int>(0)
+    private var committer: GroupCommitter!
     public let path: String
-    public var isHealthy: Bool { health.load(ordering: .relaxed) }
-    public var failedCommits: Int { failures.load(ordering: .relaxed) }
+    public var isHealthy: Bool { committer.isHealthy }
+    public var failedCommits: Int { committer.failedCommits }
+    public var commitLatencies: [Double] { committer.commitLatencies }
 
     public static let schema = """
     CREATE TABLE IF NOT EXISTS sessions (
@@ -170,9 +178,8 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
 
     public init(path: String, loop: EventLoop) throws(SQLiteError) {
         self.path = path
-        self.loop = loop
         writer = try Database(path: path)
-        // A locked database fails a commit after 1 s; the commit is retried (see writerLoop).
+        // A locked database fails a commit after 1 s; the commit is retried (GroupCommitter).
         writer.setBusyTimeout(ms: 1000)
         // WAL with synchronous=NORMAL: a commit appends to the WAL without fsync, so it survives
         // a crash of the process (SIGKILL, OOM kill, deploy). Checkpoints (which fsync) run on
@@ -187,21 +194,17 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
         reader = try Database(path: path)
         try reader.exec("PRAGMA cache_size=-16384; PRAGMA mmap_size=1073741824;")
         try loadIndex()
-        var fds: [Int32] = [0, 0]
-        guard pipe(&fds) == 0 else { throw SQLiteError(description: "pipe failed") }
-        wakeRead = fds[0]
-        wakeWrite = fds[1]
         do {
-            thread = try startThread { self.writerLoop() }
+            committer = try GroupCommitter(loop: loop, name: "store", commit: { [unowned self] ops in try self.commit(ops); return [] },
+                                           recover: { [unowned self] in try? self.loadIndex() },
+                                           idle: { [unowned self] in
+                                               if writer.framesInWAL >= SQLiteStore.checkpointFrames { try? writer.exec("PRAGMA wal_checkpoint(PASSIVE)") }
+                                           })
         } catch {
-            throw SQLiteError(description: "cannot start the store's threads: \(error)")
+            throw SQLiteError(description: "cannot start the store's writer: \(error)")
         }
-        // Submissions made during one loop iteration become one transaction: the writer is
-        // woken when the iteration ends, not per submission.
-        loop.execute { [weak self] in self?.loop.onIterationEnd { self?.wakeIfNeeded() } }
     }
 
-    private let needsWake = Locked<Bool>(false)
 
     /// Rebuilds the in-memory index from the tables (at start, and after a failed commit).
     private func loadIndex() throws(SQLiteError) {
@@ -216,106 +219,37 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
         index.withLock { $0 = fresh }
     }
 
-    private func wakeIfNeeded() {
-        guard needsWake.withLock({ v in let w = v; v = false; return w }) else { return }
-        var b: UInt8 = 1
-        _ = write(wakeWrite, &b, 1)
-    }
-
     /// The WAL size (in pages) past which the writer checkpoints between commits.
     static let checkpointFrames = 4096
 
-    public func submit(_ ops: [StoreOp], completion: (@Sendable () -> Void)?) {
-        let wasEmpty = pending.withLock { p -> Bool in
-            let e = p.ops.isEmpty && p.done.isEmpty
-            p.ops.append(contentsOf: ops)
-            if let completion { p.done.append(completion) }
-            return e
-        }
-        if wasEmpty {
-            if loop.inLoop { needsWake.withLock { $0 = true } } else { var b: UInt8 = 1; _ = write(wakeWrite, &b, 1) }
-        }
-    }
+    public func submit(_ ops: [StoreOp], completion: (@Sendable () -> Void)?) { committer.submit(ops, completion: completion) }
 
     /// Commits what is queued and stops the writer.
     public func close() {
-        pending.withLock { $0.stop = true }
-        var b: UInt8 = 1
-        _ = write(wakeWrite, &b, 1)
-        if let thread { pthread_join(thread, nil) }
-        thread = nil
+        committer.close()
         try? writer.exec("PRAGMA wal_checkpoint(TRUNCATE)")
     }
 
-    private func writerLoop() {
-        var buf = [UInt8](repeating: 0, count: 64)
-        var retries = 0
-        while true {
-            _ = Glibc.read(wakeRead, &buf, buf.count)
-            let (ops, done, stop) = pending.withLock { p -> ([StoreOp], [@Sendable () -> Void], Bool) in
-                let r = (p.ops, p.done, p.stop)
-                p.ops.removeAll(keepingCapacity: true)
-                p.done.removeAll(keepingCapacity: true)
-                return r
+    /// One group commit. On failure it rolls back; the index, which took the batch's rows, is
+    /// then read back from what is committed (`recover`).
+    private func commit(_ ops: [StoreOp]) throws(SQLiteError) {
+        do {
+            try writer.run("BEGIN")
+            // State rows are full snapshots: only the last one per session is written.
+            var lastState: [String: JSONObject] = [:]
+            for op in ops {
+                if case .updateState(let id, let state) = op { lastState[id] = state } else { try apply(op, on: writer) }
             }
-            if !ops.isEmpty || !done.isEmpty {
-                let start = monotonicNanos()
-                do {
-                    try writer.run("BEGIN")
-                    // State rows are full snapshots: only the last one per session is written.
-                    var lastState: [String: JSONObject] = [:]
-                    for op in ops {
-                        if case .updateState(let id, let state) = op { lastState[id] = state } else { try apply(op, on: writer) }
-                    }
-                    for (id, state) in lastState { try apply(.updateState(id: id, state: state), on: writer) }
-                    for g in index.withLock({ $0.takeSuperseded(atLeast: SQLiteStore.supersededBatch) }) {
-                        try writer.run("DELETE FROM states WHERE g = ?", [.int(g)])
-                    }
-                    try writer.run("COMMIT")
-                } catch {
-                    // A failed commit is acknowledged to no one: the batch goes back to the front of
-                    // the queue and is retried with backoff until it commits (the server recovers by
-                    // itself); meanwhile the relay reports unready and refuses new work.
-                    try? writer.exec("ROLLBACK")
-                    // The index took the batch's rows: read it back from what is committed.
-                    try? loadIndex()
-                    let first = health.exchange(false, ordering: .relaxed)
-                    failures.add(1, ordering: .relaxed)
-                    if first {
-                        let line = Array("switchboard: store commit failed, retrying: \(error)\n".utf8)
-                        line.withUnsafeBytes { _ = write(2, $0.baseAddress, $0.count) }
-                    }
-                    pending.withLock { p in
-                        p.ops.insert(contentsOf: ops, at: 0)
-                        p.done.insert(contentsOf: done, at: 0)
-                    }
-                    if stop && failures.load(ordering: .relaxed) > 20 { break }  // shutting down: give up
-                    usleep(UInt32(min(1_000_000, 25_000 << min(6, retries))))
-                    retries += 1
-                    var b: UInt8 = 1
-                    _ = write(wakeWrite, &b, 1)
-                    continue
-                }
-                retries = 0
-                if !health.exchange(true, ordering: .relaxed) {
-                    let line = Array("switchboard: store commits work again\n".utf8)
-                    line.withUnsafeBytes { _ = write(2, $0.baseAddress, $0.count) }
-                }
-                let ms = Double(monotonicNanos() - start) / 1e6
-                latencies.withLock { l in
-                    l.append(ms)
-                    if l.count > 10_000 { l.removeFirst(5_000) }
-                }
-                if !done.isEmpty {
-                    loop.execute { for d in done { d() } }
-                }
-                if writer.framesInWAL >= SQLiteStore.checkpointFrames { try? writer.exec("PRAGMA wal_checkpoint(PASSIVE)") }
+            for (id, state) in lastState { try apply(.updateState(id: id, state: state), on: writer) }
+            for g in index.withLock({ $0.takeSuperseded(atLeast: SQLiteStore.supersededBatch) }) {
+                try writer.run("DELETE FROM states WHERE g = ?", [.int(g)])
             }
-            if stop { break }
+            try writer.run("COMMIT")
+        } catch {
+            try? writer.exec("ROLLBACK")
+            throw error
         }
     }
-
-    public var commitLatencies: [Double] { latencies.withLock { $0 } }
 
     private func apply(_ op: StoreOp, on db: Database) throws(SQLiteError) {
         switch op {
@@ -359,6 +293,8 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
             if let state { try db.run("DELETE FROM states WHERE g = ?", [.int(state)]) }
             for table in ["events", "ids"] { try db.query("DELETE FROM \(table) WHERE session = ?", [.text(s)]) }
             try db.query("DELETE FROM sessions WHERE id = ?", [.text(s)])
+        case .release:
+            break
         }
     }
 

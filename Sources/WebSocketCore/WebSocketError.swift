@@ -77,6 +77,8 @@ public struct CloseCode: RawRepresentable, Hashable, Sendable, CustomStringConve
     public static let clientDisconnected = CloseCode(4010)
     /// A CDP channel: the client's browser side closed or could not open.
     public static let browserSideClosed = CloseCode(4011)
+    /// The session is served by another node now (several nodes): reconnect.
+    public static let moved = CloseCode(4012)
     public static let rateLimited = CloseCode(4029)
 
     /// Whether a peer may send this code in a close frame (RFC 6455 section 7.4).

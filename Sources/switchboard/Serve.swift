@@ -45,7 +45,10 @@ struct Serve: ParsableCommand {
     @Option(help: "Largest WebSocket message in bytes (after decompression).") var maxMessageSize: Int?
     @Option(help: "Messages retained per stream for replay.") var replayMaxMessages: Int?
     @Option(help: "Bytes retained per stream for replay.") var replayMaxBytes: Int?
-    @Option(help: "Where sessions are kept: sqlite (DATA_DIR/switchboard.db, survives restarts) or memory.") var store: String?
+    @Option(help: "Where sessions are kept: sqlite (DATA_DIR/switchboard.db, survives restarts), memory, or postgres (several nodes, with --postgres-url).") var store: String?
+    @Option(help: "libpq connection string of the PostgreSQL store (store = postgres).") var postgresUrl: String?
+    @Option(help: "This node's name among the nodes sharing a PostgreSQL store (default: host name and port).") var nodeName: String?
+    @Option(help: "Milliseconds a node's lease on its sessions lasts without renewal (store = postgres).") var leaseMs: Int?
     @Option(help: "Milliseconds SIGTERM waits for peers to close before exiting.") var drainMs: Int?
 
     /// Applies flags given on the command line, over the file and the environment.
@@ -73,6 +76,9 @@ struct Serve: ParsableCommand {
         try set("replay_max_bytes", replayMaxBytes.map { .int($0) }, "--replay-max-bytes")
         try set("drain_ms", drainMs.map { .int($0) }, "--drain-ms")
         try set("store", store.map { .string($0) }, "--store")
+        try set("postgres_url", postgresUrl.map { .string($0) }, "--postgres-url")
+        try set("node_name", nodeName.map { .string($0) }, "--node-name")
+        try set("lease_ms", leaseMs.map { .int($0) }, "--lease-ms")
     }
 
     func resolve() throws(ConfigError) -> ServeConfiguration {
@@ -166,10 +172,15 @@ struct Serve: ParsableCommand {
         log.start()
 
         let loop = try EventLoop()
-        var sessionStore: SQLiteStore? = nil
+        var sessionStore: SessionStore? = nil
         if c.store == "sqlite" {
             do { sessionStore = try SQLiteStore(path: c.dataDir + "/switchboard.db", loop: loop) } catch {
                 throw StartupError("cannot open the session store \(c.dataDir)/switchboard.db: \(error)")
+            }
+        } else if c.store == "postgres", let url = c.postgresURL {
+            let name = c.nodeName ?? "\(hostName()):\(c.port)"
+            do { sessionStore = try PostgresStore(url: url, nodeName: name, leaseMs: c.leaseMs, loop: loop) } catch {
+                throw StartupError("cannot open the PostgreSQL session store: \(error)")
             }
         }
         let srv = Server(loop: loop, configuration: server, tls: tls)
@@ -233,4 +244,11 @@ struct Version: ParsableCommand {
     func run() {
         say("switchboard \(Relay.version) (protocol \(ProtocolVersion.current))")
     }
+}
+
+/// The machine's host name (a node's default name with its port).
+func hostName() -> String {
+    var buf = [CChar](repeating: 0, count: 256)
+    guard gethostname(&buf, buf.count - 1) == 0 else { return "localhost" }
+    return String(cString: buf)
 }

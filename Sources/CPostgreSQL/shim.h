@@ -1,0 +1,4 @@
+#ifndef SWITCHBOARD_CPOSTGRESQL_SHIM_H
+#define SWITCHBOARD_CPOSTGRESQL_SHIM_H
+#include <libpq-fe.h>
+#endif

@@ -1,0 +1,129 @@
+import Glibc
+import Synchronization
+import SocketServer
+
+/// The write path the stores share: writes queued from the loop are committed by one thread,
+/// everything queued since the last commit in one transaction (group commit); completions go
+/// back to the loop once committed. Submissions made during one loop iteration wake the
+/// writer once, when the iteration ends. A failed commit is acknowledged to no one: the batch
+/// goes back to the front of the queue and is retried with backoff until it commits (the
+/// server recovers by itself); meanwhile `isHealthy` is false.
+final class GroupCommitter: @unchecked Sendable {
+    /// Commits `ops` in one transaction; returns the sessions whose writes were refused
+    /// because another node owns them now (their ops were not applied).
+    typealias Commit = ([StoreOp]) throws -> [String]
+
+    private let loop: EventLoop
+    private let name: String
+    private let pending = Locked<(ops: [StoreOp], done: [@Sendable () -> Void], stop: Bool)>(([], [], false))
+    private let needsWake = Locked<Bool>(false)
+    private var wakeRead: Int32 = -1
+    private var wakeWrite: Int32 = -1
+    private var thread: pthread_t?
+    private let latencies = Locked<[Double]>([])
+    private let health = Atomic<Bool>(true)
+    private let failures = Atomic<Int>(0)
+    var isHealthy: Bool { health.load(ordering: .relaxed) }
+    var failedCommits: Int { failures.load(ordering: .relaxed) }
+    var commitLatencies: [Double] { latencies.withLock { $0 } }
+
+    /// `commit` runs the transaction; `recover` runs after a failed one (its rollback is the
+    /// committer's job); `idle` runs after a commit's completions were handed back;
+    /// `fenced` gets the sessions another node took, on the loop, before the completions.
+    init(loop: EventLoop, name: String, commit: @escaping Commit, recover: @escaping () -> Void,
+         idle: @escaping () -> Void = {}, fenced: (@Sendable ([String]) -> Void)? = nil) throws(SystemError) {
+        self.loop = loop
+        self.name = name
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { throw SystemError("pipe") }
+        wakeRead = fds[0]
+        wakeWrite = fds[1]
+        thread = try startThread { self.run(commit: commit, recover: recover, idle: idle, fenced: fenced) }
+        loop.execute { [weak self] in self?.loop.onIterationEnd { self?.wakeIfNeeded() } }
+    }
+
+    private func wake() {
+        var b: UInt8 = 1
+        _ = write(wakeWrite, &b, 1)
+    }
+
+    private func wakeIfNeeded() {
+        guard needsWake.withLock({ v in let w = v; v = false; return w }) else { return }
+        wake()
+    }
+
+    func submit(_ ops: [StoreOp], completion: (@Sendable () -> Void)?) {
+        let wasEmpty = pending.withLock { p -> Bool in
+            let e = p.ops.isEmpty && p.done.isEmpty
+            p.ops.append(contentsOf: ops)
+            if let completion { p.done.append(completion) }
+            return e
+        }
+        if wasEmpty {
+            if loop.inLoop { needsWake.withLock { $0 = true } } else { wake() }
+        }
+    }
+
+    /// Commits what is queued and stops the writer.
+    func close() {
+        pending.withLock { $0.stop = true }
+        wake()
+        if let thread { pthread_join(thread, nil) }
+        thread = nil
+    }
+
+    private func say(_ text: String) {
+        let line = Array("switchboard: \(name) \(text)\n".utf8)
+        line.withUnsafeBytes { _ = write(2, $0.baseAddress, $0.count) }
+    }
+
+    private func run(commit: Commit, recover: () -> Void, idle: () -> Void, fenced: (@Sendable ([String]) -> Void)?) {
+        var buf = [UInt8](repeating: 0, count: 64)
+        var retries = 0
+        while true {
+            _ = Glibc.read(wakeRead, &buf, buf.count)
+            let (ops, done, stop) = pending.withLock { p -> ([StoreOp], [@Sendable () -> Void], Bool) in
+                let r = (p.ops, p.done, p.stop)
+                p.ops.removeAll(keepingCapacity: true)
+                p.done.removeAll(keepingCapacity: true)
+                return r
+            }
+            if !ops.isEmpty || !done.isEmpty {
+                let start = monotonicNanos()
+                let lost: [String]
+                do {
+                    lost = try commit(ops)
+                } catch {
+                    recover()
+                    let first = health.exchange(false, ordering: .relaxed)
+                    failures.add(1, ordering: .relaxed)
+                    if first { say("commit failed, retrying: \(error)") }
+                    pending.withLock { p in
+                        p.ops.insert(contentsOf: ops, at: 0)
+                        p.done.insert(contentsOf: done, at: 0)
+                    }
+                    if stop && failures.load(ordering: .relaxed) > 20 { break }  // shutting down: give up
+                    usleep(UInt32(min(1_000_000, 25_000 << min(6, retries))))
+                    retries += 1
+                    wake()
+                    continue
+                }
+                retries = 0
+                if !health.exchange(true, ordering: .relaxed) { say("commits work again") }
+                let ms = Double(monotonicNanos() - start) / 1e6
+                latencies.withLock { l in
+                    l.append(ms)
+                    if l.count > 10_000 { l.removeFirst(5_000) }
+                }
+                if !done.isEmpty || !lost.isEmpty {
+                    loop.execute {
+                        if !lost.isEmpty { fenced?(lost) }
+                        for d in done { d() }
+                    }
+                }
+                idle()
+            }
+            if stop { break }
+        }
+    }
+}

@@ -1,0 +1,151 @@
+import CPostgreSQL
+
+public struct PostgresError: Error, CustomStringConvertible, Sendable {
+    public var description: String
+    /// The SQLSTATE of a server error ("40001", …), nil for a connection problem.
+    public var state: String? = nil
+}
+
+/// One libpq connection, used by one thread at a time (the store's writer, or a reader under
+/// the store's lock). Parameters and results travel as text, `bytea` as binary parameters and
+/// hex text results. A broken connection is reset before the next statement.
+final class PostgresConnection {
+    private var conn: OpaquePointer?
+    let url: String
+
+    enum Value {
+        case text(String), int(Int64), bytes(ArraySlice<UInt8>), null, bool(Bool)
+        static func optText(_ s: String?) -> Value { s.map { .text($0) } ?? .null }
+    }
+
+    init(url: String) throws(PostgresError) {
+        self.url = url
+        try connect()
+    }
+
+    deinit { PQfinish(conn) }
+
+    private func connect() throws(PostgresError) {
+        PQfinish(conn)
+        conn = PQconnectdb(url)
+        guard let c = conn, PQstatus(c) == CONNECTION_OK else {
+            let message = conn.map { String(cString: PQerrorMessage($0)) } ?? "out of memory"
+            throw PostgresError(description: "cannot connect to PostgreSQL: \(message.trimmedLine)")
+        }
+        // A statement that waits on a lock or a stuck server fails instead of stalling its thread.
+        _ = try? exec("SET statement_timeout = 5000; SET lock_timeout = 4000; SET idle_in_transaction_session_timeout = 30000")
+    }
+
+    /// Rows of a result, read as text.
+    struct Rows {
+        fileprivate let result: OpaquePointer
+        var count: Int { Int(PQntuples(result)) }
+        func isNull(_ row: Int, _ col: Int) -> Bool { PQgetisnull(result, Int32(row), Int32(col)) == 1 }
+        func text(_ row: Int, _ col: Int) -> String? {
+            isNull(row, col) ? nil : String(cString: PQgetvalue(result, Int32(row), Int32(col)))
+        }
+        func int(_ row: Int, _ col: Int) -> Int64 { text(row, col).flatMap { Int64($0) } ?? 0 }
+        func bool(_ row: Int, _ col: Int) -> Bool { text(row, col) == "t" }
+        /// A `bytea` column (hex output: `\x0a1b…`).
+        func bytes(_ row: Int, _ col: Int) -> [UInt8] {
+            guard !isNull(row, col), let p = PQgetvalue(result, Int32(row), Int32(col)) else { return [] }
+            let n = Int(PQgetlength(result, Int32(row), Int32(col)))
+            guard n >= 2, p[0] == 0x5C, p[1] == 0x78 else { return [] }
+            var out = [UInt8]()
+            out.reserveCapacity((n - 2) / 2)
+            func nibble(_ c: CChar) -> UInt8 {
+                let u = UInt8(bitPattern: c)
+                switch u {
+                case 0x30...0x39: return u - 0x30
+                case 0x61...0x66: return u - 0x61 + 10
+                case 0x41...0x46: return u - 0x41 + 10
+                default: return 0
+                }
+            }
+            var i = 2
+            while i + 1 < n { out.append(nibble(p[i]) << 4 | nibble(p[i + 1])); i += 2 }
+            return out
+        }
+    }
+
+    /// Runs statements without parameters (several separated by `;`).
+    func exec(_ sql: String) throws(PostgresError) {
+        try ensureConnected()
+        let r = PQexec(conn, sql)
+        defer { PQclear(r) }
+        try check(r, sql)
+    }
+
+    /// Runs one statement with `$n` parameters and hands its rows to `body`.
+    @discardableResult
+    func query<T>(_ sql: String, _ params: [Value] = [], _ body: (Rows) throws(PostgresError) -> T) throws(PostgresError) -> T {
+        try ensureConnected()
+        var texts: [[CChar]?] = []
+        var lengths: [Int32] = []
+        var formats: [Int32] = []
+        texts.reserveCapacity(params.count)
+        for p in params {
+            switch p {
+            case .null: texts.append(nil); lengths.append(0); formats.append(0)
+            case .text(let s): texts.append(Array(s.utf8CString)); lengths.append(0); formats.append(0)
+            case .int(let i): texts.append(Array(String(i).utf8CString)); lengths.append(0); formats.append(0)
+            case .bool(let b): texts.append(Array((b ? "t" : "f").utf8CString)); lengths.append(0); formats.append(0)
+            case .bytes(let b): texts.append(b.map { CChar(bitPattern: $0) }); lengths.append(Int32(b.count)); formats.append(1)
+            }
+        }
+        let result: OpaquePointer? = withPointers(texts) { values in
+            PQexecParams(conn, sql, Int32(params.count), nil, values, lengths, formats, 0)
+        }
+        defer { PQclear(result) }
+        try check(result, sql)
+        return try body(Rows(result: result!))
+    }
+
+    func run(_ sql: String, _ params: [Value] = []) throws(PostgresError) {
+        try query(sql, params) { _ throws(PostgresError) in () }
+    }
+
+    /// The number of rows a statement changed.
+    func update(_ sql: String, _ params: [Value] = []) throws(PostgresError) -> Int {
+        try ensureConnected()
+        var changed = 0
+        try query(sql + " RETURNING 1", params) { r throws(PostgresError) in changed = r.count }
+        return changed
+    }
+
+    private func withPointers<R>(_ arrays: [[CChar]?], _ body: ([UnsafePointer<CChar>?]) -> R) -> R {
+        var pointers: [UnsafePointer<CChar>?] = []
+        pointers.reserveCapacity(arrays.count)
+        func step(_ i: Int) -> R {
+            if i == arrays.count { return body(pointers) }
+            guard let a = arrays[i] else { pointers.append(nil); return step(i + 1) }
+            return a.withUnsafeBufferPointer { b in
+                pointers.append(b.baseAddress)
+                return step(i + 1)
+            }
+        }
+        return step(0)
+    }
+
+    private func ensureConnected() throws(PostgresError) {
+        if conn == nil || PQstatus(conn) != CONNECTION_OK { try connect() }
+    }
+
+    private func check(_ r: OpaquePointer?, _ sql: String) throws(PostgresError) {
+        let status = r.map { PQresultStatus($0) } ?? PGRES_FATAL_ERROR
+        guard status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK else {
+            let message = r.map { String(cString: PQresultErrorMessage($0)) } ?? String(cString: PQerrorMessage(conn))
+            let state = r.flatMap { PQresultErrorField($0, Int32(UInt8(ascii: "C"))) }.map { String(cString: $0) }
+            throw PostgresError(description: "\(message.trimmedLine) in: \(sql.prefix(80))", state: state)
+        }
+    }
+}
+
+extension String {
+    /// The text without its trailing newline (libpq's messages end with one).
+    var trimmedLine: String {
+        var s = Substring(self)
+        while let l = s.last, l == "\n" || l == " " { s.removeLast() }
+        return String(s)
+    }
+}

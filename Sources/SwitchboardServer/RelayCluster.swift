@@ -1,0 +1,118 @@
+import SocketServer
+import SwitchboardProtocol
+import WebSocketCore
+
+/// Several nodes on one PostgreSQL database (docs/scaling.md): which sessions this node serves.
+extension Relay {
+    func startCluster(_ cluster: PostgresStore) throws {
+        cluster.onFenced { [weak self] ids in
+            guard let self else { return }
+            self.log.event(session: nil, "fenced", ["sessions": .int(ids.count)])
+            self.evict(ids, reason: "the session is served by another node now")
+        }
+        try cluster.startLeases { [weak self] event in self?.leaseEvent(event) }
+        log.event(session: nil, "node", ["id": .string(cluster.nodeId), "leaseMs": .int(cluster.leaseMs)])
+    }
+
+    func leaseEvent(_ event: LeaseEvent) {
+        switch event {
+        case .lost:
+            log.event(session: nil, "lease_lost", ["sessions": .int(sessions.count), "node": .string(cluster?.nodeId ?? "")])
+            evict(Array(sessions.keys), reason: "this node lost its lease")
+        case .handOff(let ids):
+            handOff(ids.filter { sessions[$0] != nil })
+        case .adopted(let records):
+            let fresh = records.filter { sessions[$0.id] == nil }
+            do { try install(fresh) } catch {
+                evict(fresh.map(\.id), reason: "the session could not be taken over")
+                return
+            }
+            if !fresh.isEmpty { log.event(session: nil, "adopted", ["sessions": .int(fresh.count)]) }
+        }
+    }
+
+    /// Stops serving `ids` here: peers are closed with 4012 and come back through the balancer
+    /// to the node that takes the session next; until this node's queued writes for them are
+    /// committed, it answers them `session_moved` itself.
+    func evict(_ ids: [String], reason: String) {
+        var gone: [String] = []
+        for id in ids {
+            guard let s = sessions.removeValue(forKey: id) else { continue }
+            let phase = s.assumeIsolated { s in
+                s.evict(.moved, reason: reason)
+                return s.state.phase
+            }
+            metrics.phaseGone(phase)
+            gone.append(id)
+        }
+        guard !gone.isEmpty else { return }
+        let set = Set(gone)
+        order.removeAll { set.contains($0.id) }
+        leaving.formUnion(gone)
+        afterCommit { [weak self] in self?.leaving.subtract(gone) }
+    }
+
+    /// Gives sessions up to whichever node takes them next: after everything queued for them,
+    /// their rows lose their owner.
+    func handOff(_ ids: [String]) {
+        let held = ids.filter { sessions[$0] != nil }
+        guard !held.isEmpty else { return }
+        store?.submit(held.map { .release(session: $0) }, completion: nil)
+        log.event(session: nil, "handed_off", ["sessions": .int(held.count)])
+        evict(held, reason: "the session moves to another node")
+    }
+
+    /// A new session is stored without an owner: the node its first peer or call reaches
+    /// (the balancer hashes on the session id) serves it.
+    func createClusterSession(_ request: HTTPRequest, id: String, workerToken: String, clientToken: String, timeouts: SessionTimeouts,
+                              metadata: JSONObject?, clientConfig: JSONObject, tenant: String,
+                              respond: @escaping (HTTPResponse) -> Void) -> HTTPResponse? {
+        let createdAt = epochMillis()
+        let record = SessionRecord(id: id, ordinal: 0, createdAt: createdAt, timeouts: timeouts, metadata: metadata, clientConfig: clientConfig,
+                                   workerTokenHash: Crypto.sha256(workerToken), clientTokenHash: Crypto.sha256(clientToken),
+                                   phase: .created, reason: nil, result: nil, error: nil, state: [:], tenant: tenant)
+        metrics.sessionsCreated += 1
+        let expiresAt = WireNumbers.adding(createdAt, Int64(timeouts.sessionDurationMs))
+        log.event(session: id, "created", ["expiresAt": .int64(expiresAt)])
+        let response = Relay.json(201, .object([
+            "sessionId": .string(id), "workerToken": .string(workerToken), "clientToken": .string(clientToken),
+            "websocketUrl": .string("\(webSocketBase(request))/sessions/\(id)/ws"), "expiresAt": .int64(expiresAt), "phase": .string("created"),
+        ]))
+        respondAfterCommit([.insertSession(record)], respond: respond) { response }
+        return nil
+    }
+
+    /// Lists from the database: every node answers for all sessions. A session served by
+    /// another node shows what its row holds (connection flags false, no pending detail).
+    func listClusterSessions(_ cluster: PostgresStore, tenant: String, phase: Phase?, before: Int, limit: Int) -> HTTPResponse {
+        guard let records = try? cluster.listSessions(tenant: tenant, phase: phase, before: before, limit: limit + 1) else {
+            return Relay.storeUnavailable()
+        }
+        var items: [JSON] = []
+        for r in records.prefix(limit) {
+            if let s = sessions[r.id] { items.append(infoJSON(s)); continue }
+            var o: JSONObject = [:]
+            o["sessionId"] = .string(r.id)
+            o["phase"] = .string(r.phase.rawValue)
+            o["reason"] = r.reason.map { .string($0.rawValue) } ?? .null
+            o["createdAt"] = .int64(r.createdAt)
+            o["expiresAt"] = .int64(WireNumbers.adding(r.createdAt, Int64(r.timeouts.sessionDurationMs)))
+            o["workerConnected"] = .bool(false)
+            o["clientConnected"] = .bool(false)
+            let pending = r.state["pending"]?.objectValue
+            o["interactive"] = .bool(pending?["kind"]?.stringValue == "yield")
+            if let p = pending, let pid = p["id"]?.stringValue {
+                var po: JSONObject = ["id": .string(pid), "kind": .string(p["kind"]?.stringValue ?? "command")]
+                if p["kind"]?.stringValue == "command", let c = p["command"]?.stringValue { po["command"] = .string(c) }
+                o["pending"] = .object(po)
+            } else { o["pending"] = .null }
+            o["metadata"] = r.metadata.map { .object($0) } ?? .null
+            o["result"] = r.result ?? .null
+            o["error"] = r.error ?? .null
+            o["counts"] = .object(["commands": .int(r.state["commandCount"]?.intValue ?? 0), "events": .int(0)])
+            items.append(.object(o))
+        }
+        let next: JSON = records.count > limit ? .string(String(records[limit - 1].ordinal)) : .null
+        return Relay.json(200, .object(["sessions": .array(items), "next": next]))
+    }
+}

@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# A throwaway cluster on loopback: PostgreSQL (initdb in a temporary directory, as an
+# unprivileged user), N Switchboard nodes on it (store = postgres) and HAProxy in front,
+# hashing on the session id (config/haproxy.cfg is the same configuration for production).
+#
+#   scripts/cluster.sh up [--nodes N] [--dir DIR]   prints one JSON line:
+#       {"url": HAPROXY_URL, "apiKey": KEY, "dir": DIR, "postgres": {"pid": PID, "url": URL},
+#        "haproxy": {"pid": PID}, "nodes": [{"pid": PID, "url": NODE_URL, "name": NAME}, …]}
+#   scripts/cluster.sh down [--dir DIR]             stops everything `up` started, by PID
+#   scripts/cluster.sh node N [--dir DIR]           starts node N again (after a test killed it)
+#
+# SWITCHBOARD_BIN picks the binary (default: .build/release/switchboard, else .build/debug);
+# LEASE_MS the nodes' lease (default 3000). Extra environment (SWITCHBOARD_*) reaches the nodes.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cmd="${1:-}"; shift || true
+NODES=3
+DIR="${TMPDIR:-/tmp}/switchboard-cluster"
+NODE=""
+KEEP=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --nodes) NODES="$2"; shift 2 ;;
+    --dir) DIR="$2"; shift 2 ;;
+    --keep-logs) KEEP=1; shift ;;
+    *) if [ "$cmd" = node ] && [ -z "$NODE" ]; then NODE="$1"; shift; else echo "cluster.sh: unknown argument $1" >&2; exit 2; fi ;;
+  esac
+done
+BIN="${SWITCHBOARD_BIN:-}"
+if [ -z "$BIN" ]; then
+  if [ -x "$ROOT/.build/release/switchboard" ]; then BIN="$ROOT/.build/release/switchboard"; else BIN="$ROOT/.build/debug/switchboard"; fi
+fi
+PGBIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)"
+LEASE_MS="${LEASE_MS:-3000}"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# Runs a command as an unprivileged user when this script runs as root (PostgreSQL refuses root).
+as_user() {
+  if [ "$(id -u)" = 0 ]; then setpriv --reuid=postgres --regid=postgres --init-groups "$@"; else "$@"; fi
+}
+
+wait_for() {  # wait_for SECONDS COMMAND…: until COMMAND succeeds
+  local until=$(( $(date +%s) + $1 )); shift
+  until "$@" >/dev/null 2>&1; do
+    [ "$(date +%s)" -lt "$until" ] || return 1
+    sleep 0.1
+  done
+}
+
+start_node() {  # start_node K: starts node K (1-based) with the ports recorded in DIR
+  local k="$1" port
+  port="$(cat "$DIR/node$k.port")"
+  mkdir -p "$DIR/node$k"
+  # setsid: a signal to this script's process group does not reach the node.
+  setsid "$BIN" serve --host 127.0.0.1 --port "$port" --data-dir "$DIR/node$k" --store postgres \
+    --postgres-url "$(cat "$DIR/postgres.url")" --node-name "node$k" --lease-ms "$LEASE_MS" \
+    --public-url "$(cat "$DIR/url")" --api-key "$(cat "$DIR/api-key")" >>"$DIR/node$k.log" 2>&1 &
+  echo $! > "$DIR/node$k.pid"
+  wait_for 30 curl -sf "http://127.0.0.1:$port/readyz" || { echo "cluster.sh: node$k did not start (see $DIR/node$k.log)" >&2; return 1; }
+}
+
+stop_pid() {  # stop_pid FILE [SIGNAL]: SIGNAL (default TERM), then SIGKILL after 10 s
+  local f="$1" sig="${2:-TERM}" pid
+  [ -f "$f" ] || return 0
+  pid="$(cat "$f")"
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -CONT "$pid" 2>/dev/null || true
+    kill -"$sig" "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$f"
+}
+
+print_json() {
+  python3 - "$DIR" "$NODES" <<'PY'
+import json, sys
+d, n = sys.argv[1], int(sys.argv[2])
+r = lambda f: open(f"{d}/{f}").read().strip()
+print(json.dumps({"url": r("url"), "apiKey": r("api-key"), "dir": d,
+                  "postgres": {"pid": int(r("postgres.pid")), "url": r("postgres.url")},
+                  "haproxy": {"pid": int(r("haproxy.pid"))},
+                  "nodes": [{"pid": int(r(f"node{k}.pid")), "url": f"http://127.0.0.1:{r(f'node{k}.port')}", "name": f"node{k}"}
+                            for k in range(1, n + 1)]}))
+PY
+}
+
+case "$cmd" in
+  up)
+    [ -n "$PGBIN" ] || { echo "cluster.sh: PostgreSQL is not installed (scripts/install-deps.sh installs it)" >&2; exit 1; }
+    command -v haproxy >/dev/null || { echo "cluster.sh: haproxy is not installed (scripts/install-deps.sh installs it)" >&2; exit 1; }
+    [ -x "$BIN" ] || { echo "cluster.sh: no switchboard binary at $BIN (swift build first)" >&2; exit 1; }
+    [ ! -f "$DIR/postgres.pid" ] || { echo "cluster.sh: a cluster runs in $DIR already (cluster.sh down --dir $DIR)" >&2; exit 1; }
+    mkdir -p "$DIR"
+    # A start that fails stops what it started.
+    trap 'echo "cluster.sh: stopping what was started" >&2; "$0" down --dir "$DIR" --keep-logs' ERR
+    echo "$NODES" > "$DIR/nodes"
+    # PostgreSQL: a new cluster in DIR/pg, owned by the unprivileged user, loopback only.
+    mkdir -p "$DIR/pg"
+    [ "$(id -u)" != 0 ] || chown postgres: "$DIR/pg"
+    as_user "$PGBIN/initdb" -D "$DIR/pg/data" -U postgres --auth=trust -E UTF8 >"$DIR/initdb.log" 2>&1
+    pgport="$(free_port)"
+    as_user "$PGBIN/postgres" -D "$DIR/pg/data" -k "$DIR/pg" -h 127.0.0.1 -p "$pgport" -c max_connections=200 >"$DIR/postgres.log" 2>&1 &
+    echo $! > "$DIR/postgres.pid"
+    wait_for 30 "$PGBIN/pg_isready" -h 127.0.0.1 -p "$pgport" || { echo "cluster.sh: PostgreSQL did not start (see $DIR/postgres.log)" >&2; false; }
+    "$PGBIN/psql" -qX -h 127.0.0.1 -p "$pgport" -U postgres -c "CREATE DATABASE switchboard" >/dev/null
+    echo "postgresql://postgres@127.0.0.1:$pgport/switchboard" > "$DIR/postgres.url"
+    haport="$(free_port)"
+    echo "http://127.0.0.1:$haport" > "$DIR/url"
+    python3 -c 'import secrets; print("sk_" + secrets.token_hex(16))' > "$DIR/api-key"
+    servers=""
+    for k in $(seq "$NODES"); do
+      free_port > "$DIR/node$k.port"
+      servers+="  server node$k 127.0.0.1:$(cat "$DIR/node$k.port")"$'\n'
+    done
+    sed -e "s|@BIND@|127.0.0.1:$haport|" "$ROOT/config/haproxy.cfg" | python3 -c '
+import sys; text = sys.stdin.read(); servers = sys.argv[1]
+print(text.replace("  server node1 127.0.0.1:8081 # @SERVERS@\n", servers), end="")' "$servers" > "$DIR/haproxy.cfg"
+    for k in $(seq "$NODES"); do start_node "$k"; done
+    setsid haproxy -f "$DIR/haproxy.cfg" -db >"$DIR/haproxy.log" 2>&1 &
+    echo $! > "$DIR/haproxy.pid"
+    wait_for 30 curl -sf "http://127.0.0.1:$haport/readyz" || { echo "cluster.sh: haproxy did not start (see $DIR/haproxy.log)" >&2; false; }
+    print_json
+    ;;
+  node)
+    [ -n "$NODE" ] || { echo "usage: cluster.sh node N [--dir DIR]" >&2; exit 2; }
+    NODES="$(cat "$DIR/nodes")"
+    stop_pid "$DIR/node$NODE.pid"
+    start_node "$NODE"
+    print_json
+    ;;
+  down)
+    [ -d "$DIR" ] || exit 0
+    stop_pid "$DIR/haproxy.pid"
+    for f in "$DIR"/node*.pid; do [ -e "$f" ] && stop_pid "$f"; done
+    # SIGINT: PostgreSQL's fast shutdown (SIGTERM waits for its clients to leave).
+    stop_pid "$DIR/postgres.pid" INT
+    [ -n "$KEEP" ] || rm -rf "$DIR"
+    ;;
+  *)
+    echo "usage: cluster.sh up [--nodes N] [--dir DIR] | down [--dir DIR] | node N [--dir DIR]" >&2; exit 2 ;;
+esac
