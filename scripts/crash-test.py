@@ -8,9 +8,16 @@ lastClientSeq. After the last restart the invariants are checked and printed:
   - every acked telemetry event is stored exactly once;
   - no command was executed twice by a client;
   - every command a client received got its result to the worker (live or replayed);
-  - phases, creation times and deadlines are unchanged.
+  - phases, creation times and deadlines are unchanged;
+  - no seq is used for two different messages on a stream (a restart or takeover never
+    reuses one), and replays that are not complete say so (`complete:false`, counted).
 
-    scripts/crash-test.py [--rounds 20] [--sessions 12] [--seed N]      (exit 1 on a violation)
+With --cluster the same sessions run through HAProxy in front of three nodes on PostgreSQL
+(scripts/cluster.sh), and each round does one of: SIGKILL a node (restarted after a moment),
+SIGSTOP a node until its lease has lapsed and another node took its sessions (then SIGCONT:
+it must not write into them), or SIGTERM a node (it hands its sessions over; restarted).
+
+    scripts/crash-test.py [--rounds 20] [--sessions 12] [--seed N] [--cluster]   (exit 1 on a violation)
 """
 import argparse
 import asyncio
@@ -24,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections import Counter, OrderedDict
 
@@ -32,6 +40,7 @@ import websockets
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("SWITCHBOARD_BIN", os.path.join(ROOT, ".build", "debug", "switchboard"))
 KEY = "crash-key"
+LEASE_MS = 1500
 
 
 def free_port():
@@ -65,11 +74,58 @@ class Server:
         self.proc.wait(timeout=20)
 
 
+class Cluster:
+    """scripts/cluster.sh: PostgreSQL, three nodes and HAProxy; faults by node PID."""
+
+    def __init__(self):
+        global KEY
+        self.dir = tempfile.mkdtemp(prefix="sb-crash-cluster-")
+        os.rmdir(self.dir)
+        self.info = self.script("up")
+        KEY = self.info["apiKey"]
+        self.port = int(self.info["url"].rsplit(":", 1)[1])
+        self.faults = Counter()
+
+    def script(self, *args):
+        env = dict(os.environ, SWITCHBOARD_BIN=BIN, LEASE_MS=str(LEASE_MS), SWITCHBOARD_RATE_PER_SECOND="100000",
+                   SWITCHBOARD_RATE_BURST="100000")
+        out = subprocess.run([os.path.join(ROOT, "scripts", "cluster.sh"), *args, "--dir", self.dir], env=env,
+                             capture_output=True, text=True, timeout=120)
+        if out.returncode != 0:
+            raise RuntimeError(out.stderr)
+        return json.loads(out.stdout.strip().splitlines()[-1]) if out.stdout.strip() else None
+
+    async def fault(self, rng):
+        k = rng.randrange(len(self.info["nodes"]))
+        pid = self.info["nodes"][k]["pid"]
+        kind = rng.choice(["kill", "pause", "drain"])
+        self.faults[kind] += 1
+        if kind == "pause":
+            os.kill(pid, signal.SIGSTOP)
+            await asyncio.sleep(LEASE_MS / 1000 * rng.uniform(1.2, 2.5))
+            os.kill(pid, signal.SIGCONT)
+            return
+        os.kill(pid, signal.SIGKILL if kind == "kill" else signal.SIGTERM)
+        await asyncio.sleep(rng.uniform(0.0, 0.5))
+        self.info = await asyncio.to_thread(self.script, "node", str(k + 1))
+
+    def stop(self):
+        self.script("down")
+
+
 def rest(port, method, path, body=None):
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method, data=json.dumps(body).encode() if body is not None else None,
-                                 headers={"Authorization": "Bearer " + KEY})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return json.loads(r.read())
+    """A REST call; 503 (a session moving between nodes, a node draining) is retried for 20 s."""
+    deadline = time.time() + 20
+    while True:
+        req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method, data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"Authorization": "Bearer " + KEY})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            if e.code != 503 or time.time() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 class Stats:
@@ -81,6 +137,17 @@ class Stats:
         self.sizes = {}                  # (session, clientSeq) -> events in that batch
         self.reissued = 0
         self.reissue_log = []
+        self.seqs = {}                   # (session, role, seq) -> (type, id) of the message
+        self.reused = []
+        self.incomplete = 0
+
+    def saw(self, sid, role, x):
+        """Records a sequenced message; a seq seen before with another message is a reuse."""
+        if not x.get("seq"):
+            return
+        key, what = (sid, role, x["seq"]), (x.get("type"), x.get("id"))
+        if self.seqs.setdefault(key, what) != what:
+            self.reused.append(f"{sid} {role} seq {x['seq']}: {self.seqs[key]} then {what}")
 
 
 async def worker(sid, s, stats, stop, port, draining, idle):
@@ -115,7 +182,10 @@ async def worker(sid, s, stats, stop, port, draining, idle):
                             stats.reissued += 1
                         continue
                     msgs = m["messages"] if m.get("type") == "server.replay" else [m]
+                    if m.get("type") == "server.replay" and not m.get("complete", True):
+                        stats.incomplete += 1
                     for x in msgs:
+                        stats.saw(sid, "worker", x)
                         last_seq = max(last_seq, x.get("seq") or 0)
                         if x.get("type") == "server.command_result" and "error" not in x:
                             stats.delivered.add((sid, x["id"]))
@@ -156,7 +226,10 @@ async def client(sid, s, stats, stop):
                     except asyncio.TimeoutError:
                         continue
                     msgs = m["messages"] if m.get("type") == "server.replay" else [m]
+                    if m.get("type") == "server.replay" and not m.get("complete", True):
+                        stats.incomplete += 1
                     for x in msgs:
+                        stats.saw(sid, "client", x)
                         seq = x.get("seq") or 0
                         if seq and seq <= last_seq:
                             continue
@@ -193,11 +266,14 @@ async def main():
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--sessions", type=int, default=12)
     ap.add_argument("--seed", type=int, default=int(time.time()))
+    ap.add_argument("--cluster", action="store_true", help="three nodes on PostgreSQL behind HAProxy")
     args = ap.parse_args()
     rng = random.Random(args.seed)
-    data = tempfile.mkdtemp(prefix="sb-crash-")
-    server = Server(data, free_port())
-    server.start()
+    if args.cluster:
+        server = Cluster()
+    else:
+        server = Server(tempfile.mkdtemp(prefix="sb-crash-"), free_port())
+        server.start()
     sessions = [rest(server.port, "POST", "/v1/sessions", {"config": {"disconnectGracePeriodMs": 600000}}) for _ in range(args.sessions)]
     stats, stop, draining, idle = Stats(), asyncio.Event(), asyncio.Event(), set()
     tasks = [asyncio.create_task(worker(s["sessionId"], s, stats, stop, server.port, draining, idle)) for s in sessions]
@@ -206,6 +282,9 @@ async def main():
     before = {s["sessionId"]: rest(server.port, "GET", f"/v1/sessions/{s['sessionId']}") for s in sessions}
     for r in range(args.rounds):
         await asyncio.sleep(rng.uniform(0.3, 1.5))
+        if args.cluster:
+            await server.fault(rng)
+            continue
         server.kill()
         await asyncio.sleep(rng.uniform(0.0, 0.3))
         server.start()
@@ -221,7 +300,11 @@ async def main():
     violations, changed = [], 0
     for s in sessions:
         sid = s["sessionId"]
-        info = rest(server.port, "GET", f"/v1/sessions/{sid}")
+        try:
+            info = rest(server.port, "GET", f"/v1/sessions/{sid}")
+        except Exception as e:
+            violations.append(f"{sid}: lost ({e!r})")
+            continue
         b = before[sid]
         for k in ("phase", "createdAt", "expiresAt"):
             if info[k] != b[k]:
@@ -245,15 +328,21 @@ async def main():
     violations += [f"command {k} executed {stats.executions[k]} times" for k in twice]
     undelivered = sorted(stats.received - stats.delivered)
     violations += [f"command {k} reached the client but its result never reached the worker" for k in undelivered]
+    violations += [f"seq reused: {r}" for r in stats.reused]
     server.stop()
 
-    print(f"crash test: {args.rounds} SIGKILL restarts, {args.sessions} sessions, seed {args.seed}")
+    if args.cluster:
+        print(f"cluster crash test: {args.rounds} faults on 3 nodes ({dict(server.faults)}), {args.sessions} sessions, seed {args.seed}")
+    else:
+        print(f"crash test: {args.rounds} SIGKILL restarts, {args.sessions} sessions, seed {args.seed}")
     print(f"  commands and yields the clients received:    {len(stats.received)}")
     print(f"  results delivered to the workers:            {len(stats.delivered & stats.received)} of {len(stats.received)}")
     print(f"  executions by the clients:                   {sum(stats.executions.values())} ({len(twice)} executed twice)")
     print(f"  telemetry batches acked (each checked once):  {len(stats.acked)}")
     print(f"  commands reissued (never durable, never sent): {stats.reissued}")
     print(f"  sessions with phase/createdAt/expiresAt changed: {changed}")
+    print(f"  sequenced messages checked for reuse:        {len(stats.seqs)} ({len(stats.reused)} reused)")
+    print(f"  replays marked incomplete:                   {stats.incomplete}")
     for v in violations[:20]:
         print("  VIOLATION:", v)
     print(f"crash test: {len(violations)} violations")

@@ -59,7 +59,7 @@ public enum CloseDecision: Equatable, Sendable {
     public static func after(code: UInt16) -> CloseDecision {
         switch code {
         case 1000, 1002, 1003, 1007, 1008, 1009, 4000, 4001, 4002: return .stop
-        default: return .reconnect // 1001, 1006, 1011, 4003, 4008, 4029 and unknown codes
+        default: return .reconnect // 1001, 1006, 1011, 4003, 4008, 4012 (moved), 4029 and unknown codes
         }
     }
 }

@@ -9,7 +9,7 @@ import WebSocketCore
     @Test(arguments: [
         (UInt16(1000), CloseDecision.stop), (1001, .reconnect), (1002, .stop), (1003, .stop), (1006, .reconnect),
         (1007, .stop), (1008, .stop), (1009, .stop), (1011, .reconnect), (4000, .stop), (4001, .stop), (4002, .stop),
-        (4003, .reconnect), (4008, .reconnect), (4029, .reconnect), (4999, .reconnect),
+        (4003, .reconnect), (4008, .reconnect), (4012, .reconnect), (4029, .reconnect), (4999, .reconnect),
     ])
     func closeCodesDecideReconnection(code: UInt16, decision: CloseDecision) {
         #expect(CloseDecision.after(code: code) == decision)
