@@ -30,15 +30,9 @@ BIN="${SWITCHBOARD_BIN:-}"
 if [ -z "$BIN" ]; then
   if [ -x "$ROOT/.build/release/switchboard" ]; then BIN="$ROOT/.build/release/switchboard"; else BIN="$ROOT/.build/debug/switchboard"; fi
 fi
-PGBIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)"
 LEASE_MS="${LEASE_MS:-3000}"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-# Runs a command as an unprivileged user when this script runs as root (PostgreSQL refuses root).
-as_user() {
-  if [ "$(id -u)" = 0 ]; then setpriv --reuid=postgres --regid=postgres --init-groups "$@"; else "$@"; fi
-}
 
 wait_for() {  # wait_for SECONDS COMMAND…: until COMMAND succeeds
   local until=$(( $(date +%s) + $1 )); shift
@@ -55,7 +49,7 @@ start_node() {  # start_node K: starts node K (1-based) with the ports recorded 
   # setsid: a signal to this script's process group does not reach the node.
   setsid "$BIN" serve --host 127.0.0.1 --port "$port" --data-dir "$DIR/node$k" --store postgres \
     --postgres-url "$(cat "$DIR/postgres.url")" --node-name "node$k" --lease-ms "$LEASE_MS" \
-    --public-url "$(cat "$DIR/url")" --api-key "$(cat "$DIR/api-key")" >>"$DIR/node$k.log" 2>&1 &
+    --public-url "$(cat "$DIR/url")" --api-key "$(cat "$DIR/api-key")" </dev/null >>"$DIR/node$k.log" 2>&1 &
   echo $! > "$DIR/node$k.pid"
   wait_for 30 curl -sf "http://127.0.0.1:$port/readyz" || { echo "cluster.sh: node$k did not start (see $DIR/node$k.log)" >&2; return 1; }
 }
@@ -88,7 +82,6 @@ PY
 
 case "$cmd" in
   up)
-    [ -n "$PGBIN" ] || { echo "cluster.sh: PostgreSQL is not installed (scripts/install-deps.sh installs it)" >&2; exit 1; }
     command -v haproxy >/dev/null || { echo "cluster.sh: haproxy is not installed (scripts/install-deps.sh installs it)" >&2; exit 1; }
     [ -x "$BIN" ] || { echo "cluster.sh: no switchboard binary at $BIN (swift build first)" >&2; exit 1; }
     [ ! -f "$DIR/postgres.pid" ] || { echo "cluster.sh: a cluster runs in $DIR already (cluster.sh down --dir $DIR)" >&2; exit 1; }
@@ -96,16 +89,9 @@ case "$cmd" in
     # A start that fails stops what it started.
     trap 'echo "cluster.sh: stopping what was started" >&2; "$0" down --dir "$DIR" --keep-logs' ERR
     echo "$NODES" > "$DIR/nodes"
-    # PostgreSQL: a new cluster in DIR/pg, owned by the unprivileged user, loopback only.
-    mkdir -p "$DIR/pg"
-    [ "$(id -u)" != 0 ] || chown postgres: "$DIR/pg"
-    as_user "$PGBIN/initdb" -D "$DIR/pg/data" -U postgres --auth=trust -E UTF8 >"$DIR/initdb.log" 2>&1
-    pgport="$(free_port)"
-    as_user "$PGBIN/postgres" -D "$DIR/pg/data" -k "$DIR/pg" -h 127.0.0.1 -p "$pgport" -c max_connections=200 >"$DIR/postgres.log" 2>&1 &
-    echo $! > "$DIR/postgres.pid"
-    wait_for 30 "$PGBIN/pg_isready" -h 127.0.0.1 -p "$pgport" || { echo "cluster.sh: PostgreSQL did not start (see $DIR/postgres.log)" >&2; false; }
-    "$PGBIN/psql" -qX -h 127.0.0.1 -p "$pgport" -U postgres -c "CREATE DATABASE switchboard" >/dev/null
-    echo "postgresql://postgres@127.0.0.1:$pgport/switchboard" > "$DIR/postgres.url"
+    "$ROOT/scripts/postgres.sh" up "$DIR" >/dev/null
+    cp "$DIR/pg/pid" "$DIR/postgres.pid"
+    cp "$DIR/pg/url" "$DIR/postgres.url"
     haport="$(free_port)"
     echo "http://127.0.0.1:$haport" > "$DIR/url"
     python3 -c 'import secrets; print("sk_" + secrets.token_hex(16))' > "$DIR/api-key"
@@ -118,7 +104,7 @@ case "$cmd" in
 import sys; text = sys.stdin.read(); servers = sys.argv[1]
 print(text.replace("  server node1 127.0.0.1:8081 # @SERVERS@\n", servers), end="")' "$servers" > "$DIR/haproxy.cfg"
     for k in $(seq "$NODES"); do start_node "$k"; done
-    setsid haproxy -f "$DIR/haproxy.cfg" -db >"$DIR/haproxy.log" 2>&1 &
+    setsid haproxy -f "$DIR/haproxy.cfg" -db </dev/null >"$DIR/haproxy.log" 2>&1 &
     echo $! > "$DIR/haproxy.pid"
     wait_for 30 curl -sf "http://127.0.0.1:$haport/readyz" || { echo "cluster.sh: haproxy did not start (see $DIR/haproxy.log)" >&2; false; }
     print_json
@@ -134,8 +120,8 @@ print(text.replace("  server node1 127.0.0.1:8081 # @SERVERS@\n", servers), end=
     [ -d "$DIR" ] || exit 0
     stop_pid "$DIR/haproxy.pid"
     for f in "$DIR"/node*.pid; do [ -e "$f" ] && stop_pid "$f"; done
-    # SIGINT: PostgreSQL's fast shutdown (SIGTERM waits for its clients to leave).
-    stop_pid "$DIR/postgres.pid" INT
+    "$ROOT/scripts/postgres.sh" down "$DIR"
+    rm -f "$DIR/postgres.pid"
     [ -n "$KEEP" ] || rm -rf "$DIR"
     ;;
   *)

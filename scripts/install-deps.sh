@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs what Switchboard needs to build and test on Debian 12 (with Swift 6.3 on PATH):
-# the C libraries it links (OpenSSL, zlib, SQLite), pkg-config, and a Python virtualenv with
-# the independent WebSocket client used by the integration tests. Idempotent and quick when
+# the C libraries it links (OpenSSL, zlib, SQLite, libpq), pkg-config, PostgreSQL and HAProxy
+# for the several-node tests (scripts/cluster.sh starts throwaway ones; nothing is started
+# here), and a Python virtualenv with the independent WebSocket client used by the integration tests. Idempotent and quick when
 # everything is already there.
 set -euo pipefail
 
 need=()
 # chromium runs the reference client's end-to-end tests (xvfb and xauth for its headed mode).
-for pkg in libssl-dev zlib1g-dev libsqlite3-dev pkg-config python3-venv openssl curl chromium xvfb xauth; do
+for pkg in libssl-dev zlib1g-dev libsqlite3-dev libpq-dev pkg-config python3-venv openssl curl chromium xvfb xauth \
+           postgresql postgresql-client haproxy util-linux; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -117,8 +117,8 @@ public enum InboundDecoder {
             if required { throw .invalidMessage("'id' is required", id: nil) }
             return nil
         }
-        guard let s = v.stringValue, (1...128).contains(s.count) else {
-            throw .invalidMessage("'id' must be a string of 1 to 128 characters", id: nil)
+        guard let s = v.stringValue, (1...128).contains(s.count), !s.utf8.contains(0) else {
+            throw .invalidMessage("'id' must be a string of 1 to 128 characters without U+0000", id: nil)
         }
         return s
     }
@@ -284,6 +284,10 @@ public enum InboundDecoder {
     static func normalizeEvent(type: String, _ o: JSONObject, receivedAt: Int64, path: String) throws(InboundError) -> TelemetryEvent {
         let ts = try timestamp(o["ts"], path: "\(path).ts") ?? receivedAt
         let source = o["source"]?.stringValue ?? "client"
+        // Types and sources are stored as text, which PostgreSQL cannot hold a NUL in.
+        guard !type.utf8.contains(0), !source.utf8.contains(0) else {
+            throw .invalidMessage("\(path): type and source must not contain U+0000", id: nil)
+        }
         if let p = o["payload"]?.objectValue {
             return TelemetryEvent(type: type, ts: ts, source: source, payload: p)
         }

@@ -32,6 +32,8 @@ final class PostgresConnection {
             let message = conn.map { String(cString: PQerrorMessage($0)) } ?? "out of memory"
             throw PostgresError(description: "cannot connect to PostgreSQL: \(message.trimmedLine)")
         }
+        // Notices ("relation already exists, skipping") are not errors: not printed.
+        PQsetNoticeProcessor(c, { _, _ in }, nil)
         // A statement that waits on a lock or a stuck server fails instead of stalling its thread.
         _ = try? exec("SET statement_timeout = 5000; SET lock_timeout = 4000; SET idle_in_transaction_session_timeout = 30000")
     }
@@ -87,7 +89,10 @@ final class PostgresConnection {
         for p in params {
             switch p {
             case .null: texts.append(nil); lengths.append(0); formats.append(0)
-            case .text(let s): texts.append(Array(s.utf8CString)); lengths.append(0); formats.append(0)
+            // A text value cannot hold NUL: one would end the C string early (peers' ids and
+            // types are refused with one; anything else is stored with U+FFFD instead).
+            case .text(let s): texts.append(s.utf8.contains(0) ? Array(s.replacing("\u{0}", with: "\u{FFFD}").utf8CString) : Array(s.utf8CString))
+                lengths.append(0); formats.append(0)
             case .int(let i): texts.append(Array(String(i).utf8CString)); lengths.append(0); formats.append(0)
             case .bool(let b): texts.append(Array((b ? "t" : "f").utf8CString)); lengths.append(0); formats.append(0)
             case .bytes(let b): texts.append(b.map { CChar(bitPattern: $0) }); lengths.append(Int32(b.count)); formats.append(1)

@@ -112,6 +112,8 @@ import Testing
         ("not json", "envelope"), ("[1]", "envelope"), (#"{"no":"type"}"#, "envelope"), (#"{"type":5}"#, "envelope"),
         (#"{"type":"client.hello"}"#, "unknown"), (#"{"type":"worker.dance"}"#, "unknown"),
         (#"{"type":"worker.command","id":"","command":"reload"}"#, "invalid_message"),
+        (#"{"type":"worker.command","id":"a\u0000b","command":"reload"}"#, "invalid_message"),
+        (#"{"type":"worker.cancel","id":"\u0000"}"#, "invalid_message"),
         (#"{"type":"worker.command","id":"c","command":"reload","timeoutMs":-1}"#, "invalid_message"),
         (#"{"type":"worker.cancel"}"#, "invalid_message"),
         (#"{"type":"worker.command","id":"c","command":"click"}"#, "invalid_command"),
@@ -125,6 +127,14 @@ import Testing
         case .invalidMessage: #expect(kind == "invalid_message")
         case .invalidCommand: #expect(kind == "invalid_command")
         }
+    }
+
+    /// Event types and sources are stored as text: a NUL in one is refused, not cut.
+    @Test(arguments: [#"{"type":"nav\u0000x"}"#, #"{"type":"console","source":"\u0000"}"#])
+    func eventTextsWithNULAreRefused(_ event: String) {
+        let text = #"{"type":"client.events","clientSeq":1,"events":["# + event + "]}"
+        guard case .failure(.invalidMessage) = InboundDecoder.decode(Array(text.utf8), role: .client) else { Issue.record("accepted \(event)"); return }
+        guard case .success = InboundDecoder.decode(Array(text.replacing("\\u0000", with: "").utf8), role: .client) else { Issue.record("refused without NUL"); return }
     }
 
     @Test func responseErrorAsStringIsNormalised() {

@@ -139,6 +139,7 @@ final class FakeStore: SessionStore, @unchecked Sendable {
             for i in journalBy[s]?.indices ?? 0..<0 where journalBy[s]![i].entry.n <= through { journalBy[s]![i].journaled = false }
         case .usedId(let s, let id): ids[s, default: []].insert(id)
         case .delete(let s): sessions[s] = nil; order.removeAll { $0 == s }
+        case .release: break
         }
     }
 
