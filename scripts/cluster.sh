@@ -9,6 +9,9 @@
 #   scripts/cluster.sh down [--dir DIR]             stops everything `up` started, by PID
 #   scripts/cluster.sh node N [--dir DIR]           starts node N again (after a test killed it)
 #
+# `up --store sqlite --nodes 1` starts one node on its own SQLite store behind the same HAProxy
+# (no PostgreSQL; the single-node baseline of scripts/cluster-bench.sh).
+#
 # SWITCHBOARD_BIN picks the binary (default: .build/release/switchboard, else .build/debug);
 # LEASE_MS the nodes' lease (default 3000). Extra environment (SWITCHBOARD_*) reaches the nodes.
 set -euo pipefail
@@ -18,11 +21,13 @@ NODES=3
 DIR="${TMPDIR:-/tmp}/switchboard-cluster"
 NODE=""
 KEEP=""
+STORE=postgres
 while [ $# -gt 0 ]; do
   case "$1" in
     --nodes) NODES="$2"; shift 2 ;;
     --dir) DIR="$2"; shift 2 ;;
     --keep-logs) KEEP=1; shift ;;
+    --store) STORE="$2"; shift 2 ;;
     *) if [ "$cmd" = node ] && [ -z "$NODE" ]; then NODE="$1"; shift; else echo "cluster.sh: unknown argument $1" >&2; exit 2; fi ;;
   esac
 done
@@ -46,9 +51,10 @@ start_node() {  # start_node K: starts node K (1-based) with the ports recorded 
   local k="$1" port
   port="$(cat "$DIR/node$k.port")"
   mkdir -p "$DIR/node$k"
+  local store=(--store sqlite)
+  [ "$(cat "$DIR/store")" = sqlite ] || store=(--store postgres --postgres-url "$(cat "$DIR/postgres.url")" --node-name "node$k" --lease-ms "$LEASE_MS")
   # setsid: a signal to this script's process group does not reach the node.
-  setsid "$BIN" serve --host 127.0.0.1 --port "$port" --data-dir "$DIR/node$k" --store postgres \
-    --postgres-url "$(cat "$DIR/postgres.url")" --node-name "node$k" --lease-ms "$LEASE_MS" \
+  setsid "$BIN" serve --host 127.0.0.1 --port "$port" --data-dir "$DIR/node$k" "${store[@]}" \
     --public-url "$(cat "$DIR/url")" --api-key "$(cat "$DIR/api-key")" </dev/null >>"$DIR/node$k.log" 2>&1 &
   echo $! > "$DIR/node$k.pid"
   wait_for 30 curl -sf "http://127.0.0.1:$port/readyz" || { echo "cluster.sh: node$k did not start (see $DIR/node$k.log)" >&2; return 1; }
@@ -73,7 +79,7 @@ import json, sys
 d, n = sys.argv[1], int(sys.argv[2])
 r = lambda f: open(f"{d}/{f}").read().strip()
 print(json.dumps({"url": r("url"), "apiKey": r("api-key"), "dir": d,
-                  "postgres": {"pid": int(r("postgres.pid")), "url": r("postgres.url")},
+                  "postgres": {"pid": int(r("postgres.pid")), "url": r("postgres.url")} if r("store") == "postgres" else None,
                   "haproxy": {"pid": int(r("haproxy.pid"))},
                   "nodes": [{"pid": int(r(f"node{k}.pid")), "url": f"http://127.0.0.1:{r(f'node{k}.port')}", "name": f"node{k}"}
                             for k in range(1, n + 1)]}))
@@ -89,9 +95,12 @@ case "$cmd" in
     # A start that fails stops what it started.
     trap 'echo "cluster.sh: stopping what was started" >&2; "$0" down --dir "$DIR" --keep-logs' ERR
     echo "$NODES" > "$DIR/nodes"
-    "$ROOT/scripts/postgres.sh" up "$DIR" >/dev/null
-    cp "$DIR/pg/pid" "$DIR/postgres.pid"
-    cp "$DIR/pg/url" "$DIR/postgres.url"
+    echo "$STORE" > "$DIR/store"
+    if [ "$STORE" = postgres ]; then
+      "$ROOT/scripts/postgres.sh" up "$DIR" >/dev/null
+      cp "$DIR/pg/pid" "$DIR/postgres.pid"
+      cp "$DIR/pg/url" "$DIR/postgres.url"
+    fi
     haport="$(free_port)"
     echo "http://127.0.0.1:$haport" > "$DIR/url"
     python3 -c 'import secrets; print("sk_" + secrets.token_hex(16))' > "$DIR/api-key"

@@ -18,7 +18,11 @@ case "$cmd" in
   up)
     [ -n "$PGBIN" ] || { echo "postgres.sh: PostgreSQL is not installed (scripts/install-deps.sh installs it)" >&2; exit 1; }
     mkdir -p "$DIR/pg"
-    [ "$(id -u)" != 0 ] || chown postgres: "$DIR/pg"
+    if [ "$(id -u)" = 0 ]; then
+      chown postgres: "$DIR/pg"
+      chmod a+x "$DIR"  # the server's user must reach DIR/pg
+      as_user test -w "$DIR/pg" || { echo "postgres.sh: the postgres user cannot write $DIR/pg (a parent directory is private)" >&2; exit 1; }
+    fi
     as_user "$PGBIN/initdb" -D "$DIR/pg/data" -U postgres --auth=trust -E UTF8 >"$DIR/pg/initdb.log" 2>&1
     port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
     # A simple command in the background: $! is the server's own PID (setpriv execs it).
