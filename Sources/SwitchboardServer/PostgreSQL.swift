@@ -82,6 +82,80 @@ final class PostgresConnection {
     @discardableResult
     func query<T>(_ sql: String, _ params: [Value] = [], _ body: (Rows) throws(PostgresError) -> T) throws(PostgresError) -> T {
         try ensureConnected()
+        let result: OpaquePointer? = encoded(params) { values, lengths, formats in
+            PQexecParams(conn, sql, Int32(params.count), nil, values, lengths, formats, 0)
+        }
+        defer { PQclear(result) }
+        try check(result, sql)
+        return try body(Rows(result: result!))
+    }
+
+    func run(_ sql: String, _ params: [Value] = []) throws(PostgresError) {
+        if inPipeline {
+            let sent = encoded(params) { values, lengths, formats in
+                PQsendQueryParams(conn, sql, Int32(params.count), nil, values, lengths, formats, 0)
+            }
+            guard sent == 1 else { throw PostgresError(description: "cannot send: \(String(cString: PQerrorMessage(conn)).trimmedLine)") }
+            pipelined += 1
+            return
+        }
+        try query(sql, params) { _ throws(PostgresError) in () }
+    }
+
+    private var inPipeline = false
+    private var pipelined = 0
+
+    /// From here to `endPipeline`, `run` only sends its statement: a group commit's statements
+    /// travel together and their results are read once (one round trip instead of one each).
+    func beginPipeline() throws(PostgresError) {
+        try ensureConnected()
+        guard PQenterPipelineMode(conn) == 1 else { throw PostgresError(description: "cannot enter pipeline mode") }
+        inPipeline = true
+        pipelined = 0
+    }
+
+    /// Reads the results of the statements sent since `beginPipeline`; throws the first error
+    /// (the statements after a failed one are not run).
+    func endPipeline() throws(PostgresError) {
+        guard inPipeline else { return }
+        inPipeline = false
+        guard PQpipelineSync(conn) == 1 else {
+            reset()
+            throw PostgresError(description: "cannot end the pipeline: \(String(cString: PQerrorMessage(conn)).trimmedLine)")
+        }
+        var first: PostgresError? = nil
+        for _ in 0..<pipelined {
+            while let r = PQgetResult(conn) {
+                let status = PQresultStatus(r)
+                if first == nil, status != PGRES_COMMAND_OK, status != PGRES_TUPLES_OK {
+                    let state = PQresultErrorField(r, Int32(UInt8(ascii: "C"))).map { String(cString: $0) }
+                    first = PostgresError(description: String(cString: PQresultErrorMessage(r)).trimmedLine, state: state)
+                }
+                PQclear(r)
+            }
+        }
+        if let sync = PQgetResult(conn) { PQclear(sync) }
+        // Results left unread mean the connection is out of step: start a new one.
+        if PQexitPipelineMode(conn) != 1 { reset() }
+        if let first { throw first }
+    }
+
+    /// Drops the connection; the next statement connects again.
+    private func reset() {
+        PQfinish(conn)
+        conn = nil
+    }
+
+    /// The number of rows a statement changed.
+    func update(_ sql: String, _ params: [Value] = []) throws(PostgresError) -> Int {
+        try ensureConnected()
+        var changed = 0
+        try query(sql + " RETURNING 1", params) { r throws(PostgresError) in changed = r.count }
+        return changed
+    }
+
+    /// Parameters as libpq takes them: text values, or binary for `bytea`.
+    private func encoded<R>(_ params: [Value], _ body: ([UnsafePointer<CChar>?], [Int32], [Int32]) -> R) -> R {
         var texts: [[CChar]?] = []
         var lengths: [Int32] = []
         var formats: [Int32] = []
@@ -95,27 +169,11 @@ final class PostgresConnection {
                 lengths.append(0); formats.append(0)
             case .int(let i): texts.append(Array(String(i).utf8CString)); lengths.append(0); formats.append(0)
             case .bool(let b): texts.append(Array((b ? "t" : "f").utf8CString)); lengths.append(0); formats.append(0)
-            case .bytes(let b): texts.append(b.map { CChar(bitPattern: $0) }); lengths.append(Int32(b.count)); formats.append(1)
+            // (An empty value still needs a pointer: a null one would mean SQL NULL.)
+            case .bytes(let b): texts.append(b.isEmpty ? [0] : b.map { CChar(bitPattern: $0) }); lengths.append(Int32(b.count)); formats.append(1)
             }
         }
-        let result: OpaquePointer? = withPointers(texts) { values in
-            PQexecParams(conn, sql, Int32(params.count), nil, values, lengths, formats, 0)
-        }
-        defer { PQclear(result) }
-        try check(result, sql)
-        return try body(Rows(result: result!))
-    }
-
-    func run(_ sql: String, _ params: [Value] = []) throws(PostgresError) {
-        try query(sql, params) { _ throws(PostgresError) in () }
-    }
-
-    /// The number of rows a statement changed.
-    func update(_ sql: String, _ params: [Value] = []) throws(PostgresError) -> Int {
-        try ensureConnected()
-        var changed = 0
-        try query(sql + " RETURNING 1", params) { r throws(PostgresError) in changed = r.count }
-        return changed
+        return withPointers(texts) { body($0, lengths, formats) }
     }
 
     private func withPointers<R>(_ arrays: [[CChar]?], _ body: ([UnsafePointer<CChar>?]) -> R) -> R {

@@ -148,7 +148,10 @@ public final class PostgresStore: SessionStore, @unchecked Sendable {
             }
             let epochs = owned.withLock { $0 }
             var lost = Set<String>()
+            var released: [String] = []
             var lastState: [String: JSONObject] = [:]
+            // The batch's statements travel together; their results are read at the end.
+            try writer.beginPipeline()
             for op in ops {
                 let id = op.session
                 if let row = rows[id] {
@@ -157,13 +160,17 @@ public final class PostgresStore: SessionStore, @unchecked Sendable {
                     // A new session, or one deleted meanwhile (retention).
                     guard case .insertSession = op else { continue }
                 }
+                if case .release = op { released.append(id) }
                 if case .updateState(let id, let state) = op { lastState[id] = state } else { try apply(op, on: writer, me: me, epoch: epochs[id] ?? 0) }
             }
             for (id, state) in lastState { try apply(.updateState(id: id, state: state), on: writer, me: me, epoch: 0) }
-            try writer.exec("COMMIT")
-            if !lost.isEmpty { owned.withLock { o in for id in lost { o[id] = nil } } }
+            try writer.run("COMMIT")
+            try writer.endPipeline()
+            // Only now: a failed commit is retried with the same epochs.
+            if !lost.isEmpty || !released.isEmpty { owned.withLock { o in for id in lost.union(released) { o[id] = nil } } }
             return lost.sorted()
         } catch {
+            try? writer.endPipeline()
             _ = try? writer.exec("ROLLBACK")
             throw error
         }
@@ -217,7 +224,6 @@ public final class PostgresStore: SessionStore, @unchecked Sendable {
         case .release(let s):
             try db.run("UPDATE sessions SET owner = NULL, released_at = now() WHERE id = $1 AND owner = $2 AND epoch = $3",
                        [.text(s), .text(me), .int(epoch)])
-            owned.withLock { $0[s] = nil }
         }
     }
 

@@ -148,6 +148,34 @@ struct PostgresStoreTests {
         }
     }
 
+    /// A statement of a group commit that fails (here one refused by a trigger) fails the
+    /// whole batch, which is retried until it commits: nothing before it in the batch lands
+    /// alone, nothing is acknowledged meanwhile, and the store reports itself unhealthy.
+    @Test func aFailedGroupCommitIsRetriedWhole() throws {
+        try withNodes("retry") { nodes throws in
+            let store = nodes[0]
+            try own(store, ["s"])
+            let admin = try PostgresConnection(url: try ThrowawayPostgres.shared.get().url.replacingOccurrences(of: "/switchboard", with: "/retry"))
+            try admin.exec("""
+            CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$;
+            CREATE TRIGGER refuse BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION refuse()
+            """)
+            let done = DispatchSemaphore(value: 0)
+            store.submit([sqlite.entry("s", 1, "before"), .event(session: "s", eventSeq: 1, type: "console", ts: 1, serverTs: 1, source: "client", payload: [:]),
+                          sqlite.entry("s", 2, "after")]) { done.signal() }
+            let deadline = Date().addingTimeInterval(10)
+            while store.failedCommits == 0 && Date() < deadline { usleep(1_000) }
+            #expect(store.failedCommits > 0 && !store.isHealthy)
+            #expect(done.wait(timeout: .now() + 0.2) == .timedOut, "acknowledged before it committed")
+            #expect(try store.journal(session: "s", after: 0, limit: 10).isEmpty)
+            try admin.exec("DROP TRIGGER refuse ON events")
+            #expect(done.wait(timeout: .now() + 10) == .success, "not committed within 10 s")
+            #expect(store.isHealthy)
+            #expect(try store.journal(session: "s", after: 0, limit: 10).map(\.n) == [1, 2])
+            #expect(try store.eventCount(session: "s") == 1)
+        }
+    }
+
     /// Lists come from the database, newest first, by tenant and phase, with a cursor.
     @Test func listsPageThroughEveryNodesSessions() throws {
         try withNodes("lists") { nodes throws in
