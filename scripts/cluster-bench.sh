@@ -27,10 +27,11 @@ pgstat() {  # transactions and rows written so far in the switchboard database
   psql -AtqX -F ' ' "$1" -c "SELECT pg_stat_force_next_flush(); SELECT xact_commit, tup_inserted + tup_updated + tup_deleted FROM pg_stat_database WHERE datname = 'switchboard'" | tail -1
 }
 
-for setup in "sqlite 1" "postgres 1" "postgres 3"; do
+for setup in "sqlite 1" "postgres 1" "postgres 3" "postgres 1 async"; do
   set -- $setup
-  store=$1 nodes=$2 dir="$OUT/$1-$2"
-  info="$("$ROOT/scripts/cluster.sh" up --store "$store" --nodes "$nodes" --dir "$dir")"
+  store=$1 nodes=$2 dir="$OUT/$1-$2${3:+-$3}"
+  # "async": the nodes' sessions commit with synchronous_commit = off (no WAL flush wait).
+  info="$(PG_URL_PARAMS="${3:+?options=-csynchronous_commit%3Doff}" "$ROOT/scripts/cluster.sh" up --store "$store" --nodes "$nodes" --dir "$dir")"
   url="$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["url"])' "$info")"
   key="$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["apiKey"])' "$info")"
   pg="$(python3 -c 'import json,sys; p=json.loads(sys.argv[1])["postgres"]; print(p["url"] if p else "")' "$info")"
@@ -61,7 +62,8 @@ import json, sys
 out, sessions, secs = sys.argv[1], sys.argv[2], float(sys.argv[3])
 print(f"| through HAProxy, {sessions} sessions | cmds/s | p50 µs | p99 µs | PostgreSQL transactions per command | rows written per command |")
 print("|---|---|---|---|---|---|")
-for name, label in [("sqlite-1", "1 node, SQLite"), ("postgres-1", "1 node, PostgreSQL"), ("postgres-3", "3 nodes, PostgreSQL")]:
+for name, label in [("sqlite-1", "1 node, SQLite"), ("postgres-1", "1 node, PostgreSQL"), ("postgres-3", "3 nodes, PostgreSQL"),
+                    ("postgres-1-async", "1 node, PostgreSQL, synchronous_commit = off")]:
     try:
         r = json.loads(open(f"{out}/{name}.result").read())
     except Exception as e:

@@ -13,7 +13,8 @@
 # (no PostgreSQL; the single-node baseline of scripts/cluster-bench.sh).
 #
 # SWITCHBOARD_BIN picks the binary (default: .build/release/switchboard, else .build/debug);
-# LEASE_MS the nodes' lease (default 3000). Extra environment (SWITCHBOARD_*) reaches the nodes.
+# LEASE_MS the nodes' lease (default 3000); PG_URL_PARAMS is appended to the nodes' connection
+# string (e.g. "?options=-csynchronous_commit%3Doff"). Extra environment (SWITCHBOARD_*) reaches the nodes.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cmd="${1:-}"; shift || true
@@ -52,7 +53,7 @@ start_node() {  # start_node K: starts node K (1-based) with the ports recorded 
   port="$(cat "$DIR/node$k.port")"
   mkdir -p "$DIR/node$k"
   local store=(--store sqlite)
-  [ "$(cat "$DIR/store")" = sqlite ] || store=(--store postgres --postgres-url "$(cat "$DIR/postgres.url")" --node-name "node$k" --lease-ms "$LEASE_MS")
+  [ "$(cat "$DIR/store")" = sqlite ] || store=(--store postgres --postgres-url "$(cat "$DIR/postgres.url")${PG_URL_PARAMS:-}" --node-name "node$k" --lease-ms "$LEASE_MS")
   # setsid: a signal to this script's process group does not reach the node.
   setsid "$BIN" serve --host 127.0.0.1 --port "$port" --data-dir "$DIR/node$k" "${store[@]}" \
     --public-url "$(cat "$DIR/url")" --api-key "$(cat "$DIR/api-key")" </dev/null >>"$DIR/node$k.log" 2>&1 &
