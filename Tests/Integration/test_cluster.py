@@ -69,6 +69,12 @@ class Cluster:
     def restart(self, k):
         self.info = self.script("node", str(k + 1))
 
+    def revive(self):
+        """Starts again every node a test killed or drained."""
+        for k, n in enumerate(self.info["nodes"]):
+            if subprocess.run(["kill", "-0", str(n["pid"])], capture_output=True).returncode != 0:
+                self.restart(k)
+
     def down(self):
         self.script("down")
 
@@ -97,6 +103,15 @@ async def reconnect(session, role, timeout=20, url=None, **hello):
         except (OSError, asyncio.TimeoutError, websockets.exceptions.WebSocketException) as e:
             assert time.time() < deadline, f"no node served {role} in {timeout} s: {e!r}"
             await asyncio.sleep(0.1)
+
+
+async def served(cluster, cid, **body):
+    """A new session with its worker and client connected through HAProxy and one command run."""
+    s = cluster.create(**body)
+    w = await Peer.connect(s, "worker")
+    c = await Peer.connect(s, "client")
+    await command(w, c, cid)
+    return s, w, c
 
 
 async def command(w, c, cid):
@@ -132,10 +147,7 @@ def test_sessions_route_by_id_and_lists_come_from_any_node(cluster):
 
 def test_a_killed_node_s_session_continues_on_another_node(cluster):
     async def go():
-        s = cluster.create()
-        w = await Peer.connect(s, "worker")
-        c = await Peer.connect(s, "client")
-        await command(w, c, "k1")
+        s, w, c = await served(cluster, "k1")
         await w.send({"type": "worker.command", "id": "k2", "command": "content"})
         k2 = await c.expect("server.command", id="k2")
         dead = cluster.owner(s["sessionId"])
@@ -161,9 +173,7 @@ def test_a_killed_node_s_session_continues_on_another_node(cluster):
     try:
         run(go())
     finally:
-        for k, n in enumerate(cluster.info["nodes"]):
-            if subprocess.run(["kill", "-0", str(n["pid"])], capture_output=True).returncode != 0:
-                cluster.restart(k)
+        cluster.revive()
 
 
 def test_a_paused_node_is_fenced_and_a_deadline_fires_once(cluster):
@@ -201,10 +211,7 @@ def test_a_paused_node_is_fenced_and_a_deadline_fires_once(cluster):
 
 def test_a_peer_at_another_node_gets_the_session_handed_over(cluster):
     async def go():
-        s = cluster.create()
-        w = await Peer.connect(s, "worker")
-        c = await Peer.connect(s, "client")
-        await command(w, c, "h1")
+        s, w, c = await served(cluster, "h1")
         owner = cluster.owner(s["sessionId"])
         other = (owner + 1) % 3
         url = f"ws://127.0.0.1:{cluster.node_port(other)}/sessions/{s['sessionId']}/ws"
@@ -225,10 +232,7 @@ def test_a_peer_at_another_node_gets_the_session_handed_over(cluster):
 
 def test_a_draining_node_hands_its_sessions_over(cluster):
     async def go():
-        s = cluster.create()
-        w = await Peer.connect(s, "worker")
-        c = await Peer.connect(s, "client")
-        await command(w, c, "d1")
+        s, w, c = await served(cluster, "d1")
         owner = cluster.owner(s["sessionId"])
         os.kill(cluster.info["nodes"][owner]["pid"], signal.SIGTERM)
         assert await w.closed(timeout=10) == 4012
@@ -239,14 +243,10 @@ def test_a_draining_node_hands_its_sessions_over(cluster):
         cmd, _ = await command(w2, c2, "d2")
         assert cmd["seq"] > 1
         assert cluster.owner(s["sessionId"]) not in (None, owner)
-        return owner
-    owner = None
     try:
-        owner = run(go())
+        run(go())
     finally:
-        for k, n in enumerate(cluster.info["nodes"]):
-            if subprocess.run(["kill", "-0", str(n["pid"])], capture_output=True).returncode != 0:
-                cluster.restart(k)
+        cluster.revive()
 
 
 def test_a_session_nobody_connects_to_is_adopted_and_expires(cluster):
