@@ -128,6 +128,8 @@ public final class PostgresStore: SessionStore, @unchecked Sendable {
         if let leaseThread { pthread_join(leaseThread, nil) }
         leaseThread = nil
         committer.close()
+        // Whatever this node still owns may be taken at once, not one lease later.
+        _ = try? writer.run("UPDATE nodes SET lease_expires = '-infinity' WHERE id = $1", [.text(nodeId)])
     }
 
     /// `{"a","b"}`: a text array parameter.
@@ -136,6 +138,8 @@ public final class PostgresStore: SessionStore, @unchecked Sendable {
     }
 
     private func commit(_ ops: [StoreOp]) throws(PostgresError) -> [String] {
+        // Completions alone (a barrier after earlier writes): nothing to write.
+        guard !ops.isEmpty else { return [] }
         let me = nodeId
         do {
             try writer.exec("BEGIN")

@@ -235,7 +235,8 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
     func lookup(_ id: String) -> Lookup {
         if let s = sessions[id] { return .found(s) }
         guard let cluster else { return .notFound }
-        if leaving.contains(id) { return .moved }
+        // A draining node takes nothing on; what it is giving up comes back only once committed.
+        if draining || leaving.contains(id) { return .moved }
         switch (try? cluster.takeOver(id)) ?? .heldElsewhere {
         case .notFound: return .notFound
         case .heldElsewhere: return .moved

@@ -20,7 +20,7 @@ extension Relay {
             log.event(session: nil, "lease_lost", ["sessions": .int(sessions.count), "node": .string(cluster?.nodeId ?? "")])
             evict(Array(sessions.keys), reason: "this node lost its lease")
         case .handOff(let ids):
-            handOff(ids.filter { sessions[$0] != nil })
+            handOff(ids)
         case .adopted(let records):
             let fresh = records.filter { sessions[$0.id] == nil }
             do { try install(fresh) } catch {
