@@ -13,11 +13,19 @@ public enum LeaseEvent: Sendable {
     case adopted([SessionRecord])
 }
 
+/// What authorises a peer or a call for a session (token digests, tenant).
+public struct SessionCredentials: Sendable {
+    public var workerTokenHash: [UInt8]
+    public var clientTokenHash: [UInt8]
+    public var tenant: String?
+}
+
 /// The answer to "serve this session here".
 public enum Takeover: Sendable {
     case taken(SessionRecord)
-    /// Another live node serves it; it was asked to hand the session over.
-    case heldElsewhere
+    /// Another live node serves it (or this node is still taking it). Who may ask for it: a
+    /// caller that proves one of these, and only such a caller, asks for a hand-over (`want`).
+    case heldElsewhere(SessionCredentials)
     case notFound
 }
 
@@ -279,15 +287,23 @@ public final class PostgresStore: SessionStore, @unchecked Sendable {
             RETURNING s.epoch
             """, [.text(me), .text(id)]) { r throws(PostgresError) in if r.count == 1 { epoch = r.int(0, 0) } }
             guard let epoch else {
-                var owner: String?? = nil
-                try db.query("SELECT owner FROM sessions WHERE id = $1", [.text(id)]) { r throws(PostgresError) in if r.count == 1 { owner = .some(r.text(0, 1 - 1)) } }
-                guard let current = owner else { return .notFound }
-                if current != me { try db.run("UPDATE sessions SET wanted_by = $1 WHERE id = $2", [.text(me), .text(id)]) }
-                return .heldElsewhere
+                return try db.query("SELECT worker_token, client_token, tenant FROM sessions WHERE id = $1", [.text(id)]) { r throws(PostgresError) in
+                    r.count == 1 ? .heldElsewhere(SessionCredentials(workerTokenHash: r.bytes(0, 0), clientTokenHash: r.bytes(0, 1), tenant: r.text(0, 2)))
+                                 : .notFound
+                }
             }
             owned.withLock { $0[id] = epoch }
             guard let record = try PostgresStore.records(db, "s.id = $1", [.text(id)]).first else { return .notFound }
             return .taken(record)
+        }
+    }
+
+    /// Asks the node serving `id` to hand it over to this one (its lease thread sees the
+    /// request within a third of a lease). Only for callers authorised for the session.
+    public func want(_ id: String) {
+        let me = nodeId
+        _ = try? read { db throws(PostgresError) in
+            try db.run("UPDATE sessions SET wanted_by = $1 WHERE id = $2 AND owner IS DISTINCT FROM $1", [.text(me), .text(id)])
         }
     }
 

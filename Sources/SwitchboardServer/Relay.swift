@@ -236,21 +236,23 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
         if let s = sessions[id] { return .found(s) }
         guard let cluster else { return .notFound }
         // A draining node takes nothing on; what it is giving up comes back only once committed.
-        if draining || leaving.contains(id) { return .moved }
-        switch (try? cluster.takeOver(id)) ?? .heldElsewhere {
+        if draining || leaving.contains(id) { return .moved(nil) }
+        switch (try? cluster.takeOver(id)) ?? .heldElsewhere(SessionCredentials(workerTokenHash: [], clientTokenHash: [], tenant: nil)) {
         case .notFound: return .notFound
-        case .heldElsewhere: return .moved
+        case .heldElsewhere(let credentials): return .moved(credentials)
         case .taken(let record):
             do { try install([record]) } catch {
                 evict([id], reason: "the session could not be taken over")
-                return .moved
+                return .moved(nil)
             }
             log.event(session: id, "taken_over", ["node": .string(cluster.nodeId)])
-            return sessions[id].map { .found($0) } ?? .moved
+            return sessions[id].map { .found($0) } ?? .moved(nil)
         }
     }
 
-    enum Lookup { case found(Session), moved, notFound }
+    /// `moved`: served by another node, or on its way; with what authorises a caller to ask
+    /// for a hand-over (nil: do not ask).
+    enum Lookup { case found(Session), moved(SessionCredentials?), notFound }
 
     static func moved() -> HTTPResponse {
         var r = error(503, "session_moved", "the session is being moved to another node; retry in a second")
@@ -262,7 +264,9 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
     private func session(_ id: String, for tenant: String) -> Found {
         switch lookup(id) {
         case .found(let s) where s.tenant == nil || s.tenant == tenant: return .success(s)
-        case .moved: return .failure(Relay.moved())
+        case .moved(let c) where c == nil || c?.tenant == nil || c?.tenant == tenant:
+            if c != nil { cluster?.want(id) }
+            return .failure(Relay.moved())
         default: return .failure(Relay.error(404, "not_found", "no session \(id)"))
         }
     }
@@ -504,7 +508,15 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
         var session: Session? = nil
         switch lookup(id) {
         case .found(let s): session = s
-        case .moved: return .refused(Relay.moved())
+        case .moved(nil): return .refused(Relay.moved())
+        case .moved(let c?):
+            // Only a caller with the session's token may have it moved here.
+            let h = Crypto.sha256(token)
+            guard Crypto.constantTimeEqual(h, role == .client ? c.clientTokenHash : c.workerTokenHash) else {
+                return .refused(Relay.error(401, "unauthorized", "wrong token for this session and role"))
+            }
+            cluster?.want(id)
+            return .refused(Relay.moved())
         case .notFound: break
         }
         let ok = session?.assumeIsolated { $0.tokenMatches(token, role: role) } ?? Crypto.constantTimeEqual(Crypto.sha256(token), Relay.dummyHash)

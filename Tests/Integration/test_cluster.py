@@ -215,6 +215,11 @@ def test_a_peer_at_another_node_gets_the_session_handed_over(cluster):
         owner = cluster.owner(s["sessionId"])
         other = (owner + 1) % 3
         url = f"ws://127.0.0.1:{cluster.node_port(other)}/sessions/{s['sessionId']}/ws"
+        # Without the session's token nobody can have it moved.
+        with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
+            await websockets.connect(f"{url}?role=worker&token=wt_wrong", open_timeout=5)
+        assert refused.value.response.status_code == 401
+        assert cluster.sql(f"SELECT wanted_by IS NULL FROM sessions WHERE id = '{s['sessionId']}'") == "t"
         token = s["workerToken"]
         with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
             await websockets.connect(f"{url}?role=worker&token={token}", open_timeout=5)

@@ -102,8 +102,12 @@ struct PostgresStoreTests {
             let (a, b) = (nodes[0], nodes[1])
             try own(a, ["s"])
             sqlite.commit(a, [sqlite.entry("s", 1, "by a")])
-            guard case .heldElsewhere = try b.takeOver("s") else { Issue.record("taken while a's lease runs"); return }
+            guard case .heldElsewhere(let c) = try b.takeOver("s") else { Issue.record("taken while a's lease runs"); return }
+            #expect(c.workerTokenHash == [1] && c.clientTokenHash == [2])
             let admin = try PostgresConnection(url: try ThrowawayPostgres.shared.get().url.replacingOccurrences(of: "/switchboard", with: "/fencing"))
+            // Asking is separate (the relay asks only for a caller with the session's token).
+            try admin.query("SELECT wanted_by FROM sessions WHERE id = 's'") { r throws(PostgresError) in #expect(r.isNull(0, 0)) }
+            b.want("s")
             try admin.query("SELECT wanted_by FROM sessions WHERE id = 's'") { r throws(PostgresError) in #expect(r.text(0, 0) == b.nodeId) }
             // a is paused past its lease.
             try admin.run("UPDATE nodes SET lease_expires = now() - interval '1 second' WHERE id = $1", [.text(a.nodeId)])
