@@ -15,9 +15,11 @@ lastClientSeq. After the last restart the invariants are checked and printed:
 With --cluster the same sessions run through HAProxy in front of three nodes on PostgreSQL
 (scripts/cluster.sh), and each round does one of: SIGKILL a node (restarted after a moment),
 SIGSTOP a node until its lease has lapsed and another node took its sessions (then SIGCONT:
-it must not write into them), or SIGTERM a node (it hands its sessions over; restarted).
+it must not write into them), or SIGTERM a node (it hands its sessions over; restarted). With
+--netns (root) each node runs in a network namespace of its own and a round may also cut a
+node off the balancer and the database until its lease has lapsed, then restore its link.
 
-    scripts/crash-test.py [--rounds 20] [--sessions 12] [--seed N] [--cluster]   (exit 1 on a violation)
+    scripts/crash-test.py [--rounds 20] [--sessions 12] [--seed N] [--cluster [--netns]]   (exit 1 on a violation)
 """
 import argparse
 import asyncio
@@ -77,11 +79,12 @@ class Server:
 class Cluster:
     """scripts/cluster.sh: PostgreSQL, three nodes and HAProxy; faults by node PID."""
 
-    def __init__(self):
+    def __init__(self, netns=False):
         global KEY
         self.dir = tempfile.mkdtemp(prefix="sb-crash-cluster-")
         os.rmdir(self.dir)
-        self.info = self.script("up")
+        self.netns = netns
+        self.info = self.script("up", *(["--netns"] if netns else []))
         KEY = self.info["apiKey"]
         self.port = int(self.info["url"].rsplit(":", 1)[1])
         self.faults = Counter()
@@ -98,8 +101,13 @@ class Cluster:
     async def fault(self, rng):
         k = rng.randrange(len(self.info["nodes"]))
         pid = self.info["nodes"][k]["pid"]
-        kind = rng.choice(["kill", "pause", "drain"])
+        kind = rng.choice(["kill", "pause", "drain"] + (["cut"] if self.netns else []))
         self.faults[kind] += 1
+        if kind == "cut":
+            await asyncio.to_thread(self.script, "cut", str(k + 1))
+            await asyncio.sleep(LEASE_MS / 1000 * rng.uniform(1.2, 2.5))
+            await asyncio.to_thread(self.script, "heal", str(k + 1))
+            return
         if kind == "pause":
             os.kill(pid, signal.SIGSTOP)
             await asyncio.sleep(LEASE_MS / 1000 * rng.uniform(1.2, 2.5))
@@ -267,10 +275,11 @@ async def main():
     ap.add_argument("--sessions", type=int, default=12)
     ap.add_argument("--seed", type=int, default=int(time.time()))
     ap.add_argument("--cluster", action="store_true", help="three nodes on PostgreSQL behind HAProxy")
+    ap.add_argument("--netns", action="store_true", help="with --cluster: nodes in network namespaces, also cut off")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     if args.cluster:
-        server = Cluster()
+        server = Cluster(netns=args.netns)
     else:
         server = Server(tempfile.mkdtemp(prefix="sb-crash-"), free_port())
         server.start()
@@ -332,7 +341,7 @@ async def main():
     server.stop()
 
     if args.cluster:
-        print(f"cluster crash test: {args.rounds} faults on 3 nodes ({dict(server.faults)}), {args.sessions} sessions, seed {args.seed}")
+        print(f"cluster crash test{' (network namespaces)' if args.netns else ''}: {args.rounds} faults on 3 nodes ({dict(server.faults)}), {args.sessions} sessions, seed {args.seed}")
     else:
         print(f"crash test: {args.rounds} SIGKILL restarts, {args.sessions} sessions, seed {args.seed}")
     print(f"  commands and yields the clients received:    {len(stats.received)}")

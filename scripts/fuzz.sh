@@ -26,7 +26,7 @@ SWIFTC="${SWIFTC:-swiftc}"
 # libFuzzer and AddressSanitizer report crashes; Swift's own backtracer would get in their way.
 export SWIFT_BACKTRACE=enable=no
 FLAGS=(-sanitize=fuzzer,address -parse-as-library -O -g -swift-version 6 -enable-testing -I "$B"
-       -I Sources/CZlib -I Sources/COpenSSL -I Sources/CSystem -I Sources/CSQLite)
+       -I Sources/CZlib -I Sources/COpenSSL -I Sources/CSystem -I Sources/CSQLite -I Sources/CPostgreSQL -Xcc -I/usr/include/postgresql)
 
 build_modules() {
   mkdir -p "$B"
@@ -43,7 +43,7 @@ build_modules() {
   for t in $TARGETS; do
     "$SWIFTC" "${FLAGS[@]}" -module-name "Fuzz_$t" -D "FUZZ_$(echo "$t" | tr a-z A-Z)" Fuzz/*.swift Tests/SwitchboardServerTests/Fakes.swift \
       "$B"/SwitchboardProtocol.o "$B"/WebSocketCore.o "$B"/SocketServer.o "$B"/SwitchboardServer.o \
-      -lz -lssl -lcrypto -lsqlite3 -use-ld=lld -o "$B/fuzz-$t"
+      -lz -lssl -lcrypto -lsqlite3 -lpq -use-ld=lld -o "$B/fuzz-$t"
   done
   echo "$now" > "$stamp"
 }

@@ -5,6 +5,9 @@
 #
 #   scripts/postgres.sh up DIR     prints one JSON line {"pid": PID, "url": "postgresql://…"}
 #   scripts/postgres.sh down DIR   stops it by its PID (fast shutdown) and removes DIR/pg
+#
+# PG_LISTEN (default 127.0.0.1) lists the addresses it listens on; PG_TRUST adds a network
+# (CIDR) whose clients are trusted too (scripts/cluster.sh --netns: the nodes' links).
 set -euo pipefail
 cmd="${1:-}"; DIR="${2:-}"
 [ -n "$cmd" ] && [ -n "$DIR" ] || { echo "usage: postgres.sh up|down DIR" >&2; exit 2; }
@@ -26,7 +29,8 @@ case "$cmd" in
     as_user "$PGBIN/initdb" -D "$DIR/pg/data" -U postgres --auth=trust -E UTF8 >"$DIR/pg/initdb.log" 2>&1
     port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
     # A simple command in the background: $! is the server's own PID (setpriv execs it).
-    args=(-D "$DIR/pg/data" -k "$DIR/pg" -h 127.0.0.1 -p "$port" -c max_connections=200)
+    [ -z "${PG_TRUST:-}" ] || echo "host all all $PG_TRUST trust" | as_user tee -a "$DIR/pg/data/pg_hba.conf" >/dev/null
+    args=(-D "$DIR/pg/data" -k "$DIR/pg" -h "${PG_LISTEN:-127.0.0.1}" -p "$port" -c max_connections=200)
     if [ "$(id -u)" = 0 ]; then
       setpriv --reuid=postgres --regid=postgres --init-groups "$PGBIN/postgres" "${args[@]}" </dev/null >"$DIR/pg/postgres.log" 2>&1 &
     else
