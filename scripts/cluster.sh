@@ -96,14 +96,18 @@ start_node() {  # start_node K: starts node K (1-based) with the ports recorded 
   wait_for 30 curl -sf "http://$addr:$port/readyz" || { echo "cluster.sh: node$k did not start (see $DIR/node$k.log)" >&2; return 1; }
 }
 
+alive() {  # alive PID: running (a zombie waiting for its parent to reap it is not)
+  [ -r "/proc/$1/stat" ] && ! awk '{ s = $0; sub(/.*\) /, "", s); split(s, f, " "); exit !(f[1] == "Z" || f[1] == "X") }' "/proc/$1/stat"
+}
+
 stop_pid() {  # stop_pid FILE [SIGNAL]: SIGNAL (default TERM), then SIGKILL after 10 s
   local f="$1" sig="${2:-TERM}" pid
   [ -f "$f" ] || return 0
   pid="$(cat "$f")"
-  if kill -0 "$pid" 2>/dev/null; then
+  if alive "$pid"; then
     kill -CONT "$pid" 2>/dev/null || true
     kill -"$sig" "$pid" 2>/dev/null || true
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 100); do alive "$pid" || break; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null || true
   fi
   rm -f "$f"

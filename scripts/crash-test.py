@@ -117,8 +117,11 @@ class Cluster:
         await asyncio.sleep(rng.uniform(0.0, 0.5))
         self.info = await asyncio.to_thread(self.script, "node", str(k + 1))
 
-    def stop(self):
-        self.script("down")
+    def stop(self, keep=False):
+        """Stops everything; with `keep` the logs and traffic logs stay in the directory."""
+        self.script("down", *(["--keep-logs"] if keep else []))
+        if keep:
+            print(f"  logs kept in {self.dir}")
 
 
 def rest(port, method, path, body=None):
@@ -338,7 +341,10 @@ async def main():
     undelivered = sorted(stats.received - stats.delivered)
     violations += [f"command {k} reached the client but its result never reached the worker" for k in undelivered]
     violations += [f"seq reused: {r}" for r in stats.reused]
-    server.stop()
+    if args.cluster:
+        server.stop(keep=bool(violations))
+    else:
+        server.stop()
 
     if args.cluster:
         print(f"cluster crash test{' (network namespaces)' if args.netns else ''}: {args.rounds} faults on 3 nodes ({dict(server.faults)}), {args.sessions} sessions, seed {args.seed}")

@@ -1,4 +1,5 @@
 import CPostgreSQL
+import Glibc
 
 public struct PostgresError: Error, CustomStringConvertible, Sendable {
     public var description: String
@@ -27,7 +28,14 @@ final class PostgresConnection {
 
     private func connect() throws(PostgresError) {
         PQfinish(conn)
-        conn = PQconnectdb(url)
+        // Bounds a lost link: connecting gives up after 5 s, and a statement sent into a link
+        // that went away fails after 5 s unacknowledged instead of waiting for TCP's minutes
+        // (the connection string may set other values: it comes last and wins).
+        let owned: [UnsafeMutablePointer<CChar>?] = ["connect_timeout", "tcp_user_timeout", "dbname", "5", "5000", url].map { (text: String) in strdup(text) }
+        defer { for p in owned { free(p) } }
+        let keys: [UnsafePointer<CChar>?] = owned[0..<3].map { $0.map { UnsafePointer($0) } } + [nil]
+        let values: [UnsafePointer<CChar>?] = owned[3..<6].map { $0.map { UnsafePointer($0) } } + [nil]
+        conn = PQconnectdbParams(keys, values, 1)
         guard let c = conn, PQstatus(c) == CONNECTION_OK else {
             let message = conn.map { String(cString: PQerrorMessage($0)) } ?? "out of memory"
             throw PostgresError(description: "cannot connect to PostgreSQL: \(message.trimmedLine)")

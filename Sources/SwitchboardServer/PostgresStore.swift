@@ -280,21 +280,31 @@ public final class PostgresStore: SessionStore, @unchecked Sendable {
     public func takeOver(_ id: String) throws -> Takeover {
         let me = nodeId
         return try read { db throws(PostgresError) -> Takeover in
-            var epoch: Int64? = nil
-            try db.query("""
-            UPDATE sessions s SET owner = $1, epoch = s.epoch + 1, wanted_by = NULL, released_at = NULL
-            WHERE s.id = $2 AND (s.owner IS NULL OR NOT EXISTS (SELECT 1 FROM nodes n WHERE n.id = s.owner AND n.lease_expires > now()))
-            RETURNING s.epoch
-            """, [.text(me), .text(id)]) { r throws(PostgresError) in if r.count == 1 { epoch = r.int(0, 0) } }
-            guard let epoch else {
-                return try db.query("SELECT worker_token, client_token, tenant FROM sessions WHERE id = $1", [.text(id)]) { r throws(PostgresError) in
+            // One transaction: the session is taken only together with the record read back.
+            try db.exec("BEGIN")
+            do throws(PostgresError) {
+                var epoch: Int64? = nil
+                try db.query("""
+                UPDATE sessions s SET owner = $1, epoch = s.epoch + 1, wanted_by = NULL, released_at = NULL
+                WHERE s.id = $2 AND (s.owner IS NULL OR NOT EXISTS (SELECT 1 FROM nodes n WHERE n.id = s.owner AND n.lease_expires > now()))
+                RETURNING s.epoch
+                """, [.text(me), .text(id)]) { r throws(PostgresError) in if r.count == 1 { epoch = r.int(0, 0) } }
+                let answer: Takeover
+                if let epoch, let record = try PostgresStore.records(db, "s.id = $1", [.text(id)]).first {
+                    try db.exec("COMMIT")
+                    owned.withLock { $0[id] = epoch }
+                    return .taken(record)
+                }
+                answer = try db.query("SELECT worker_token, client_token, tenant FROM sessions WHERE id = $1", [.text(id)]) { r throws(PostgresError) in
                     r.count == 1 ? .heldElsewhere(SessionCredentials(workerTokenHash: r.bytes(0, 0), clientTokenHash: r.bytes(0, 1), tenant: r.text(0, 2)))
                                  : .notFound
                 }
+                try db.exec("COMMIT")
+                return answer
+            } catch {
+                _ = try? db.exec("ROLLBACK")
+                throw error
             }
-            owned.withLock { $0[id] = epoch }
-            guard let record = try PostgresStore.records(db, "s.id = $1", [.text(id)]).first else { return .notFound }
-            return .taken(record)
         }
     }
 

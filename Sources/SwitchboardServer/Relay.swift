@@ -237,7 +237,10 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
         guard let cluster else { return .notFound }
         // A draining node takes nothing on; what it is giving up comes back only once committed.
         if draining || leaving.contains(id) { return .moved(nil) }
-        switch (try? cluster.takeOver(id)) ?? .heldElsewhere(SessionCredentials(workerTokenHash: [], clientTokenHash: [], tenant: nil)) {
+        // The database failing (a lock held by a node that lost its link, a timeout) is a
+        // "retry", never a refusal.
+        guard let answer = try? cluster.takeOver(id) else { return .moved(nil) }
+        switch answer {
         case .notFound: return .notFound
         case .heldElsewhere(let credentials): return .moved(credentials)
         case .taken(let record):

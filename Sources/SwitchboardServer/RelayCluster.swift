@@ -22,7 +22,11 @@ extension Relay {
         case .handOff(let ids):
             handOff(ids)
         case .adopted(let records):
-            let fresh = records.filter { sessions[$0.id] == nil }
+            // A session this node is still leaving has writes of its former copy queued: it
+            // is given up again after them (installing it now would read it before them).
+            let requeued = records.map(\.id).filter { leaving.contains($0) }
+            if !requeued.isEmpty { store?.submit(requeued.map { .release(session: $0) }, completion: nil) }
+            let fresh = records.filter { sessions[$0.id] == nil && !leaving.contains($0.id) }
             do { try install(fresh) } catch {
                 evict(fresh.map(\.id), reason: "the session could not be taken over")
                 return
@@ -55,11 +59,12 @@ extension Relay {
     /// Gives sessions up to whichever node takes them next: after everything queued for them,
     /// their rows lose their owner.
     func handOff(_ ids: [String]) {
-        let held = ids.filter { sessions[$0] != nil }
-        guard !held.isEmpty else { return }
-        store?.submit(held.map { .release(session: $0) }, completion: nil)
-        log.event(session: nil, "handed_off", ["sessions": .int(held.count)])
-        evict(held, reason: "the session moves to another node")
+        guard !ids.isEmpty else { return }
+        // Also sessions this node owns without serving them (the store releases only what
+        // it owns at the epoch it holds).
+        store?.submit(ids.map { .release(session: $0) }, completion: nil)
+        log.event(session: nil, "handed_off", ["sessions": .int(ids.count)])
+        evict(ids, reason: "the session moves to another node")
     }
 
     /// A new session is stored without an owner: the node its first peer or call reaches

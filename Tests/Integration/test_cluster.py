@@ -70,13 +70,18 @@ class Cluster:
         self.info = self.script("node", str(k + 1))
 
     def revive(self):
-        """Starts again every node a test killed or drained."""
+        """Starts again every node a test killed or drained (gone, or a zombie not yet reaped)."""
         for k, n in enumerate(self.info["nodes"]):
-            if subprocess.run(["kill", "-0", str(n["pid"])], capture_output=True).returncode != 0:
+            try:
+                with open(f"/proc/{n['pid']}/stat") as f:
+                    alive = f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+            except OSError:
+                alive = False
+            if not alive:
                 self.restart(k)
 
     def down(self):
-        self.script("down")
+        self.script("down", *(["--keep-logs"] if os.environ.get("SB_KEEP_CLUSTER") else []))
 
 
 @pytest.fixture(scope="module")
