@@ -88,7 +88,8 @@ extension Relay {
     }
 
     /// Lists from the database: every node answers for all sessions. A session served by
-    /// another node shows what its row holds (connection flags false, no pending detail).
+    /// another node shows what its row holds (connection flags false, pending work from its
+    /// last stored state).
     func listClusterSessions(_ cluster: PostgresStore, tenant: String, phase: Phase?, before: Int, limit: Int) -> HTTPResponse {
         guard let records = try? cluster.listSessions(tenant: tenant, phase: phase, before: before, limit: limit + 1) else {
             return Relay.storeUnavailable()
