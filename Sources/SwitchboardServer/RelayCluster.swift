@@ -75,7 +75,7 @@ extension Relay {
         let createdAt = epochMillis()
         let record = SessionRecord(id: id, ordinal: 0, createdAt: createdAt, timeouts: timeouts, metadata: metadata, clientConfig: clientConfig,
                                    workerTokenHash: Crypto.sha256(workerToken), clientTokenHash: Crypto.sha256(clientToken),
-                                   phase: .created, reason: nil, result: nil, error: nil, state: [:], tenant: tenant)
+                                   phase: .created, reason: nil, result: nil, error: nil, state: ["neverServed": .bool(true)], tenant: tenant)
         metrics.sessionsCreated += 1
         let expiresAt = WireNumbers.adding(createdAt, Int64(timeouts.sessionDurationMs))
         log.event(session: id, "created", ["expiresAt": .int64(expiresAt)])

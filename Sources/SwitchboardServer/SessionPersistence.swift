@@ -69,11 +69,13 @@ extension Session {
         commandCounter = st["commandCounter"]?.intValue ?? 0
         commandCount = st["commandCount"]?.intValue ?? 0
         // Stream positions now, before any timer or REST call can emit: no seq is reused.
-        // A session never served yet (several nodes: stored by one, first served by another)
-        // has no reservation and numbers from 1.
-        if let reserved = st["seqReserved"] {
-            workerStream.restore(reserved: reserved["worker"]?.intValue ?? 0)
-            clientStream.restore(reserved: reserved["client"]?.intValue ?? 0)
+        // A session stored by one node and never served (several nodes) numbers from 1: the
+        // node taking it commits its first reservation before serving it (Relay.install).
+        // Any other restores a block past its durable reservation (messages may have been
+        // sent before that reservation was committed).
+        if st["neverServed"]?.boolValue != true {
+            workerStream.restore(reserved: st["seqReserved"]?["worker"]?.intValue ?? 0)
+            clientStream.restore(reserved: st["seqReserved"]?["client"]?.intValue ?? 0)
         }
         if let n = try? relay.store?.lastJournalEntry(session: r.id) { journalLog.restore(last: n) }
         workerSubscription = st["subscription"]?.arrayValue.map { Set($0.compactMap(\.stringValue)) }
