@@ -27,8 +27,9 @@ final class GroupCommitter: @unchecked Sendable {
     var failedCommits: Int { failures.load(ordering: .relaxed) }
     var commitLatencies: [Double] { latencies.withLock { $0 } }
 
-    /// `commit` runs the transaction; `recover` runs after a failed one (its rollback is the
-    /// committer's job); `idle` runs after a commit's completions were handed back;
+    /// `commit` runs the transaction (state snapshots already reduced, `StoreOp.coalescingStates`)
+    /// and rolls it back when it fails; `recover` runs after such a failure; `idle` runs after
+    /// a commit's completions were handed back;
     /// `fenced` gets the sessions another node took, on the loop, before the completions.
     init(loop: EventLoop, name: String, commit: @escaping Commit, recover: @escaping () -> Void,
          idle: @escaping () -> Void = {}, fenced: (@Sendable ([String]) -> Void)? = nil) throws(SystemError) {
@@ -72,32 +73,37 @@ final class GroupCommitter: @unchecked Sendable {
         thread = nil
     }
 
-    private func say(_ text: String) {
-        let line = Array("switchboard: \(name) \(text)\n".utf8)
+    /// One line on stderr (the store's writer and lease threads have no loop to log from).
+    static func say(_ text: String) {
+        let line = Array("switchboard: \(text)\n".utf8)
         line.withUnsafeBytes { _ = write(2, $0.baseAddress, $0.count) }
     }
 
     private func run(commit: Commit, recover: () -> Void, idle: () -> Void, fenced: (@Sendable ([String]) -> Void)?) {
         var buf = [UInt8](repeating: 0, count: 64)
         var retries = 0
+        // The queue and this batch swap buffers: taking a batch copies nothing.
+        var ops: [StoreOp] = []
+        var done: [@Sendable () -> Void] = []
         while true {
             _ = Glibc.read(wakeRead, &buf, buf.count)
-            let (ops, done, stop) = pending.withLock { p -> ([StoreOp], [@Sendable () -> Void], Bool) in
-                let r = (p.ops, p.done, p.stop)
-                p.ops.removeAll(keepingCapacity: true)
-                p.done.removeAll(keepingCapacity: true)
-                return r
+            ops.removeAll(keepingCapacity: true)
+            done = []
+            let stop = pending.withLock { p -> Bool in
+                swap(&ops, &p.ops)
+                swap(&done, &p.done)
+                return p.stop
             }
             if !ops.isEmpty || !done.isEmpty {
                 let start = monotonicNanos()
                 let lost: [String]
                 do {
-                    lost = try commit(ops)
+                    lost = try commit(StoreOp.coalescingStates(ops))
                 } catch {
                     recover()
                     let first = health.exchange(false, ordering: .relaxed)
                     failures.add(1, ordering: .relaxed)
-                    if first { say("commit failed, retrying: \(error)") }
+                    if first { GroupCommitter.say("\(name) commit failed, retrying: \(error)") }
                     pending.withLock { p in
                         p.ops.insert(contentsOf: ops, at: 0)
                         p.done.insert(contentsOf: done, at: 0)
@@ -109,13 +115,14 @@ final class GroupCommitter: @unchecked Sendable {
                     continue
                 }
                 retries = 0
-                if !health.exchange(true, ordering: .relaxed) { say("commits work again") }
+                if !health.exchange(true, ordering: .relaxed) { GroupCommitter.say("\(name) commits work again") }
                 let ms = Double(monotonicNanos() - start) / 1e6
                 latencies.withLock { l in
                     l.append(ms)
                     if l.count > 10_000 { l.removeFirst(5_000) }
                 }
                 if !done.isEmpty || !lost.isEmpty {
+                    let done = done
                     loop.execute {
                         if !lost.isEmpty { fenced?(lost) }
                         for d in done { d() }

@@ -161,7 +161,6 @@ public final class PostgresStore: SessionStore, @unchecked Sendable {
             let epochs = owned.withLock { $0 }
             var lost = Set<String>()
             var released: [String] = []
-            var lastState: [String: JSONObject] = [:]
             // The batch's statements travel together; their results are read at the end.
             try writer.beginPipeline()
             for op in ops {
@@ -173,9 +172,8 @@ public final class PostgresStore: SessionStore, @unchecked Sendable {
                     guard case .insertSession = op else { continue }
                 }
                 if case .release = op { released.append(id) }
-                if case .updateState(let id, let state) = op { lastState[id] = state } else { try apply(op, on: writer, me: me, epoch: epochs[id] ?? 0) }
+                try apply(op, on: writer, me: me, epoch: epochs[id] ?? 0)
             }
-            for (id, state) in lastState { try apply(.updateState(id: id, state: state), on: writer, me: me, epoch: 0) }
             try writer.run("COMMIT")
             try writer.endPipeline()
             // Only now: a failed commit is retried with the same epochs.
@@ -378,9 +376,9 @@ public final class PostgresStore: SessionStore, @unchecked Sendable {
                 if !wanted.isEmpty { loop.execute { handler(.handOff(wanted)) } }
                 let adopted = try adoptOrphans(db, me: me)
                 if !adopted.isEmpty { loop.execute { handler(.adopted(adopted)) } }
-                if failing { failing = false; PostgresStore.say("leases work again") }
+                if failing { failing = false; GroupCommitter.say("leases work again") }
             } catch {
-                if !failing { failing = true; PostgresStore.say("cannot renew the node's lease: \(error)") }
+                if !failing { failing = true; GroupCommitter.say("cannot renew the node's lease: \(error)") }
             }
         }
     }
@@ -404,11 +402,6 @@ public final class PostgresStore: SessionStore, @unchecked Sendable {
         guard !taken.isEmpty else { return [] }
         owned.withLock { o in for (id, e) in taken { o[id] = e } }
         return try PostgresStore.records(db, "s.id = ANY($1::text[])", [.text(PostgresStore.array(taken.map(\.0)))])
-    }
-
-    static func say(_ text: String) {
-        let line = Array("switchboard: \(text)\n".utf8)
-        line.withUnsafeBytes { _ = write(2, $0.baseAddress, $0.count) }
     }
 
     // MARK: Reads

@@ -60,6 +60,21 @@ public enum StoreOp: Sendable {
     /// everything queued before is committed). Nothing to do for a single node's store.
     case release(session: String)
 
+    /// `ops` with the state snapshots reduced to the last one of each session, placed after
+    /// the other ops (a state row is a full snapshot: earlier ones in a batch would only be
+    /// overwritten). Group commits write this.
+    static func coalescingStates(_ ops: [StoreOp]) -> [StoreOp] {
+        var out: [StoreOp] = []
+        out.reserveCapacity(ops.count)
+        var states: [StoreOp] = []
+        var slot: [String: Int] = [:]
+        for op in ops {
+            guard case .updateState(let id, _) = op else { out.append(op); continue }
+            if let i = slot[id] { states[i] = op } else { slot[id] = states.count; states.append(op) }
+        }
+        return out + states
+    }
+
     /// The session the op writes to.
     var session: String {
         switch self {
@@ -235,12 +250,7 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
     private func commit(_ ops: [StoreOp]) throws(SQLiteError) {
         do {
             try writer.run("BEGIN")
-            // State rows are full snapshots: only the last one per session is written.
-            var lastState: [String: JSONObject] = [:]
-            for op in ops {
-                if case .updateState(let id, let state) = op { lastState[id] = state } else { try apply(op, on: writer) }
-            }
-            for (id, state) in lastState { try apply(.updateState(id: id, state: state), on: writer) }
+            for op in ops { try apply(op, on: writer) }
             for g in index.withLock({ $0.takeSuperseded(atLeast: SQLiteStore.supersededBatch) }) {
                 try writer.run("DELETE FROM states WHERE g = ?", [.int(g)])
             }

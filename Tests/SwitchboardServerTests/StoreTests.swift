@@ -31,6 +31,26 @@ import SwitchboardProtocol
         #expect(done.wait(timeout: .now() + 10) == .success, "not committed within 10 s")
     }
 
+    /// A batch writes one state snapshot per session, its last, after the batch's other ops
+    /// (which keep their order).
+    @Test func aBatchKeepsTheLastStateOfEachSession() {
+        func state(_ id: String, _ k: Int) -> StoreOp { .updateState(id: id, state: ["k": .int(k)]) }
+        func describe(_ ops: [StoreOp]) -> [String] {
+            ops.map { op in
+                if case .updateState(let id, let st) = op { return "\(id)=\(st["k"]?.intValue ?? -1)" }
+                return "op:\(op.session)"
+            }
+        }
+        let cases: [([StoreOp], [String])] = [
+            ([], []),
+            ([state("s", 1)], ["s=1"]),
+            ([state("s", 1), state("s", 2), state("s", 3)], ["s=3"]),
+            ([state("s", 1), .usedId(session: "t", id: "x"), state("t", 1), state("s", 2), .trimEvents(session: "s", throughSeq: 1)],
+             ["op:t", "op:s", "s=2", "t=1"]),
+        ]
+        for (ops, expected) in cases { #expect(describe(StoreOp.coalescingStates(ops)) == expected) }
+    }
+
     @Test func purgeReturnsExactlyTheTerminalSessionsItDeletes() throws {
         try withStore(Self.path("purge")) { store throws in
             commit(store, [.insertSession(record("live", 1)), .insertSession(record("done", 2)),
