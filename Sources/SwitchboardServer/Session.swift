@@ -218,12 +218,16 @@ public actor Session {
         detachPeer(peer, reason: "closed")
     }
 
-    private func detachPeer(_ peer: Peer, reason: String) {
+    /// The peer no longer counts as connected (once, however it leaves).
+    private func release(_ peer: Peer) {
         peer.helloTimer?.cancel()
-        if !peer.detached {
-            peer.detached = true
-            relay.metrics.peers[peer.role, default: 1] -= 1
-        }
+        guard !peer.detached else { return }
+        peer.detached = true
+        relay.metrics.peers[peer.role, default: 1] -= 1
+    }
+
+    private func detachPeer(_ peer: Peer, reason: String) {
+        release(peer)
         switch peer.role {
         case .debug:
             debugs.removeAll { $0 === peer }
@@ -599,13 +603,20 @@ public actor Session {
     /// The session reached a terminal phase. Peers are told only once that phase is durable:
     /// a worker that saw `session_end` never finds the session alive again after a crash.
     private func ended() {
-        for t in timers { t.cancel() }
-        for t in graceTimers.values { t.cancel() }
+        stopDeadlines()
         if relay.store != nil {
             relay.afterCommit { [self] in self.assumeIsolated { $0.announceEnd() } }
         } else {
             announceEnd()
         }
+    }
+
+    /// Cancels the connect, duration and grace deadlines.
+    private func stopDeadlines() {
+        for t in timers { t.cancel() }
+        for t in graceTimers.values { t.cancel() }
+        timers = []
+        graceTimers = [:]
     }
 
     /// This node stops serving the session (several nodes, docs/scaling.md): its timers stop,
@@ -615,10 +626,7 @@ public actor Session {
     func evict(_ code: CloseCode, reason: String) {
         guard !evicted else { return }
         evicted = true
-        for t in timers { t.cancel() }
-        for t in graceTimers.values { t.cancel() }
-        timers = []
-        graceTimers = [:]
+        stopDeadlines()
         pending?.timer?.cancel()
         closeCDPChannels(.goingAway, reason: reason)
         let peers = [worker, client].compactMap { $0 } + debugs
@@ -626,11 +634,7 @@ public actor Session {
         client = nil
         debugs = []
         for peer in peers {
-            peer.helloTimer?.cancel()
-            if !peer.detached {
-                peer.detached = true
-                relay.metrics.peers[peer.role, default: 1] -= 1
-            }
+            release(peer)
             peer.connection.close(code, reason: reason)
         }
         workerStream.release()
