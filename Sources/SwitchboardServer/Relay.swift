@@ -332,20 +332,33 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
         switch (method, parts.count) {
         case ("POST", 2): return createSession(request, tenant: tenant, respond: respond)
         case ("GET", 2): return listSessions(request, tenant: tenant)
+        case ("GET", 3), ("DELETE", 3), ("GET", 4):
+            if parts.count == 4 && parts[3] != "events" && parts[3] != "journal" {
+                return Relay.error(405, "method_not_allowed", "\(request.method) is not allowed on \(path)")
+            }
+            switch session(parts[2], for: tenant) {
+            case .failure(let r): return r
+            case .success(let s): return sessionRoute(request, method: method, parts: parts, s, respond: respond)
+            }
+        case (_, 2), (_, 3), (_, 4):
+            return Relay.error(405, "method_not_allowed", "\(request.method) is not allowed on \(path)")
+        default:
+            return Relay.error(404, "not_found", "no route for \(request.method) \(path) (the routes are in docs/openapi.yaml)")
+        }
+    }
+
+    /// GET and DELETE of a session, and its events and journal.
+    private func sessionRoute(_ request: HTTPRequest, method: String, parts: [String], _ s: Session,
+                              respond: @escaping (HTTPResponse) -> Void) -> HTTPResponse? {
+        switch (method, parts.count) {
         case ("GET", 3):
-            let s: Session
-            switch session(parts[2], for: tenant) { case .success(let found): s = found; case .failure(let r): return r }
             return Relay.json(200, infoJSON(s))
         case ("DELETE", 3):
-            let s: Session
-            switch session(parts[2], for: tenant) { case .success(let found): s = found; case .failure(let r): return r }
             s.assumeIsolated { $0.lifecycle(.cancel) }
             guard store != nil else { return Relay.json(200, infoJSON(s)) }
             respondAfterCommit(respond: respond) { Relay.json(200, self.infoJSON(s)) }
             return nil
-        case ("GET", 4) where parts[3] == "events" || parts[3] == "journal":
-            let s: Session
-            switch session(parts[2], for: tenant) { case .success(let found): s = found; case .failure(let r): return r }
+        default:
             let q = request.query
             var after = 0, limit = 100
             if let a = q["after"] {
@@ -370,15 +383,12 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
             guard store != nil else { return read() }
             respondAfterCommit(respond: respond, read)
             return nil
-        case (_, 2), (_, 3), (_, 4):
-            return Relay.error(405, "method_not_allowed", "\(request.method) is not allowed on \(path)")
-        default:
-            return Relay.error(404, "not_found", "no route for \(request.method) \(path) (the routes are in docs/openapi.yaml)")
         }
     }
 
-    func infoJSON(_ s: Session) -> JSON {
-        let info = s.assumeIsolated { $0.info() }
+    func infoJSON(_ s: Session) -> JSON { Relay.infoJSON(s.assumeIsolated { $0.info() }) }
+
+    static func infoJSON(_ info: SessionInfo) -> JSON {
         var o: JSONObject = [:]
         o["sessionId"] = .string(info.sessionId)
         o["phase"] = .string(info.phase.rawValue)

@@ -87,6 +87,18 @@ extension Relay {
         return nil
     }
 
+    /// What a session's stored row says of it (a node that does not serve it answers with this).
+    static func info(of r: SessionRecord) -> SessionInfo {
+        let pending = r.state["pending"]?.objectValue
+        let kind = pending?["kind"]?.stringValue ?? "command"
+        return SessionInfo(sessionId: r.id, phase: r.phase, reason: r.reason, createdAt: r.createdAt,
+                           expiresAt: WireNumbers.adding(r.createdAt, Int64(r.timeouts.sessionDurationMs)),
+                           workerConnected: false, clientConnected: false, interactive: kind == "yield" && pending != nil,
+                           pending: pending?["id"]?.stringValue.map { PendingInfo(id: $0, kind: kind, command: kind == "command" ? pending?["command"]?.stringValue : nil) },
+                           metadata: r.metadata, result: r.result, error: r.error,
+                           counts: SessionCounts(commands: r.state["commandCount"]?.intValue ?? 0, events: 0))
+    }
+
     /// Lists from the database: every node answers for all sessions. A session served by
     /// another node shows what its row holds (connection flags false, pending work from its
     /// last stored state).
@@ -94,30 +106,7 @@ extension Relay {
         guard let records = try? cluster.listSessions(tenant: tenant, phase: phase, before: before, limit: limit + 1) else {
             return Relay.storeUnavailable()
         }
-        var items: [JSON] = []
-        for r in records.prefix(limit) {
-            if let s = sessions[r.id] { items.append(infoJSON(s)); continue }
-            var o: JSONObject = [:]
-            o["sessionId"] = .string(r.id)
-            o["phase"] = .string(r.phase.rawValue)
-            o["reason"] = r.reason.map { .string($0.rawValue) } ?? .null
-            o["createdAt"] = .int64(r.createdAt)
-            o["expiresAt"] = .int64(WireNumbers.adding(r.createdAt, Int64(r.timeouts.sessionDurationMs)))
-            o["workerConnected"] = .bool(false)
-            o["clientConnected"] = .bool(false)
-            let pending = r.state["pending"]?.objectValue
-            o["interactive"] = .bool(pending?["kind"]?.stringValue == "yield")
-            if let p = pending, let pid = p["id"]?.stringValue {
-                var po: JSONObject = ["id": .string(pid), "kind": .string(p["kind"]?.stringValue ?? "command")]
-                if p["kind"]?.stringValue == "command", let c = p["command"]?.stringValue { po["command"] = .string(c) }
-                o["pending"] = .object(po)
-            } else { o["pending"] = .null }
-            o["metadata"] = r.metadata.map { .object($0) } ?? .null
-            o["result"] = r.result ?? .null
-            o["error"] = r.error ?? .null
-            o["counts"] = .object(["commands": .int(r.state["commandCount"]?.intValue ?? 0), "events": .int(0)])
-            items.append(.object(o))
-        }
+        let items = records.prefix(limit).map { r in sessions[r.id].map(infoJSON) ?? Relay.infoJSON(Relay.info(of: r)) }
         let next: JSON = records.count > limit ? .string(String(records[limit - 1].ordinal)) : .null
         return Relay.json(200, .object(["sessions": .array(items), "next": next]))
     }
