@@ -50,6 +50,8 @@ final class PostgresConnection {
     struct Rows {
         fileprivate let result: OpaquePointer
         var count: Int { Int(PQntuples(result)) }
+        /// Rows an INSERT, UPDATE or DELETE changed.
+        var changed: Int { Int(String(cString: PQcmdTuples(result))) ?? 0 }
         func isNull(_ row: Int, _ col: Int) -> Bool { PQgetisnull(result, Int32(row), Int32(col)) == 1 }
         func text(_ row: Int, _ col: Int) -> String? {
             isNull(row, col) ? nil : String(cString: PQgetvalue(result, Int32(row), Int32(col)))
@@ -156,43 +158,43 @@ final class PostgresConnection {
 
     /// The number of rows a statement changed.
     func update(_ sql: String, _ params: [Value] = []) throws(PostgresError) -> Int {
-        try ensureConnected()
-        var changed = 0
-        try query(sql + " RETURNING 1", params) { r throws(PostgresError) in changed = r.count }
-        return changed
+        try query(sql, params) { r throws(PostgresError) in r.changed }
     }
 
-    /// Parameters as libpq takes them: text values, or binary for `bytea`.
+    /// Parameters as libpq takes them: text values, or binary for `bytea` (passed where they
+    /// are, not copied).
     private func encoded<R>(_ params: [Value], _ body: ([UnsafePointer<CChar>?], [Int32], [Int32]) -> R) -> R {
-        var texts: [[CChar]?] = []
+        var pointers: [UnsafePointer<CChar>?] = []
         var lengths: [Int32] = []
         var formats: [Int32] = []
-        texts.reserveCapacity(params.count)
-        for p in params {
-            switch p {
-            case .null: texts.append(nil); lengths.append(0); formats.append(0)
+        pointers.reserveCapacity(params.count)
+        lengths.reserveCapacity(params.count)
+        formats.reserveCapacity(params.count)
+        func step(_ i: Int) -> R {
+            guard i < params.count else { return body(pointers, lengths, formats) }
+            func text(_ c: [CChar]) -> R {
+                c.withUnsafeBufferPointer { b in
+                    pointers.append(b.baseAddress); lengths.append(0); formats.append(0)
+                    return step(i + 1)
+                }
+            }
+            switch params[i] {
+            case .null:
+                pointers.append(nil); lengths.append(0); formats.append(0)
+                return step(i + 1)
             // A text value cannot hold NUL: one would end the C string early (peers' ids and
             // types are refused with one; anything else is stored with U+FFFD instead).
-            case .text(let s): texts.append(s.utf8.contains(0) ? Array(s.replacing("\u{0}", with: "\u{FFFD}").utf8CString) : Array(s.utf8CString))
-                lengths.append(0); formats.append(0)
-            case .int(let i): texts.append(Array(String(i).utf8CString)); lengths.append(0); formats.append(0)
-            case .bool(let b): texts.append(Array((b ? "t" : "f").utf8CString)); lengths.append(0); formats.append(0)
+            case .text(let s): return text(s.utf8.contains(0) ? Array(s.replacing("\u{0}", with: "\u{FFFD}").utf8CString) : Array(s.utf8CString))
+            case .int(let n): return text(Array(String(n).utf8CString))
+            case .bool(let b): return text(Array((b ? "t" : "f").utf8CString))
             // (An empty value still needs a pointer: a null one would mean SQL NULL.)
-            case .bytes(let b): texts.append(b.isEmpty ? [0] : b.map { CChar(bitPattern: $0) }); lengths.append(Int32(b.count)); formats.append(1)
-            }
-        }
-        return withPointers(texts) { body($0, lengths, formats) }
-    }
-
-    private func withPointers<R>(_ arrays: [[CChar]?], _ body: ([UnsafePointer<CChar>?]) -> R) -> R {
-        var pointers: [UnsafePointer<CChar>?] = []
-        pointers.reserveCapacity(arrays.count)
-        func step(_ i: Int) -> R {
-            if i == arrays.count { return body(pointers) }
-            guard let a = arrays[i] else { pointers.append(nil); return step(i + 1) }
-            return a.withUnsafeBufferPointer { b in
-                pointers.append(b.baseAddress)
-                return step(i + 1)
+            case .bytes(let b) where b.isEmpty: return text([0])
+            case .bytes(let b):
+                return b.withUnsafeBytes { raw in
+                    pointers.append(raw.baseAddress?.assumingMemoryBound(to: CChar.self))
+                    lengths.append(Int32(clamping: raw.count)); formats.append(1)
+                    return step(i + 1)
+                }
             }
         }
         return step(0)
