@@ -100,13 +100,13 @@ alive() {  # alive PID: running (a zombie waiting for its parent to reap it is n
   [ -r "/proc/$1/stat" ] && ! awk '{ s = $0; sub(/.*\) /, "", s); split(s, f, " "); exit !(f[1] == "Z" || f[1] == "X") }' "/proc/$1/stat"
 }
 
-stop_pid() {  # stop_pid FILE [SIGNAL]: SIGNAL (default TERM), then SIGKILL after 10 s
-  local f="$1" sig="${2:-TERM}" pid
+stop_pid() {  # stop_pid FILE: SIGTERM, then SIGKILL after 10 s
+  local f="$1" pid
   [ -f "$f" ] || return 0
   pid="$(cat "$f")"
   if alive "$pid"; then
     kill -CONT "$pid" 2>/dev/null || true
-    kill -"$sig" "$pid" 2>/dev/null || true
+    kill -TERM "$pid" 2>/dev/null || true
     for _ in $(seq 100); do alive "$pid" || break; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null || true
   fi
