@@ -128,6 +128,21 @@ extremes = [
     # Relayed values of 64 KiB and more, with quotes, backslashes and control escapes at word edges.
     {"type": "worker.command", "command": "evaluate", "params": {"expression": ("a" * 7 + "\"\\\n") * 6000}},
     {"type": "client.command_response", "id": "c1", "result": {"value": "z" * (1 << 17)}},
+    # U+0000 in ids, event types and sources (refused: stored as text): alone, first, last, at
+    # the 128-character bound of an id and one past it, after a 4-byte character, at the end
+    # of a 60 000-character type, in the last event of a full batch.
+    {"type": "worker.command", "id": "\u0000", "command": "url"},
+    {"type": "worker.command", "id": "\u0000" + "a" * 127, "command": "url"},
+    {"type": "worker.command", "id": "a" * 127 + "\u0000", "command": "url"},
+    {"type": "worker.command", "id": "a" * 128 + "\u0000", "command": "url"},
+    {"type": "worker.command", "id": "\U0001F600" * 127 + "\u0000", "command": "url"},
+    {"type": "worker.command", "id": "a" * 128, "command": "url"},
+    {"type": "worker.cancel", "id": "c\u0000"},
+    {"type": "client.command_response", "id": "c1\u0000", "result": {}},
+    {"type": "client.events", "clientSeq": 1, "events": [{"type": "\u0000"}]},
+    {"type": "client.events", "clientSeq": 1, "events": [{"type": "n" * 60000 + "\u0000", "payload": {}}]},
+    {"type": "client.events", "clientSeq": 1, "events": [{"type": "console", "source": "\u0000", "payload": {"v": "\u0000"}}]},
+    {"type": "client.events", "clientSeq": 1, "events": [{"type": "console"}] * 999 + [{"type": "console\u0000"}]},
 ]
 write("inbound", [json.dumps(m).encode() for m in commands + client + extremes]
       + [b"{not json", b'{"type":"worker.command","command":"url","timeoutMs":9007199254740993}',
@@ -167,7 +182,8 @@ session = [
 def command(cid):
     return rec(W, msg({"type": "worker.command", "id": cid, "command": "url"})) + rec(11) \
         + rec(C, msg({"type": "client.command_response", "id": cid, "result": {"url": "u"}})) + rec(11)
-ids = ["x" * 20000, "a\"b\u0000c\U0001F600"] + ["c%d" % i for i in range(40)]
+# (An id with U+0000 is refused; its neighbour without one is stored.)
+ids = ["x" * 20000, "a\"b\u0000c\U0001F600", "a\"b\\c\U0001F600"] + ["c%d" % i for i in range(40)]
 session.append(rec(0) + rec(1) + hello_w + hello_c + b"".join(command(i) for i in ids) + rec(13) + rec(0) + rec(1)
                + rec(W, msg({"type": "worker.hello", "protocolVersion": 1, "lastSeq": 9223372036854775807}))
                + rec(C, msg({"type": "client.hello", "protocolVersion": 1, "lastSeq": -1})) + command(ids[0]) + command(ids[1])
