@@ -47,6 +47,8 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
     private var timers: [Timer] = []
     private var timerOrder: UInt64 = 0
     private let queue = Locked<[Work]>([])
+    /// The buffer `runQueue` ran last, emptied: it becomes the queue on the next swap.
+    private var spareBatch: [Work] = []
     private let running = Locked<Bool>(false)
     /// The loop's thread (0 until it runs); read from any thread by `inLoop`.
     private let threadID = Atomic<UInt>(0)
@@ -273,17 +275,18 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
 
     private func runQueue() {
         // Bounded: work queued while running waits for the next iteration, so I/O is not starved.
-        let batch = queue.withLock { q -> [Work] in
-            let b = q
-            q.removeAll(keepingCapacity: true)
-            return b
-        }
+        // The queue and the batch swap buffers: taking the work allocates nothing.
+        var batch: [Work] = []
+        swap(&batch, &spareBatch)
+        queue.withLock { swap(&$0, &batch) }
         for w in batch {
             switch w {
             case .job(let j): j.runSynchronously(on: asUnownedSerialExecutor())
             case .closure(let c): c()
             }
         }
+        batch.removeAll(keepingCapacity: true)
+        spareBatch = batch
     }
 }
 

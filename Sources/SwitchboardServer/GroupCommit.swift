@@ -60,9 +60,21 @@ final class GroupCommitter: @unchecked Sendable {
             if let completion { p.done.append(completion) }
             return e
         }
-        if wasEmpty {
-            if loop.inLoop { needsWake.withLock { $0 = true } } else { wake() }
+        if wasEmpty { wakeWhenIdle() }
+    }
+
+    func submit(_ op: StoreOp) {
+        let wasEmpty = pending.withLock { p -> Bool in
+            let e = p.ops.isEmpty && p.done.isEmpty
+            p.ops.append(op)
+            return e
         }
+        if wasEmpty { wakeWhenIdle() }
+    }
+
+    /// Wakes the writer: at the end of the loop's iteration when called on the loop, at once otherwise.
+    private func wakeWhenIdle() {
+        if loop.inLoop { needsWake.withLock { $0 = true } } else { wake() }
     }
 
     /// Commits what is queued and stops the writer.

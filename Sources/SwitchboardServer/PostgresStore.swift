@@ -129,6 +129,7 @@ public final class PostgresStore: SessionStore, @unchecked Sendable {
     // MARK: Writes
 
     public func submit(_ ops: [StoreOp], completion: (@Sendable () -> Void)?) { committer.submit(ops, completion: completion) }
+    public func submit(_ op: StoreOp) { committer.submit(op) }
 
     /// Stops the lease thread, commits what is queued and stops the writer.
     public func close() {
@@ -196,7 +197,7 @@ public final class PostgresStore: SessionStore, @unchecked Sendable {
             """, [.text(r.id), .int(r.createdAt), .text(SQLiteStore.encode(r.timeouts)), PostgresStore.json(r.metadata.map { .object($0) }),
                   .text(JSONWriter.string(.object(r.clientConfig))), .bytes(r.workerTokenHash[...]), .bytes(r.clientTokenHash[...]),
                   .text(r.phase.rawValue), .optText(r.reason?.rawValue), PostgresStore.json(r.result), PostgresStore.json(r.error), .optText(r.tenant)])
-            try putState(r.id, r.state, on: db)
+            try putState(r.id, JSONWriter.serialize(.object(r.state)), on: db)
         case .updateLifecycle(let id, let phase, let reason, let result, let error):
             try db.run("UPDATE sessions SET phase = $1, reason = $2, result = $3, error = $4, ended_at = $5 WHERE id = $6",
                        [.text(phase.rawValue), .optText(reason?.rawValue), PostgresStore.json(result), PostgresStore.json(error),
@@ -237,9 +238,9 @@ public final class PostgresStore: SessionStore, @unchecked Sendable {
         }
     }
 
-    private func putState(_ session: String, _ state: JSONObject, on db: PostgresConnection) throws(PostgresError) {
+    private func putState(_ session: String, _ state: [UInt8], on db: PostgresConnection) throws(PostgresError) {
         try db.run("INSERT INTO states (session, state) VALUES ($1, $2) ON CONFLICT (session) DO UPDATE SET state = EXCLUDED.state",
-                   [.text(session), .text(JSONWriter.string(.object(state)))])
+                   [.text(session), .text(String(decoding: state, as: UTF8.self))])
     }
 
     static func deleteSessions(_ ids: [String], on db: PostgresConnection) throws(PostgresError) {

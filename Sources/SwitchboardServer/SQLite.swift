@@ -99,6 +99,10 @@ final class Database {
                 b.withUnsafeBytes { _ = sb_sqlite3_bind_blob(stmt, idx, $0.baseAddress, Int32($0.count)) }
             case .bytes(let b):
                 b.withUnsafeBytes { _ = sb_sqlite3_bind_blob(stmt, idx, $0.baseAddress, Int32($0.count)) }
+            case .literal(let t):
+                _ = t.utf8Start.withMemoryRebound(to: CChar.self, capacity: t.utf8CodeUnitCount) { sb_sqlite3_bind_text(stmt, idx, $0, Int32(t.utf8CodeUnitCount)) }
+            case .utf8(let b):
+                b.withUnsafeBytes { _ = sb_sqlite3_bind_text(stmt, idx, $0.baseAddress?.assumingMemoryBound(to: CChar.self), Int32($0.count)) }
             }
         }
         while true {
@@ -132,6 +136,10 @@ enum SQLValue {
     case text(String)
     case blob([UInt8])
     case bytes(ArraySlice<UInt8>)
+    /// UTF-8 bytes bound as text.
+    case utf8([UInt8])
+    /// Literal text (no String is made for it).
+    case literal(StaticString)
 
     static func int(_ v: Int) -> SQLValue { .int(Int64(v)) }
     static func optText(_ s: String?) -> SQLValue { s.map { .text($0) } ?? .null }

@@ -89,7 +89,10 @@ public actor Session {
     public nonisolated let tenant: String?
     public nonisolated var unownedExecutor: UnownedSerialExecutor { loop.asUnownedSerialExecutor() }
 
-    unowned let relay: Relay
+    /// Strong: a session reads its relay on every message, and an unowned read of an object
+    /// that weak references also point to takes the runtime's slow path. The relay drops its
+    /// sessions when they are deleted or leave the node, which ends the cycle.
+    let relay: Relay
     public internal(set) var state = SessionState()
     let timeouts: SessionTimeouts
     let metadata: JSONObject?
@@ -284,13 +287,13 @@ public actor Session {
     /// of a run is answered `rate_limited`; more than `rateCloseAfterDrops` drops within
     /// `rateWindowMs` close the peer with 4029, even when some messages get through between.
     private func allowRate(_ peer: Peer, bytes: Int) -> Bool {
-        let s = relay.settings
         let now = loop.now
-        let (messagesOK, bytesOK) = peer.bucket.take(bytes: bytes, now: now, settings: s)
+        let (messagesOK, bytesOK) = peer.bucket.take(bytes: bytes, now: now, settings: relay.settings)
         if messagesOK && bytesOK {
             peer.droppedInRow = 0
             return true
         }
+        let s = relay.settings
         // A CDP stream with a gap is broken: the channels close rather than hang (section 16).
         if peer.role == .client { closeCDPChannels(.rateLimited, reason: "the client's messages were dropped by the rate limit") }
         relay.metrics.hit(messagesOK ? "rate_bytes_per_second" : "rate_per_second")
@@ -502,7 +505,7 @@ public actor Session {
             cid = "cmd_\(commandCounter)"
         }
         usedIds.insert(cid)
-        if !storedWithCommand { persist([.usedId(session: id, id: cid)]) }
+        if !storedWithCommand { persist(.usedId(session: id, id: cid)) }
         return cid
     }
 
@@ -575,7 +578,7 @@ public actor Session {
         let previous = state.phase
         let effects = state.apply(event)
         if state.phase != previous {
-            persist([.updateLifecycle(id: id, phase: state.phase, reason: state.reason, result: state.result, error: state.error)])
+            persist(.updateLifecycle(id: id, phase: state.phase, reason: state.reason, result: state.result, error: state.error))
         }
         for effect in effects {
             switch effect {
@@ -693,8 +696,8 @@ public actor Session {
         var message = OutboundMessage(reserved: w.take())
         message.seal(.text)
         let retained = Retained(seq: seq, storage: message.storage, commandId: commandId)
-        let settings = relay.settings
-        withStream(role) { $0.retain(retained, maxCount: settings.replayMaxMessages, maxBytes: settings.replayMaxBytes) }
+        let (maxCount, maxBytes) = (relay.settings.replayMaxMessages, relay.settings.replayMaxBytes)
+        withStream(role) { $0.retain(retained, maxCount: maxCount, maxBytes: maxBytes) }
         // A new seq reservation is stored before the first message that uses it.
         if reservation != nil { persistState() }
         let direction: StaticString = role == .worker ? "server_to_worker" : "server_to_client"

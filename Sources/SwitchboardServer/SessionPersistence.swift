@@ -8,52 +8,74 @@ extension Session {
         store.submit(ops, completion: completion)
     }
 
+    func persist(_ op: StoreOp) {
+        guard let store = relay.store, !evicted else { return }
+        store.submit(op)
+    }
+
     /// The session's bookkeeping as persisted (everything the relay needs after a restart
-    /// that is not a message, an event or a journal entry).
-    func stateSnapshot() -> JSONObject {
-        var o = JSONObject()
+    /// that is not a message, an event or a journal entry), as the JSON text of its state row.
+    /// Written straight into bytes: it is stored after every command and every response.
+    func stateSnapshot() -> [UInt8] {
+        var w = JSONWriter()
+        w.bytes.reserveCapacity(256)
         // The snapshot is committed with the batch it follows: it records what is accepted.
-        o["lastClientSeq"] = .int(acceptedClientSeq)
-        o["commandCounter"] = .int(commandCounter)
-        o["commandCount"] = .int(commandCount)
-        o["seqReserved"] = .object(["worker": .int(workerStream.reserved), "client": .int(clientStream.reserved)])
-        if let sub = workerSubscription { o["subscription"] = .array(sub.sorted().map { .string($0) }) }
-        var grace = JSONObject()
-        for (role, deadline) in graceDeadlines { grace[role.rawValue] = .int64(deadline) }
-        o["grace"] = .object(grace)
-        if let p = pending {
-            var po: JSONObject = ["id": .string(p.id), "kind": .string(p.kind.rawValue), "command": .string(p.command),
-                                  "deadline": .int64(p.deadline), "startedAt": .int64(p.startedAtMs), "optional": .bool(p.optional)]
-            if p.kind == .yield { po["conditions"] = .array(p.conditionsJSON) }
-            if let m = p.message { po["message"] = .string(m) }
-            o["pending"] = .object(po)
+        w.raw("{\"lastClientSeq\":"); w.int(acceptedClientSeq)
+        w.key("commandCounter"); w.int(commandCounter)
+        w.key("commandCount"); w.int(commandCount)
+        w.key("seqReserved"); w.raw("{\"worker\":"); w.int(workerStream.reserved)
+        w.key("client"); w.int(clientStream.reserved); w.raw("}")
+        if let sub = workerSubscription {
+            w.key("subscription"); w.raw("[")
+            for (k, type) in sub.sorted().enumerated() {
+                if k > 0 { w.raw(",") }
+                w.write(string: type)
+            }
+            w.raw("]")
         }
-        return o
+        w.key("grace"); w.raw("{")
+        for (k, (role, deadline)) in graceDeadlines.enumerated() {
+            if k > 0 { w.raw(",") }
+            w.write(string: role.rawValue); w.raw(":"); w.int(Int(deadline))
+        }
+        w.raw("}")
+        if let p = pending {
+            w.key("pending"); w.raw("{\"id\":"); w.write(string: p.id)
+            w.key("kind"); w.write(string: p.kind.rawValue)
+            w.key("command"); w.write(string: p.command)
+            w.key("deadline"); w.int(Int(p.deadline))
+            w.key("startedAt"); w.int(Int(p.startedAtMs))
+            w.key("optional"); w.raw(p.optional ? "true" : "false")
+            if p.kind == .yield { w.key("conditions"); w.write(.array(p.conditionsJSON)) }
+            if let m = p.message { w.key("message"); w.write(string: m) }
+            w.raw("}")
+        }
+        w.raw("}")
+        return w.take()
     }
 
     func persistState() {
         guard relay.store != nil else { return }
-        persist([.updateState(id: id, state: stateSnapshot())])
+        persist(.updateState(id: id, state: stateSnapshot()))
     }
 
     /// Stores a journal entry. A message the server sent on a stream (`message`) is stored once,
     /// as its entry, whether or not the journal is stored: replay tails are read back from
     /// these entries.
     func persistJournal(_ e: JournalEntry, message: StreamPosition? = nil) {
-        let s = relay.settings
-        let journaled = s.journalStoredEntries > 0
+        let journalStoredEntries = relay.settings.journalStoredEntries
+        let journaled = journalStoredEntries > 0
         guard relay.store != nil, journaled || message != nil else { return }
-        var ops: [StoreOp] = [.journal(session: id, n: e.n, direction: e.direction, ts: e.ts, body: e.bytes, message: message, journaled: journaled)]
-        if journaled, let through = storedJournal.add(e.n, bytes: e.bytes.count, maxCount: s.journalStoredEntries, maxBytes: s.journalStoredBytes) {
+        persist(.journal(session: id, n: e.n, direction: e.direction, ts: e.ts, body: e.bytes, message: message, journaled: journaled))
+        if journaled, let through = storedJournal.add(e.n, bytes: e.bytes.count, maxCount: journalStoredEntries, maxBytes: relay.settings.journalStoredBytes) {
             relay.metrics.hit("journal_stored_bytes")
             // Entries still in a replay tail stay (for replay only) until a later trim passes them.
-            ops.append(.trimJournal(session: id, throughN: through, keepFrom: (workerStream.oldestSeq ?? Int.max, clientStream.oldestSeq ?? Int.max)))
+            persist(.trimJournal(session: id, throughN: through, keepFrom: (workerStream.oldestSeq ?? Int.max, clientStream.oldestSeq ?? Int.max)))
         }
         // Without a stored journal the stored tail follows the memory one, trimmed in steps of 64.
         if !journaled, let m = message, let oldest = withStream(StreamPosition.role(of: m.stream), { $0.oldestSeq }), oldest > 1, (oldest - 1) % 64 == 0 {
-            ops.append(.trimMessages(session: id, stream: m.stream, throughSeq: oldest - 1))
+            persist(.trimMessages(session: id, stream: m.stream, throughSeq: oldest - 1))
         }
-        persist(ops)
     }
 
     // MARK: Restore

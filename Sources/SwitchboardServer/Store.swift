@@ -42,7 +42,8 @@ public struct StreamPosition: Sendable, Equatable {
 public enum StoreOp: Sendable {
     case insertSession(SessionRecord)
     case updateLifecycle(id: String, phase: Phase, reason: EndReason?, result: JSON?, error: JSON?)
-    case updateState(id: String, state: JSONObject)
+    /// The session's state row: JSON text (`Session.stateSnapshot`).
+    case updateState(id: String, state: [UInt8])
     /// Deletes the stream's messages through `throughSeq` that are not journal entries (kept
     /// only for replay: the journal is not stored, or was trimmed past them).
     case trimMessages(session: String, stream: Int, throughSeq: Int)
@@ -72,7 +73,8 @@ public enum StoreOp: Sendable {
             guard case .updateState(let id, _) = op else { out.append(op); continue }
             if let i = slot[id] { states[i] = op } else { slot[id] = states.count; states.append(op) }
         }
-        return out + states
+        out.append(contentsOf: states)
+        return out
     }
 
     /// The session the op writes to.
@@ -93,6 +95,8 @@ public enum StoreOp: Sendable {
 public protocol SessionStore: AnyObject, Sendable {
     /// Queues writes; `completion` runs on the event loop once they are committed.
     func submit(_ ops: [StoreOp], completion: (@Sendable () -> Void)?)
+    /// Queues one write (no array is made for it: most writes come one at a time).
+    func submit(_ op: StoreOp)
     func loadSessions() throws -> [SessionRecord]
     /// The last `limit` messages of each stream, by stream and seq.
     func messages(session: String, limit: Int) throws -> [(stream: Int, seq: Int, body: [UInt8], commandId: String?)]
@@ -238,6 +242,7 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
     static let checkpointFrames = 4096
 
     public func submit(_ ops: [StoreOp], completion: (@Sendable () -> Void)?) { committer.submit(ops, completion: completion) }
+    public func submit(_ op: StoreOp) { committer.submit(op) }
 
     /// Commits what is queued and stops the writer.
     public func close() {
@@ -251,8 +256,11 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
         do {
             try writer.run("BEGIN")
             for op in ops { try apply(op, on: writer) }
-            for g in index.withLock({ $0.takeSuperseded(atLeast: SQLiteStore.supersededBatch) }) {
-                try writer.run("DELETE FROM states WHERE g = ?", [.int(g)])
+            let superseded = index.withLock { $0.takeSuperseded(atLeast: SQLiteStore.supersededBatch) }
+            if !superseded.isEmpty {
+                // One statement for the batch: the rowids as a JSON array.
+                try writer.run("DELETE FROM states WHERE g IN (SELECT value FROM json_each(?))",
+                               [.text("[" + superseded.map(String.init).joined(separator: ",") + "]")])
             }
             try writer.run("COMMIT")
         } catch {
@@ -270,7 +278,7 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
             """, [.text(r.id), .int(r.ordinal), .int(r.createdAt), .text(SQLiteStore.encode(r.timeouts)), .json(r.metadata.map { .object($0) }),
                   .json(.object(r.clientConfig)), .blob(r.workerTokenHash), .blob(r.clientTokenHash), .text(r.phase.rawValue),
                   .optText(r.reason?.rawValue), .json(r.result), .json(r.error), .optText(r.tenant)])
-            try appendState(r.id, r.state, on: db)
+            try appendState(r.id, JSONWriter.serialize(.object(r.state)), on: db)
         case .updateLifecycle(let id, let phase, let reason, let result, let error):
             try db.query("UPDATE sessions SET phase = ?, reason = ?, result = ?, error = ?, ended_at = ? WHERE id = ?",
                              [.text(phase.rawValue), .optText(reason?.rawValue), .json(result), .json(error),
@@ -284,7 +292,7 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
                              [.text(s), .int(n), .text(type), .int(ts), .int(serverTs), .text(source), .json(.object(payload))])
         case .journal(let s, let n, let dir, let ts, let body, let m, let journaled):
             try db.run("INSERT INTO entries (session, n, direction, ts, body, stream, seq, command_id, journaled) VALUES (?,?,?,?,?,?,?,?,?)",
-                             [.text(s), .int(n), .text(dir.description), .int(ts), .bytes(body), m.map { .int($0.stream) } ?? .null,
+                             [.text(s), .int(n), .literal(dir), .int(ts), .bytes(body), m.map { .int($0.stream) } ?? .null,
                               m.map { .int($0.seq) } ?? .null, .optText(m?.commandId), .int(journaled ? 1 : 0)])
             let row = EntryIndex.Row(g: db.lastInsertRowid, n: n, seq: m?.seq ?? 0, stream: m.map { Int8(clamping: $0.stream) } ?? -1,
                                      journaled: journaled, hasCommandId: m?.commandId != nil)
@@ -308,8 +316,8 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
         }
     }
 
-    private func appendState(_ session: String, _ state: JSONObject, on db: Database) throws(SQLiteError) {
-        try db.run("INSERT INTO states (session, state) VALUES (?,?)", [.text(session), .json(.object(state))])
+    private func appendState(_ session: String, _ state: [UInt8], on db: Database) throws(SQLiteError) {
+        try db.run("INSERT INTO states (session, state) VALUES (?,?)", [.text(session), .utf8(state)])
         let g = db.lastInsertRowid
         index.withLock { $0.setState(session, g: g) }
     }

@@ -97,6 +97,7 @@ final class FakeStore: SessionStore, @unchecked Sendable {
 
     init(loop: EventLoop) { self.loop = loop }
 
+    func submit(_ op: StoreOp) { submit([op], completion: nil) }
     func submit(_ ops: [StoreOp], completion: (@Sendable () -> Void)?) {
         queued.append(contentsOf: ops)
         if let completion { completions.append(completion) }
@@ -121,7 +122,7 @@ final class FakeStore: SessionStore, @unchecked Sendable {
         case .insertSession(let r): if sessions[r.id] == nil { order.append(r.id) }; sessions[r.id] = r
         case .updateLifecycle(let id, let phase, let reason, let result, let error):
             sessions[id]?.phase = phase; sessions[id]?.reason = reason; sessions[id]?.result = result; sessions[id]?.error = error
-        case .updateState(let id, let state): sessions[id]?.state = state
+        case .updateState(let id, let state): sessions[id]?.state = (try? JSONParser.parse(state))?.objectValue ?? [:]
         case .trimMessages(let s, let stream, let through):
             removeJournalRows(s) { !$0.journaled && $0.message.map { $0.stream == stream && $0.seq <= through } ?? false }
         case .event(let s, let n, let type, let ts, let serverTs, let source, let payload):

@@ -34,10 +34,10 @@ import SwitchboardProtocol
     /// A batch writes one state snapshot per session, its last, after the batch's other ops
     /// (which keep their order).
     @Test func aBatchKeepsTheLastStateOfEachSession() {
-        func state(_ id: String, _ k: Int) -> StoreOp { .updateState(id: id, state: ["k": .int(k)]) }
+        func state(_ id: String, _ k: Int) -> StoreOp { .updateState(id: id, state: JSONWriter.serialize(.object(["k": .int(k)]))) }
         func describe(_ ops: [StoreOp]) -> [String] {
             ops.map { op in
-                if case .updateState(let id, let st) = op { return "\(id)=\(st["k"]?.intValue ?? -1)" }
+                if case .updateState(let id, let st) = op { return "\(id)=\((try? JSONParser.parse(st))?["k"]?.intValue ?? -1)" }
                 return "op:\(op.session)"
             }
         }
@@ -173,7 +173,7 @@ import SwitchboardProtocol
                            entry("s", 3, "w1", StreamPosition(stream: 0, seq: 1, commandId: nil)), entry("t", 1, "other")])
             commit(store, [.trimJournal(session: "s", throughN: 2, keepFrom: (worker: 1, client: 1)), .usedId(session: "s", id: "y")])
             // One commit per state: each supersedes the one before.
-            for k in 1...states { commit(store, [.updateState(id: k % 2 == 0 ? "s" : "t", state: ["k": .int(k)])]) }
+            for k in 1...states { commit(store, [.updateState(id: k % 2 == 0 ? "s" : "t", state: JSONWriter.serialize(.object(["k": .int(k)])))]) }
             before = (try store.journal(session: "s", after: 0, limit: 10).map(\.n), try tails(store, "s"),
                       try store.usedIds(session: "s"), try store.lastJournalEntry(session: "s"))
             #expect(before?.journal == [3])
@@ -216,7 +216,7 @@ import SwitchboardProtocol
             try other.exec("CREATE TRIGGER refuse BEFORE INSERT ON states BEGIN SELECT RAISE(ABORT, 'refused'); END")
             let done = DispatchSemaphore(value: 0)
             store.submit([.trimJournal(session: "s", throughN: 1, keepFrom: (worker: .max, client: .max)),
-                          .updateState(id: "s", state: ["k": .int(1)])]) { done.signal() }
+                          .updateState(id: "s", state: JSONWriter.serialize(.object(["k": .int(1)])))]) { done.signal() }
             let deadline = Date().addingTimeInterval(10)
             while store.failedCommits == 0 && Date() < deadline { usleep(1_000) }
             #expect(store.failedCommits > 0)
