@@ -11,7 +11,7 @@ import SocketServer
 final class GroupCommitter: @unchecked Sendable {
     /// Commits `ops` in one transaction; returns the sessions whose writes were refused
     /// because another node owns them now (their ops were not applied).
-    typealias Commit = ([StoreOp]) throws -> [String]
+    typealias Commit = (StoreBatch) throws -> [String]
 
     private let loop: EventLoop
     private let name: String
@@ -27,7 +27,7 @@ final class GroupCommitter: @unchecked Sendable {
     var failedCommits: Int { failures.load(ordering: .relaxed) }
     var commitLatencies: [Double] { latencies.withLock { $0 } }
 
-    /// `commit` runs the transaction (state snapshots already reduced, `StoreOp.coalescingStates`)
+    /// `commit` runs the transaction (`StoreBatch`: superseded state snapshots left out)
     /// and rolls it back when it fails; `recover` runs after such a failure; `idle` runs after
     /// a commit's completions were handed back;
     /// `fenced` gets the sessions another node took, on the loop, before the completions.
@@ -110,7 +110,7 @@ final class GroupCommitter: @unchecked Sendable {
                 let start = monotonicNanos()
                 let lost: [String]
                 do {
-                    lost = try commit(StoreOp.coalescingStates(ops))
+                    lost = try commit(StoreBatch(ops))
                 } catch {
                     recover()
                     let first = health.exchange(false, ordering: .relaxed)

@@ -106,7 +106,7 @@ public final class PostgresStore: SessionStore, @unchecked Sendable {
         reader = try PostgresConnection(url: url)
         try register(on: writer, replacing: true)
         do {
-            committer = try GroupCommitter(loop: loop, name: "store", commit: { [unowned self] ops in try self.commit(ops) },
+            committer = try GroupCommitter(loop: loop, name: "store", commit: { [unowned self] batch in try self.commit(batch) },
                                            recover: {}, fenced: { [weak self] ids in self?.fencedHandler.withLock { $0 }?(ids) })
         } catch {
             throw PostgresError(description: "cannot start the store's writer: \(error)")
@@ -146,16 +146,16 @@ public final class PostgresStore: SessionStore, @unchecked Sendable {
         "{" + items.map { "\"" + $0.replacingBackslashesAndQuotes() + "\"" }.joined(separator: ",") + "}"
     }
 
-    private func commit(_ ops: [StoreOp]) throws(PostgresError) -> [String] {
+    private func commit(_ batch: StoreBatch) throws(PostgresError) -> [String] {
         // Completions alone (a barrier after earlier writes): nothing to write.
-        guard !ops.isEmpty else { return [] }
+        guard !batch.isEmpty else { return [] }
         let me = nodeId
         do {
             try writer.exec("BEGIN")
             // Fencing: the rows of the batch's sessions are locked until the commit, so a
             // takeover waits for it, and ops of sessions owned elsewhere are dropped.
             var rows: [String: (owner: String?, epoch: Int64)] = [:]
-            let ids = Set(ops.map(\.session))
+            let ids = batch.sessions
             try writer.query("SELECT id, owner, epoch FROM sessions WHERE id = ANY($1::text[]) FOR SHARE", [.text(PostgresStore.array(ids))]) { r throws(PostgresError) in
                 for i in 0..<r.count { rows[r.text(i, 0) ?? ""] = (r.text(i, 1), r.int(i, 2)) }
             }
@@ -164,13 +164,13 @@ public final class PostgresStore: SessionStore, @unchecked Sendable {
             var released: [String] = []
             // The batch's statements travel together; their results are read at the end.
             try writer.beginPipeline()
-            for op in ops {
+            try batch.forEach { op throws(PostgresError) in
                 let id = op.session
                 if let row = rows[id] {
-                    guard row.owner == me, let e = epochs[id], e == row.epoch else { lost.insert(id); continue }
+                    guard row.owner == me, let e = epochs[id], e == row.epoch else { lost.insert(id); return }
                 } else {
                     // A new session, or one deleted meanwhile (retention).
-                    guard case .insertSession = op else { continue }
+                    guard case .insertSession = op else { return }
                 }
                 if case .release = op { released.append(id) }
                 try apply(op, on: writer, me: me, epoch: epochs[id] ?? 0)

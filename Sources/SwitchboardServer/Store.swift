@@ -61,22 +61,6 @@ public enum StoreOp: Sendable {
     /// everything queued before is committed). Nothing to do for a single node's store.
     case release(session: String)
 
-    /// `ops` with the state snapshots reduced to the last one of each session, placed after
-    /// the other ops (a state row is a full snapshot: earlier ones in a batch would only be
-    /// overwritten). Group commits write this.
-    static func coalescingStates(_ ops: [StoreOp]) -> [StoreOp] {
-        var out: [StoreOp] = []
-        out.reserveCapacity(ops.count)
-        var states: [StoreOp] = []
-        var slot: [String: Int] = [:]
-        for op in ops {
-            guard case .updateState(let id, _) = op else { out.append(op); continue }
-            if let i = slot[id] { states[i] = op } else { slot[id] = states.count; states.append(op) }
-        }
-        out.append(contentsOf: states)
-        return out
-    }
-
     /// The session the op writes to.
     var session: String {
         switch self {
@@ -87,6 +71,34 @@ public enum StoreOp: Sendable {
             return s
         }
     }
+}
+
+/// One group commit's writes: the ops in the order they were queued, less the state
+/// snapshots that a later snapshot of the same session in the batch replaces (a state row is
+/// a full snapshot). Nothing is copied: superseded ops are only marked.
+struct StoreBatch {
+    let ops: [StoreOp]
+    private var superseded: [Bool]
+
+    init(_ ops: [StoreOp]) {
+        self.ops = ops
+        superseded = Array(repeating: false, count: ops.count)
+        var last: [String: Int] = [:]
+        for (i, op) in ops.enumerated() {
+            guard case .updateState(let id, _) = op else { continue }
+            if let earlier = last.updateValue(i, forKey: id) { superseded[earlier] = true }
+        }
+    }
+
+    var isEmpty: Bool { ops.isEmpty }
+
+    /// Calls `body` with each op to write, in order.
+    func forEach<E: Error>(_ body: (StoreOp) throws(E) -> Void) throws(E) {
+        for i in ops.indices where !superseded[i] { try body(ops[i]) }
+    }
+
+    /// The sessions the batch writes to.
+    var sessions: Set<String> { Set(ops.map(\.session)) }
 }
 
 /// Where sessions live. The relay writes through `submit` (asynchronous, batched) and reads
@@ -214,7 +226,7 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
         try reader.exec("PRAGMA cache_size=-16384; PRAGMA mmap_size=1073741824;")
         try loadIndex()
         do {
-            committer = try GroupCommitter(loop: loop, name: "store", commit: { [unowned self] ops in try self.commit(ops); return [] },
+            committer = try GroupCommitter(loop: loop, name: "store", commit: { [unowned self] batch in try self.commit(batch); return [] },
                                            recover: { [unowned self] in try? self.loadIndex() },
                                            idle: { [unowned self] in
                                                if writer.framesInWAL >= SQLiteStore.checkpointFrames { try? writer.exec("PRAGMA wal_checkpoint(PASSIVE)") }
@@ -252,10 +264,10 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
 
     /// One group commit. On failure it rolls back; the index, which took the batch's rows, is
     /// then read back from what is committed (`recover`).
-    private func commit(_ ops: [StoreOp]) throws(SQLiteError) {
+    private func commit(_ batch: StoreBatch) throws(SQLiteError) {
         do {
             try writer.run("BEGIN")
-            for op in ops { try apply(op, on: writer) }
+            try batch.forEach { op throws(SQLiteError) in try apply(op, on: writer) }
             let superseded = index.withLock { $0.takeSuperseded(atLeast: SQLiteStore.supersededBatch) }
             if !superseded.isEmpty {
                 // One statement for the batch: the rowids as a JSON array.
