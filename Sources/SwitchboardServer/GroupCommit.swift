@@ -4,8 +4,10 @@ import SocketServer
 
 /// The write path the stores share: writes queued from the loop are committed by one thread,
 /// everything queued since the last commit in one transaction (group commit); completions go
-/// back to the loop once committed. Submissions made during one loop iteration wake the
-/// writer once, when the iteration ends. A failed commit is acknowledged to no one: the batch
+/// back to the loop once committed. What one loop iteration submits reaches the writer as one
+/// unit when the iteration ends: a commit never holds part of what one message led to (a
+/// response's cleared pending state without the result it produced), and the writer is woken
+/// at most once per iteration. Submissions from other threads go to the writer at once. A failed commit is acknowledged to no one: the batch
 /// goes back to the front of the queue and is retried with backoff until it commits (the
 /// server recovers by itself); meanwhile `isHealthy` is false.
 final class GroupCommitter: @unchecked Sendable {
@@ -16,7 +18,9 @@ final class GroupCommitter: @unchecked Sendable {
     private let loop: EventLoop
     private let name: String
     private let pending = Locked<(ops: [StoreOp], done: [@Sendable () -> Void], stop: Bool)>(([], [], false))
-    private let needsWake = Locked<Bool>(false)
+    /// What the current loop iteration submitted (loop thread only), handed over at its end.
+    private var openOps: [StoreOp] = []
+    private var openDone: [@Sendable () -> Void] = []
     private var wakeRead: Int32 = -1
     private var wakeWrite: Int32 = -1
     private var thread: pthread_t?
@@ -40,7 +44,7 @@ final class GroupCommitter: @unchecked Sendable {
         wakeRead = fds[0]
         wakeWrite = fds[1]
         thread = try startThread { self.run(commit: commit, recover: recover, idle: idle, fenced: fenced) }
-        loop.execute { [weak self] in self?.loop.onIterationEnd { self?.wakeIfNeeded() } }
+        loop.execute { [weak self] in self?.loop.onIterationEnd { self?.handOver() } }
     }
 
     private func wake() {
@@ -48,37 +52,45 @@ final class GroupCommitter: @unchecked Sendable {
         _ = write(wakeWrite, &b, 1)
     }
 
-    private func wakeIfNeeded() {
-        guard needsWake.withLock({ v in let w = v; v = false; return w }) else { return }
-        wake()
-    }
-
     func submit(_ ops: [StoreOp], completion: (@Sendable () -> Void)?) {
-        let wasEmpty = pending.withLock { p -> Bool in
-            let e = p.ops.isEmpty && p.done.isEmpty
-            p.ops.append(contentsOf: ops)
-            if let completion { p.done.append(completion) }
-            return e
+        guard loop.inLoop else {
+            var ops = ops
+            var done = completion.map { [$0] } ?? []
+            queue(&ops, &done)
+            return
         }
-        if wasEmpty { wakeWhenIdle() }
+        openOps.append(contentsOf: ops)
+        if let completion { openDone.append(completion) }
     }
 
     func submit(_ op: StoreOp) {
-        let wasEmpty = pending.withLock { p -> Bool in
-            let e = p.ops.isEmpty && p.done.isEmpty
-            p.ops.append(op)
-            return e
-        }
-        if wasEmpty { wakeWhenIdle() }
+        guard loop.inLoop else { return submit([op], completion: nil) }
+        openOps.append(op)
     }
 
-    /// Wakes the writer: at the end of the loop's iteration when called on the loop, at once otherwise.
-    private func wakeWhenIdle() {
-        if loop.inLoop { needsWake.withLock { $0 = true } } else { wake() }
+    /// The loop iteration ends: what it submitted goes to the writer.
+    private func handOver() {
+        guard !openOps.isEmpty || !openDone.isEmpty else { return }
+        queue(&openOps, &openDone)
+    }
+
+    /// Moves `ops` and `done` (left empty) to the writer's queue and wakes the writer when the
+    /// queue was empty (otherwise a wake-up is already pending).
+    private func queue(_ ops: inout [StoreOp], _ done: inout [@Sendable () -> Void]) {
+        let wasEmpty = pending.withLock { p -> Bool in
+            let e = p.ops.isEmpty && p.done.isEmpty
+            if p.ops.isEmpty { swap(&p.ops, &ops) } else { p.ops.append(contentsOf: ops) }
+            if p.done.isEmpty { swap(&p.done, &done) } else { p.done.append(contentsOf: done) }
+            return e
+        }
+        ops.removeAll(keepingCapacity: true)
+        done.removeAll(keepingCapacity: true)
+        if wasEmpty { wake() }
     }
 
     /// Commits what is queued and stops the writer.
     func close() {
+        if loop.inLoop { handOver() }
         pending.withLock { $0.stop = true }
         wake()
         if let thread { pthread_join(thread, nil) }

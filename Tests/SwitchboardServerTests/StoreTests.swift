@@ -298,6 +298,45 @@ import SwitchboardProtocol
             #expect(try store.journal(session: "s63", after: 0, limit: 1000).count == 125)
         }
     }
+
+    /// A commit holds whole loop iterations: what one message led to (a response's cleared
+    /// pending state and the result it produced) is never split between two commits, even
+    /// when the writer comes back for more in the middle of an iteration. The writer is held
+    /// inside each commit until the test lets it go, so where batches end does not depend on
+    /// timing.
+    @Test func aCommitNeverHoldsPartOfALoopIteration() throws {
+        let loop = try EventLoop(selector: NullSelector(), readBufferSize: 4096)
+        loop.adoptCurrentThread()
+        let batches = Locked<[[String]]>([])
+        let entered = DispatchSemaphore(value: 0), leave = DispatchSemaphore(value: 0)
+        let committer = try GroupCommitter(loop: loop, name: "test", commit: { batch in
+            var ids: [String] = []
+            batch.forEach { op in if case .usedId(_, let id) = op { ids.append(id) } }
+            batches.withLock { $0.append(ids) }
+            entered.signal()
+            leave.wait()
+            return []
+        }, recover: {})
+        func op(_ id: String) -> StoreOp { .usedId(session: "s", id: id) }
+        func writerTookABatch() { #expect(entered.wait(timeout: .now() + 10) == .success, "the writer took no batch within 10 s") }
+        loop.runPending()   // registers the end-of-iteration hand-over
+
+        committer.submit(op("x0"))
+        loop.runPending()
+        writerTookABatch()                  // the writer is inside the commit of [x0]
+        committer.submit(op("a1"))
+        loop.runPending()                   // iteration 1 ends: [a1] waits for the writer
+        committer.submit(op("b1"))          // iteration 2 has begun
+        leave.signal()
+        writerTookABatch()                  // the writer came back in the middle of iteration 2
+        committer.submit(op("b2"))
+        loop.runPending()                   // iteration 2 ends
+        leave.signal()
+        writerTookABatch()
+        leave.signal()
+        committer.close()
+        #expect(batches.withLock { $0 } == [["x0"], ["a1"], ["b1", "b2"]])
+    }
 }
 
 @Suite struct ConfigurationDocs {
