@@ -7,9 +7,10 @@ import SocketServer
 /// back to the loop once committed. What one loop iteration submits reaches the writer as one
 /// unit when the iteration ends: a commit never holds part of what one message led to (a
 /// response's cleared pending state without the result it produced), and the writer is woken
-/// at most once per iteration. Submissions from other threads go to the writer at once. A failed commit is acknowledged to no one: the batch
-/// goes back to the front of the queue and is retried with backoff until it commits (the
-/// server recovers by itself); meanwhile `isHealthy` is false.
+/// at most once per iteration. Submissions from other threads go to the writer at once. A
+/// failed commit is acknowledged to no one: the batch goes back to the front of the queue and
+/// is retried with backoff until it commits (the server recovers by itself); meanwhile
+/// `isHealthy` is false.
 final class GroupCommitter: @unchecked Sendable {
     /// Commits `ops` in one transaction; returns the sessions whose writes were refused
     /// because another node owns them now (their ops were not applied).
