@@ -89,10 +89,7 @@ public actor Session {
     public nonisolated let tenant: String?
     public nonisolated var unownedExecutor: UnownedSerialExecutor { loop.asUnownedSerialExecutor() }
 
-    /// Strong: a session reads its relay on every message, and an unowned read of an object
-    /// that weak references also point to takes the runtime's slow path. The relay drops its
-    /// sessions when they are deleted or leave the node, which ends the cycle.
-    let relay: Relay
+    unowned let relay: Relay
     public internal(set) var state = SessionState()
     let timeouts: SessionTimeouts
     let metadata: JSONObject?
