@@ -23,18 +23,6 @@ import WebSocketCore
         func limitMessages(to bytes: Int) {}
     }
 
-    /// A selector that only reports wake-ups: the store's writer hands its completions to the
-    /// loop with one, and the test waits for it instead of polling.
-    final class WakeSelector: Selector, @unchecked Sendable {
-        let woken = DispatchSemaphore(value: 0)
-        func register(fd: Int32, interest: Interest) throws(SystemError) {}
-        func reregister(fd: Int32, interest: Interest) throws(SystemError) {}
-        func deregister(fd: Int32) {}
-        func wait(timeoutMs: Int32, into events: inout [ReadinessEvent]) throws(SystemError) {}
-        func wakeup() { woken.signal() }
-        func close() {}
-    }
-
     /// Allocations per relayed command on the loop's thread (worker.command in, server.command
     /// out, the response in, server.command_result out, each logged and journaled): 72 without
     /// a store when the budget was set. With the SQLite store the loop also builds each
@@ -61,8 +49,9 @@ import WebSocketCore
     /// Relays 300 commands through one session and returns the allocations per command after
     /// the first 100. With `store`, every `server.command` waits for its commit, as shipped.
     private func relay(store withStore: Bool) throws -> Double {
-        let selector = WakeSelector()
-        let loop = try EventLoop(selector: selector, readBufferSize: 4096)
+        // The store's writer hands its completions to the loop with a wake-up: the test waits on it.
+        let woken = DispatchSemaphore(value: 0)
+        let loop = try EventLoop(selector: NullSelector { woken.signal() }, readBufferSize: 4096)
         loop.adoptCurrentThread()
         var options = TrafficLog.Options(path: "/dev/null")
         options.maxBuffer = 1 << 30
@@ -87,7 +76,7 @@ import WebSocketCore
         if withStore {
             // A new session is answered once its row is committed.
             loop.runPending()
-            #expect(selector.woken.wait(timeout: .now() + 10) == .success, "no commit within 10 s")
+            #expect(woken.wait(timeout: .now() + 10) == .success, "no commit within 10 s")
             loop.runPending()
         }
         let id = try #require(answer.flatMap { try? JSONParser.parse($0.body) }?["sessionId"]?.stringValue)
@@ -100,7 +89,7 @@ import WebSocketCore
             s.receive(message(#"{"type":"client.hello","protocolVersion":1}"#), from: client)
         }
         loop.runPending()
-        while selector.woken.wait(timeout: .now()) == .success {}
+        while woken.wait(timeout: .now()) == .success {}
 
         // The messages are built before counting: reading them off a socket is not measured.
         let rounds = 300, warmUp = 100
@@ -114,7 +103,7 @@ import WebSocketCore
                 // server.command back to the loop.
                 let sent = c.sent
                 loop.runPending()
-                #expect(selector.woken.wait(timeout: .now() + 10) == .success, "no commit within 10 s")
+                #expect(woken.wait(timeout: .now() + 10) == .success, "no commit within 10 s")
                 loop.runPending()
                 #expect(c.sent == sent + 1, "server.command was not released by its commit")
             }

@@ -8,11 +8,14 @@
 import WebSocketCore
 
 final class NullSelector: Selector, @unchecked Sendable {
+    /// Called when another thread queues work for the loop (a test waits on it instead of polling).
+    let onWakeup: (@Sendable () -> Void)?
+    init(onWakeup: (@Sendable () -> Void)? = nil) { self.onWakeup = onWakeup }
     func register(fd: Int32, interest: Interest) throws(SystemError) {}
     func reregister(fd: Int32, interest: Interest) throws(SystemError) {}
     func deregister(fd: Int32) {}
     func wait(timeoutMs: Int32, into events: inout [ReadinessEvent]) throws(SystemError) {}
-    func wakeup() {}
+    func wakeup() { onWakeup?() }
     func close() {}
 }
 
