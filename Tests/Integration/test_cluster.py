@@ -234,9 +234,12 @@ def test_a_peer_at_another_node_gets_the_session_handed_over(cluster):
         assert await w.closed(timeout=10) == 4012
         w2 = await reconnect(s, "worker", url=url, lastSeq=1)
         assert cluster.owner(s["sessionId"]) == other
-        await w2.send({"type": "worker.command", "id": "h2", "command": "content"})
+        # Its client follows; the next command runs end to end on the new owner.
+        assert await c.closed(timeout=10) == 4012
+        c2 = await reconnect(s, "client", url=url, lastSeq=1)
+        await command(w2, c2, "h2")
         status, info = sb.rest(cluster.node_port(other), "GET", f"/v1/sessions/{s['sessionId']}", key=cluster.info["apiKey"])
-        assert status == 200 and info["pending"]["id"] == "h2" and info["counts"]["commands"] == 2
+        assert status == 200 and info["pending"] is None and info["counts"]["commands"] == 2
     run(go())
 
 
