@@ -132,8 +132,9 @@ public protocol SessionStore: AnyObject, Sendable {
 }
 
 /// SQLite in WAL mode. One writer thread commits everything queued since the last commit in
-/// one transaction (group commit) and then hands the completions back to the loop; reads use
-/// their own connection on the calling thread.
+/// one transaction (group commit) and then hands the completions back to the loop; a loop
+/// iteration that ends while the writer is idle is committed by the loop itself
+/// (`GroupCommitter.OnLoop`). Reads use their own connection on the calling thread.
 ///
 /// Journal entries and state snapshots are appended to two tables keyed by a growing rowid
 /// (`entries`, `states`): a commit writes the pages its bytes fill, shared by every session in
@@ -230,7 +231,13 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
                                            recover: { [unowned self] in try? self.loadIndex() },
                                            idle: { [unowned self] in
                                                if writer.framesInWAL >= SQLiteStore.checkpointFrames { try? writer.exec("PRAGMA wal_checkpoint(PASSIVE)") }
-                                           })
+                                           },
+                                           onLoop: GroupCommitter.OnLoop(commit: { [unowned self] batch in
+                                               // The loop does not wait for a lock another process holds.
+                                               writer.setBusyTimeout(ms: 0)
+                                               defer { writer.setBusyTimeout(ms: 1000) }
+                                               try self.commit(batch)
+                                           }, needsIdle: { [unowned self] in writer.framesInWAL >= SQLiteStore.checkpointFrames }))
         } catch {
             throw SQLiteError(description: "cannot start the store's writer: \(error)")
         }

@@ -337,6 +337,62 @@ import SwitchboardProtocol
         committer.close()
         #expect(batches.withLock { $0 } == [["x0"], ["a1"], ["b1", "b2"]])
     }
+
+    /// With `OnLoop`, an iteration that ends while the writer is idle is committed by the
+    /// loop itself; a loop commit that fails goes to the writer; while the writer is inside a
+    /// commit, iterations queue behind it. Batches commit in the order they were submitted and
+    /// nothing is acknowledged before its commit.
+    @Test func theLoopCommitsItselfWhileTheWriterIsIdle() throws {
+        let woken = DispatchSemaphore(value: 0)
+        let loop = try EventLoop(selector: NullSelector { woken.signal() }, readBufferSize: 4096)
+        loop.adoptCurrentThread()
+        let batches = Locked<[String]>([])      // "a1@loop" or "b1@writer"
+        let acked = Locked<[String]>([])
+        let failNext = Locked(false), hold = Locked(true)
+        let entered = DispatchSemaphore(value: 0), leave = DispatchSemaphore(value: 0)
+        func ids(_ batch: StoreBatch) -> String {
+            var ids: [String] = []
+            batch.forEach { op in if case .usedId(_, let id) = op { ids.append(id) } }
+            return ids.joined(separator: ",")
+        }
+        let committer = try GroupCommitter(loop: loop, name: "test", commit: { batch in
+            batches.withLock { $0.append(ids(batch) + "@writer") }
+            if hold.withLock({ $0 }) { entered.signal(); leave.wait() }
+            return []
+        }, recover: {}, onLoop: GroupCommitter.OnLoop(commit: { batch in
+            #expect(loop.inLoop)
+            if failNext.withLock({ f in defer { f = false }; return f }) { throw SQLiteError(description: "database is locked") }
+            batches.withLock { $0.append(ids(batch) + "@loop") }
+        }, needsIdle: { false }))
+        func submit(_ id: String) { committer.submit([.usedId(session: "s", id: id)]) { acked.withLock { $0.append(id) } } }
+        func writerTookABatch() { #expect(entered.wait(timeout: .now() + 10) == .success, "the writer took no batch within 10 s") }
+        loop.runPending()   // registers the end-of-iteration hand-over
+
+        submit("a1")
+        loop.runPending()                   // the writer is idle: the loop commits [a1]
+        #expect(batches.withLock { $0 } == ["a1@loop"] && acked.withLock { $0 }.isEmpty)
+        loop.runPending()                   // its completion runs in the next iteration
+        #expect(acked.withLock { $0 } == ["a1"])
+
+        failNext.withLock { $0 = true }
+        submit("b1")
+        loop.runPending()                   // the loop's commit fails: [b1] goes to the writer
+        writerTookABatch()
+        submit("c1")
+        loop.runPending()                   // the writer is inside a commit: [c1] queues
+        #expect(batches.withLock { $0 } == ["a1@loop", "b1@writer"] && acked.withLock { $0 } == ["a1"])
+        leave.signal()
+        writerTookABatch()
+        hold.withLock { $0 = false }
+        leave.signal()
+        for _ in 0..<100 where acked.withLock({ $0.count }) < 3 {
+            #expect(woken.wait(timeout: .now() + 10) == .success, "no completion within 10 s")
+            loop.runPending()
+        }
+        #expect(batches.withLock { $0 } == ["a1@loop", "b1@writer", "c1@writer"])
+        #expect(acked.withLock { $0 } == ["a1", "b1", "c1"])
+        committer.close()
+    }
 }
 
 @Suite struct ConfigurationDocs {
