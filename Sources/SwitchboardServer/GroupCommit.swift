@@ -12,10 +12,11 @@ import SocketServer
 /// is retried with backoff until it commits (the server recovers by itself); meanwhile
 /// `isHealthy` is false.
 ///
-/// With `OnLoop` (a local store whose commit takes microseconds), an iteration that ends while
-/// the writer is idle and nothing is queued is committed by the loop itself: under light load
-/// a command's commit costs no thread hand-offs (waking the writer, waking the loop back).
-/// Under load the writer is busy and iterations queue behind its commit as before.
+/// With `OnLoop` (a local store whose commit takes microseconds), a small iteration that ends
+/// while the writer is idle and nothing is queued is committed by the loop itself: under
+/// light load a command's commit costs no thread hand-offs (waking the writer, waking the
+/// loop back). Larger iterations go to the writer, so that on several cores the loop goes
+/// on reading while the writer commits, and iterations queue behind a commit in progress.
 final class GroupCommitter: @unchecked Sendable {
     /// Commits `ops` in one transaction; returns the sessions whose writes were refused
     /// because another node owns them now (their ops were not applied).
@@ -28,6 +29,8 @@ final class GroupCommitter: @unchecked Sendable {
         var commit: (StoreBatch) throws -> Void
         /// Whether the writer has upkeep to do after the loop's commit (a checkpoint).
         var needsIdle: () -> Bool
+        /// Iterations with more writes than this go to the writer.
+        var maxOps = 32
     }
 
     private let loop: EventLoop
@@ -93,7 +96,7 @@ final class GroupCommitter: @unchecked Sendable {
     /// or goes to the writer.
     private func handOver() {
         guard !openOps.isEmpty || !openDone.isEmpty else { return }
-        if let onLoop, isHealthy, pending.withLock({ p in
+        if let onLoop, openOps.count <= onLoop.maxOps, isHealthy, pending.withLock({ p in
             // Nothing queued and nobody writing: every earlier batch is committed.
             guard p.ops.isEmpty, p.done.isEmpty, !p.writing, !p.stop else { return false }
             p.writing = true

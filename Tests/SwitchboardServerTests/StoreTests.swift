@@ -391,6 +391,15 @@ import SwitchboardProtocol
         }
         #expect(batches.withLock { $0 } == ["a1@loop", "b1@writer", "c1@writer"])
         #expect(acked.withLock { $0 } == ["a1", "b1", "c1"])
+
+        // An iteration with more writes than `maxOps` goes to the writer.
+        committer.submit((0...32).map { .usedId(session: "s", id: "d\($0)") }) { acked.withLock { $0.append("d") } }
+        loop.runPending()
+        for _ in 0..<100 where acked.withLock({ $0.count }) < 4 {
+            #expect(woken.wait(timeout: .now() + 10) == .success, "no completion within 10 s")
+            loop.runPending()
+        }
+        #expect(batches.withLock { $0.last } == (0...32).map { "d\($0)" }.joined(separator: ",") + "@writer")
         committer.close()
     }
 }
