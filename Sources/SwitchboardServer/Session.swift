@@ -90,6 +90,12 @@ public actor Session {
     public nonisolated var unownedExecutor: UnownedSerialExecutor { loop.asUnownedSerialExecutor() }
 
     unowned let relay: Relay
+    /// The relay's store, log and metrics, held here: every message uses them, and reading
+    /// them through `relay` would take the Swift runtime's slow path for an unowned reference
+    /// (the relay is also weakly referenced) each time.
+    let store: SessionStore?
+    let log: TrafficLog
+    let metrics: Metrics
     public internal(set) var state = SessionState()
     let timeouts: SessionTimeouts
     let metadata: JSONObject?
@@ -148,6 +154,9 @@ public actor Session {
         self.ordinal = ordinal
         self.relay = relay
         self.loop = relay.loop
+        store = relay.store
+        log = relay.log
+        metrics = relay.metrics
         self.workerTokenHash = workerTokenHash
         self.clientTokenHash = clientTokenHash
         self.createdAt = createdAt
@@ -188,8 +197,8 @@ public actor Session {
     /// A new WebSocket for `role`. Replaces an earlier worker or client connection (4001).
     func attach(_ connection: any PeerConnection, role: Role, since: Int? = nil) -> Peer {
         let peer = Peer(role: role, connection: connection, settings: relay.settings)
-        relay.metrics.peers[role, default: 0] += 1
-        relay.log.event(session: id, "connect", ["role": .string(role.rawValue), "remote": .string(connection.remoteAddress)])
+        metrics.peers[role, default: 0] += 1
+        log.event(session: id, "connect", ["role": .string(role.rawValue), "remote": .string(connection.remoteAddress)])
         switch role {
         case .debug:
             peer.helloDone = true
@@ -214,7 +223,7 @@ public actor Session {
 
     /// The socket of `peer` is gone.
     func connectionClosed(_ peer: Peer, code: CloseCode) {
-        relay.log.event(session: id, "disconnect", ["role": .string(peer.role.rawValue), "code": .int(Int(code.rawValue))])
+        log.event(session: id, "disconnect", ["role": .string(peer.role.rawValue), "code": .int(Int(code.rawValue))])
         detachPeer(peer, reason: "closed")
     }
 
@@ -223,7 +232,7 @@ public actor Session {
         peer.helloTimer?.cancel()
         guard !peer.detached else { return }
         peer.detached = true
-        relay.metrics.peers[peer.role, default: 1] -= 1
+        metrics.peers[peer.role, default: 1] -= 1
     }
 
     private func detachPeer(_ peer: Peer, reason: String) {
@@ -293,7 +302,7 @@ public actor Session {
         let s = relay.settings
         // A CDP stream with a gap is broken: the channels close rather than hang (section 16).
         if peer.role == .client { closeCDPChannels(.rateLimited, reason: "the client's messages were dropped by the rate limit") }
-        relay.metrics.hit(messagesOK ? "rate_bytes_per_second" : "rate_per_second")
+        metrics.hit(messagesOK ? "rate_bytes_per_second" : "rate_per_second")
         if now &- peer.windowStart > UInt64(s.rateWindowMs) * 1_000_000 {
             peer.windowStart = now
             peer.dropsInWindow = 0
@@ -311,8 +320,8 @@ public actor Session {
     }
 
     private func logInbound(_ direction: StaticString, type: StaticString, id: String?, _ bytes: ArraySlice<UInt8>, sensitive: Bool, json: Bool = true) {
-        relay.metrics.countIn(type)
-        relay.log.message(session: self.id, direction: direction, type: type, id: id, seq: nil, bytes: bytes, sensitive: sensitive, json: json)
+        metrics.countIn(type)
+        log.message(session: self.id, direction: direction, type: type, id: id, seq: nil, bytes: bytes, sensitive: sensitive, json: json)
         // The journal holds JSON values: input that is not JSON is kept as a string.
         journal(direction, json ? bytes : JSONWriter.serialize(.string(String(decoding: bytes, as: UTF8.self)))[...])
     }
@@ -356,10 +365,10 @@ public actor Session {
             handleTelemetry(clientSeq: clientSeq, events: events, from: peer)
         case .cdp(let channel, let data, let frame):
             // Not journaled (CDP is not replayed); logged under its own event.
-            relay.metrics.countIn("client.cdp")
+            metrics.countIn("client.cdp")
             cdpFromClient(channel: channel, data: data, frame: frame, peer: peer)
         case .cdpClose(let channel, let reason):
-            relay.metrics.countIn("client.cdp_close")
+            metrics.countIn("client.cdp_close")
             cdpClosedByClient(channel: channel, reason: reason, peer: peer)
         }
     }
@@ -452,8 +461,8 @@ public actor Session {
         var w = JSONWriter(bytes: [UInt8](repeating: 0, count: FrameWriter.maxHeaderSize))
         ServerReplay.write(&w, fromSeq: r.from, toSeq: r.to, complete: r.complete,
                            messages: messages.lazy.map { $0.storage[FrameWriter.maxHeaderSize...] })
-        relay.metrics.replays += 1
-        if !r.complete { relay.metrics.incompleteReplays += 1 }
+        metrics.replays += 1
+        if !r.complete { metrics.incompleteReplays += 1 }
         peer.connection.send(OutboundMessage(reserved: w.take()), opcode: .text)
     }
 
@@ -472,7 +481,7 @@ public actor Session {
         }
         guard let cid = claimId(c.id, worker: worker, storedWithCommand: true) else { return }
         commandCount += 1
-        relay.metrics.commands += 1
+        metrics.commands += 1
         let timeout = CommandCatalog.effectiveTimeout(command: c.command, params: c.params, timeoutMs: c.timeoutMs,
                                                       sessionDefault: timeouts.commandTimeoutMs, limit: relay.inboundLimits.maxCommandTimeoutMs)
         var p = Pending(id: cid, kind: .command, command: c.command, startedAt: monotonicNanos())
@@ -509,7 +518,7 @@ public actor Session {
     private func handleResponse(_ r: CommandResponse) {
         guard let p = pending, p.id == r.id, p.kind == .command else {
             if endedWithoutResponse.contains(r.id) {
-                relay.log.event(session: id, "late_response", ["id": .string(r.id)])
+                log.event(session: id, "late_response", ["id": .string(r.id)])
             } else if let client {
                 sendError(client, .unknownCommandId, "no pending command has id \(r.id)", id: r.id)
             }
@@ -519,7 +528,7 @@ public actor Session {
         pending = nil
         persistState()
         let durationMs = Int((monotonicNanos() &- p.startedAt) / 1_000_000)
-        relay.metrics.observeRoundTrip(ms: durationMs)
+        metrics.observeRoundTrip(ms: durationMs)
         emit(to: .worker, type: "server.command_result", id: r.id) { w in
             ServerCommandResult.writeFields(&w, id: r.id, command: p.command, rawResult: r.rawResult, error: r.error, durationMs: durationMs)
         }
@@ -580,8 +589,8 @@ public actor Session {
         for effect in effects {
             switch effect {
             case .phaseChanged(let from, let to):
-                relay.log.event(session: id, "phase", ["from": .string(from.rawValue), "to": .string(to.rawValue)])
-                relay.metrics.phaseChanged(from: from, to: to)
+                log.event(session: id, "phase", ["from": .string(from.rawValue), "to": .string(to.rawValue)])
+                metrics.phaseChanged(from: from, to: to)
                 journal("server", JSONWriter.serialize(.object(["type": .string("server.phase"), "phase": .string(to.rawValue)]))[...])
             case .ended:
                 endedAt = epochMillis()
@@ -604,7 +613,7 @@ public actor Session {
     /// a worker that saw `session_end` never finds the session alive again after a crash.
     private func ended() {
         stopDeadlines()
-        if relay.store != nil {
+        if store != nil {
             relay.afterCommit { [self] in self.assumeIsolated { $0.announceEnd() } }
         } else {
             announceEnd()
@@ -657,7 +666,7 @@ public actor Session {
         // store, REST reads of events and the journal come from the store.
         workerStream.release()
         clientStream.release()
-        if relay.store != nil {
+        if store != nil {
             events.release()
             journalLog.release()
         }
@@ -698,11 +707,11 @@ public actor Session {
         // A new seq reservation is stored before the first message that uses it.
         if reservation != nil { persistState() }
         let direction: StaticString = role == .worker ? "server_to_worker" : "server_to_client"
-        relay.log.message(session: self.id, direction: direction, type: type, id: id, seq: seq,
+        log.message(session: self.id, direction: direction, type: type, id: id, seq: seq,
                           bytes: message.storage[FrameWriter.maxHeaderSize...], sensitive: sensitive)
         journal(direction, retained.payload, message: StreamPosition(stream: StreamPosition.stream(of: role), seq: seq, commandId: commandId))
-        relay.metrics.countOut(type)
-        let gated = durableFirst && relay.store != nil
+        metrics.countOut(type)
+        let gated = durableFirst && store != nil
         guard withStream(role, { $0.admit(seq: seq, message, durableFirst: gated) }) else {
             if gated { relay.afterCommit { [self] in self.assumeIsolated { $0.released(role, through: seq) } } }
             return
@@ -741,7 +750,7 @@ public actor Session {
         let direction: StaticString = peer.role == .worker ? "server_to_worker" : "server_to_client"
         if peer.role != .debug {
             let kept = record ?? bytes
-            relay.log.message(session: id, direction: direction, type: type, id: nil, seq: nil, bytes: kept[...], sensitive: false)
+            log.message(session: id, direction: direction, type: type, id: nil, seq: nil, bytes: kept[...], sensitive: false)
             journal(direction, kept[...])
         }
         peer.connection.send(OutboundMessage(reserved: storage), opcode: .text)
@@ -749,7 +758,7 @@ public actor Session {
 
     /// `server.error`: sequenced once the peer's hello was accepted, unsequenced before.
     func sendError(_ peer: Peer, _ code: ErrorCode, _ message: String, id: String? = nil, details: JSONObject? = nil, sequenced: Bool = true) {
-        relay.metrics.countError(code.rawValue)
+        metrics.countError(code.rawValue)
         func fields(_ w: inout JSONWriter) { ServerError.writeFields(&w, code: code, message: message, id: id, details: details) }
         if sequenced && peer.helloDone && peer.role != .debug && (peer === worker || peer === client) {
             emit(to: peer.role, type: "server.error", id: id) { fields(&$0) }

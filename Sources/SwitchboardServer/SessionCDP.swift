@@ -55,7 +55,7 @@ extension Session {
         guard let client, client.helloDone else { return (409, "client_not_connected", "the session's client is not connected; retry once it is") }
         guard client.capabilities.contains("cdp") else { return (409, "cdp_unavailable", "the session's client does not offer CDP (no \"cdp\" capability in its hello)") }
         guard cdpChannels.count < relay.settings.maxCDPChannels else {
-            relay.metrics.hit("max_cdp_channels")
+            metrics.hit("max_cdp_channels")
             return (429, "rate_limited", "at most \(relay.settings.maxCDPChannels) CDP channels per session")
         }
         return nil
@@ -71,8 +71,8 @@ extension Session {
         lastCDPChannel += 1
         let channel = CDPChannel(id: lastCDPChannel, connection: connection, settings: relay.settings)
         cdpChannels[channel.id] = channel
-        relay.metrics.cdpChannels += 1
-        relay.log.event(session: id, "cdp_open", ["channel": .int(channel.id), "remote": .string(connection.remoteAddress)])
+        metrics.cdpChannels += 1
+        log.event(session: id, "cdp_open", ["channel": .int(channel.id), "remote": .string(connection.remoteAddress)])
         sendToClient("server.cdp_open", JSONWriter.message(type: "server.cdp_open") { ServerCDPOpen.writeFields(&$0, channel: channel.id) })
         return channel
     }
@@ -83,7 +83,7 @@ extension Session {
         let s = relay.settings
         let (messagesOK, bytesOK) = channel.bucket.take(bytes: message.count, now: loop.now, settings: s)
         guard messagesOK && bytesOK else {
-            relay.metrics.hit(messagesOK ? "rate_bytes_per_second" : "rate_per_second")
+            metrics.hit(messagesOK ? "rate_bytes_per_second" : "rate_per_second")
             closeCDP(channel, .rateLimited, reason: "more than \(messagesOK ? "\(s.rateBytesPerSecond) bytes" : "\(s.ratePerSecond) messages") per second")
             return
         }
@@ -92,12 +92,12 @@ extension Session {
             closeCDP(channel, .invalidJSON, reason: "not a CDP command (a JSON object with an integer id and a string method)")
             return
         }
-        relay.metrics.cdpFrames[0] += 1
-        relay.metrics.cdpBytes[0] += message.count
-        relay.log.cdp(session: id, direction: "worker_to_client", channel: channel.id, frame: frame, bytes: message.count)
+        metrics.cdpFrames[0] += 1
+        metrics.cdpBytes[0] += message.count
+        log.cdp(session: id, direction: "worker_to_client", channel: channel.id, frame: frame, bytes: message.count)
         if CDPPolicy.refused.contains(command.method) {
-            relay.metrics.cdpRefused += 1
-            relay.log.event(session: id, "cdp_refused", ["channel": .int(channel.id), "method": .string(command.method)])
+            metrics.cdpRefused += 1
+            log.event(session: id, "cdp_refused", ["channel": .int(channel.id), "method": .string(command.method)])
             var storage = [UInt8](repeating: 0, count: FrameWriter.maxHeaderSize)
             storage.append(contentsOf: CDPPolicy.refusal(command))
             channel.connection.send(OutboundMessage(reserved: storage), opcode: .text)
@@ -122,9 +122,9 @@ extension Session {
         var storage = [UInt8](repeating: 0, count: FrameWriter.maxHeaderSize)
         storage.append(contentsOf: data.utf8)
         let frame = storage[FrameWriter.maxHeaderSize...]
-        relay.metrics.cdpFrames[1] += 1
-        relay.metrics.cdpBytes[1] += frame.count
-        relay.log.cdp(session: self.id, direction: "client_to_worker", channel: id, frame: parsed, bytes: frame.count)
+        metrics.cdpFrames[1] += 1
+        metrics.cdpBytes[1] += frame.count
+        log.cdp(session: self.id, direction: "client_to_worker", channel: id, frame: parsed, bytes: frame.count)
         mirrorCDP("cdp_to_worker", channel: id, frame)
         channel.connection.send(OutboundMessage(reserved: storage), opcode: .text)
     }
@@ -139,8 +139,8 @@ extension Session {
     func cdpSocketClosed(_ channel: CDPChannel, code: CloseCode) {
         guard cdpChannels[channel.id] === channel else { return }
         cdpChannels[channel.id] = nil
-        relay.metrics.cdpChannels -= 1
-        relay.log.event(session: id, "cdp_close", ["channel": .int(channel.id), "code": .int(Int(code.rawValue))])
+        metrics.cdpChannels -= 1
+        log.event(session: id, "cdp_close", ["channel": .int(channel.id), "code": .int(Int(code.rawValue))])
         if !channel.closed {
             channel.closed = true
             sendToClient("server.cdp_close", JSONWriter.message(type: "server.cdp_close") { ServerCDPClose.writeFields(&$0, channel: channel.id, reason: "the worker closed the channel") })
@@ -166,7 +166,7 @@ extension Session {
         guard let client, client.helloDone else { return }
         var storage = [UInt8](repeating: 0, count: FrameWriter.maxHeaderSize)
         storage.append(contentsOf: bytes)
-        relay.metrics.countOut(type)
+        metrics.countOut(type)
         client.connection.send(OutboundMessage(reserved: storage), opcode: .text)
     }
 

@@ -4,12 +4,12 @@ import WebSocketCore
 
 extension Session {
     func persist(_ ops: [StoreOp], then completion: (@Sendable () -> Void)? = nil) {
-        guard let store = relay.store, !evicted, !ops.isEmpty || completion != nil else { return }
+        guard let store = store, !evicted, !ops.isEmpty || completion != nil else { return }
         store.submit(ops, completion: completion)
     }
 
     func persist(_ op: StoreOp) {
-        guard let store = relay.store, !evicted else { return }
+        guard let store = store, !evicted else { return }
         store.submit(op)
     }
 
@@ -55,7 +55,7 @@ extension Session {
     }
 
     func persistState() {
-        guard relay.store != nil else { return }
+        guard store != nil else { return }
         persist(.updateState(id: id, state: stateSnapshot()))
     }
 
@@ -65,10 +65,10 @@ extension Session {
     func persistJournal(_ e: JournalEntry, message: StreamPosition? = nil) {
         let journalStoredEntries = relay.settings.journalStoredEntries
         let journaled = journalStoredEntries > 0
-        guard relay.store != nil, journaled || message != nil else { return }
+        guard store != nil, journaled || message != nil else { return }
         persist(.journal(session: id, n: e.n, direction: e.direction, ts: e.ts, body: e.bytes, message: message, journaled: journaled))
         if journaled, let through = storedJournal.add(e.n, bytes: e.bytes.count, maxCount: journalStoredEntries, maxBytes: relay.settings.journalStoredBytes) {
-            relay.metrics.hit("journal_stored_bytes")
+            metrics.hit("journal_stored_bytes")
             // Entries still in a replay tail stay (for replay only) until a later trim passes them.
             persist(.trimJournal(session: id, throughN: through, keepFrom: (workerStream.oldestSeq ?? Int.max, clientStream.oldestSeq ?? Int.max)))
         }
@@ -99,7 +99,7 @@ extension Session {
             workerStream.restore(reserved: st["seqReserved"]?["worker"]?.intValue ?? 0)
             clientStream.restore(reserved: st["seqReserved"]?["client"]?.intValue ?? 0)
         }
-        if let n = try? relay.store?.lastJournalEntry(session: r.id) { journalLog.restore(last: n) }
+        if let n = try? store?.lastJournalEntry(session: r.id) { journalLog.restore(last: n) }
         workerSubscription = st["subscription"]?.arrayValue.map { Set($0.compactMap(\.stringValue)) }
         loaded = false
         guard !state.phase.isTerminal else { return }
@@ -153,7 +153,7 @@ extension Session {
 
     /// Reads back the replay tails, telemetry position and journal of a restored session.
     func ensureLoaded() {
-        guard !loaded, let store = relay.store else { return }
+        guard !loaded, let store = store else { return }
         loaded = true
         let settings = relay.settings
         if let rows = try? store.messages(session: id, limit: settings.replayMaxMessages) {

@@ -239,7 +239,7 @@ extension Session {
 
     private func sendYieldResult(_ p: Pending, result: JSON) {
         let durationMs = Int((monotonicNanos() &- p.startedAt) / 1_000_000)
-        relay.metrics.observeYield(seconds: durationMs / 1000)
+        metrics.observeYield(seconds: durationMs / 1000)
         emit(to: .worker, type: "server.command_result", id: p.id, sensitive: true) { w in
             ServerCommandResult.writeFields(&w, id: p.id, command: "yield_to_user", result: result, durationMs: durationMs)
         }
@@ -311,13 +311,13 @@ extension Session {
             }
             // With a store, events are read back from it: memory keeps none.
             let s = relay.settings
-            let (stored, dropped) = events.append(e, serverTs: now, keep: relay.store == nil, max: s.eventsMaxPerSession, maxBytes: s.eventsMaxBytesPerSession)
-            if dropped { relay.metrics.hit("events_max_bytes_per_session") }
-            if relay.store != nil {
+            let (stored, dropped) = events.append(e, serverTs: now, keep: store == nil, max: s.eventsMaxPerSession, maxBytes: s.eventsMaxBytesPerSession)
+            if dropped { metrics.hit("events_max_bytes_per_session") }
+            if store != nil {
                 ops.append(.event(session: id, eventSeq: stored.eventSeq, type: stored.type, ts: stored.ts, serverTs: stored.serverTs,
                                   source: stored.source, payload: stored.payload))
                 if let through = storedEvents.add(stored.eventSeq, bytes: stored.estimatedSize, maxCount: s.eventsMaxPerSession, maxBytes: s.eventsMaxBytesPerSession) {
-                    relay.metrics.hit("events_max_bytes_per_session")
+                    metrics.hit("events_max_bytes_per_session")
                     ops.append(.trimEvents(session: id, throughSeq: through))
                 }
             }
@@ -342,7 +342,7 @@ extension Session {
 
     /// Sends `server.ack` once everything submitted so far is committed.
     private func ackWhenCommitted(_ cs: Int) {
-        guard let store = relay.store else { lastClientSeq = max(lastClientSeq, cs); sendAck(cs); return }
+        guard let store = store else { lastClientSeq = max(lastClientSeq, cs); sendAck(cs); return }
         store.submit([]) { [self] in self.assumeIsolated { s in
             s.lastClientSeq = max(s.lastClientSeq, cs)
             s.sendAck(cs)
@@ -356,7 +356,7 @@ extension Session {
     // MARK: REST reads
 
     func eventsPage(after: Int, limit: Int, types: Set<String>?) -> [UInt8] {
-        if let store = relay.store, let rows = try? store.events(session: id, after: after, limit: limit, types: types) {
+        if let store = store, let rows = try? store.events(session: id, after: after, limit: limit, types: types) {
             let more = rows.count > limit
             let list = Array(rows.prefix(limit))
             return JSONWriter.serialize(.object(["events": .array(list.map(\.json)), "next": more ? .int(list.last!.eventSeq) : .null]))
@@ -371,7 +371,7 @@ extension Session {
         var count = 0
         var next: Int? = nil
         let source: [JournalEntry]
-        if let store = relay.store, let rows = try? store.journal(session: id, after: after, limit: limit + 1) {
+        if let store = store, let rows = try? store.journal(session: id, after: after, limit: limit + 1) {
             source = rows
         } else {
             source = Array(journalLog.entries(from: after + 1))
