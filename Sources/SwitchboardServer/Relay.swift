@@ -66,6 +66,15 @@ public struct RelaySettings: Sendable {
 
 /// The application: registry of sessions, REST API and the WebSocket endpoint, all on one
 /// event loop.
+/// A relay's settings, one object its sessions hold strongly: every message reads them, and
+/// reading them through a session's unowned `relay` would take the Swift runtime's slow path
+/// for an unowned reference (the relay is also weakly referenced) each time.
+final class SharedSettings: Sendable {
+    let value: RelaySettings
+    let inboundLimits: InboundLimits
+    init(_ value: RelaySettings, inboundLimits: InboundLimits) { self.value = value; self.inboundLimits = inboundLimits }
+}
+
 public final class Relay: ServerDelegate, @unchecked Sendable {
     public static let version = "0.1.0"
 
@@ -88,6 +97,8 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
     public private(set) var draining = false
     /// The limits the inbound decoder applies, from the settings.
     let inboundLimits: InboundLimits
+    /// The settings as sessions read them (`SharedSettings`).
+    let shared: SharedSettings
 
     public init(loop: EventLoop, settings: RelaySettings, log: TrafficLog, store: SessionStore? = nil) {
         self.loop = loop
@@ -97,6 +108,7 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
         cluster = store as? PostgresStore
         apiKeyHashes = settings.apiKeys.map { Crypto.sha256($0) }
         inboundLimits = InboundLimits(maxCommandTimeoutMs: settings.maxima.commandTimeoutMs, maxYieldTimeoutMs: settings.maxYieldTimeoutMs)
+        shared = SharedSettings(settings, inboundLimits: inboundLimits)
     }
 
     /// Brings back every session the store holds (on the loop, before accepting): rows and

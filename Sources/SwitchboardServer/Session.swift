@@ -90,12 +90,14 @@ public actor Session {
     public nonisolated var unownedExecutor: UnownedSerialExecutor { loop.asUnownedSerialExecutor() }
 
     unowned let relay: Relay
-    /// The relay's store, log and metrics, held here: every message uses them, and reading
+    /// The relay's store, log, metrics and settings, held here: every message uses them, and reading
     /// them through `relay` would take the Swift runtime's slow path for an unowned reference
     /// (the relay is also weakly referenced) each time.
     let store: SessionStore?
     let log: TrafficLog
     let metrics: Metrics
+    let shared: SharedSettings
+    var settings: RelaySettings { shared.value }
     public internal(set) var state = SessionState()
     let timeouts: SessionTimeouts
     let metadata: JSONObject?
@@ -157,6 +159,7 @@ public actor Session {
         store = relay.store
         log = relay.log
         metrics = relay.metrics
+        shared = relay.shared
         self.workerTokenHash = workerTokenHash
         self.clientTokenHash = clientTokenHash
         self.createdAt = createdAt
@@ -196,7 +199,7 @@ public actor Session {
 
     /// A new WebSocket for `role`. Replaces an earlier worker or client connection (4001).
     func attach(_ connection: any PeerConnection, role: Role, since: Int? = nil) -> Peer {
-        let peer = Peer(role: role, connection: connection, settings: relay.settings)
+        let peer = Peer(role: role, connection: connection, settings: settings)
         metrics.peers[role, default: 0] += 1
         log.event(session: id, "connect", ["role": .string(role.rawValue), "remote": .string(connection.remoteAddress)])
         switch role {
@@ -213,7 +216,7 @@ public actor Session {
                 old.connection.close(.replaced, reason: "replaced by a newer connection")
             }
             if role == .worker { worker = peer } else { client = peer }
-            peer.helloTimer = loop.schedule(afterMillis: relay.settings.helloTimeoutMs) { [weak peer] in
+            peer.helloTimer = loop.schedule(afterMillis: settings.helloTimeoutMs) { [weak peer] in
                 guard let peer, !peer.helloDone else { return }
                 peer.connection.close(.helloTimeout, reason: "no hello within \(self.relay.settings.helloTimeoutMs) ms")
             }
@@ -265,7 +268,7 @@ public actor Session {
         let now = epochMillis()
         let decoded = message.storage.withUnsafeBytes { raw in
             InboundDecoder.decode(UnsafeRawBufferPointer(rebasing: raw[FrameWriter.maxHeaderSize...]),
-                                  base: message.bytes, role: peer.role, receivedAt: now, limits: relay.inboundLimits)
+                                  base: message.bytes, role: peer.role, receivedAt: now, limits: shared.inboundLimits)
         }
         let direction: StaticString = peer.role == .worker ? "worker_to_server" : "client_to_server"
         switch decoded {
@@ -294,12 +297,12 @@ public actor Session {
     /// `rateWindowMs` close the peer with 4029, even when some messages get through between.
     private func allowRate(_ peer: Peer, bytes: Int) -> Bool {
         let now = loop.now
-        let (messagesOK, bytesOK) = peer.bucket.take(bytes: bytes, now: now, settings: relay.settings)
+        let (messagesOK, bytesOK) = peer.bucket.take(bytes: bytes, now: now, settings: settings)
         if messagesOK && bytesOK {
             peer.droppedInRow = 0
             return true
         }
-        let s = relay.settings
+        let s = settings
         // A CDP stream with a gap is broken: the channels close rather than hang (section 16).
         if peer.role == .client { closeCDPChannels(.rateLimited, reason: "the client's messages were dropped by the rate limit") }
         metrics.hit(messagesOK ? "rate_bytes_per_second" : "rate_per_second")
@@ -416,7 +419,7 @@ public actor Session {
     /// source replaced by its size (static configuration, ~10 KB, not session traffic).
     private func sendHello(_ peer: Peer) {
         let wire = helloMessage(for: peer.role)
-        let scripts = relay.settings.injectionScripts
+        let scripts = settings.injectionScripts
         guard peer.role == .client, !scripts.isEmpty else {
             sendUnsequenced(peer, wire)
             return
@@ -440,7 +443,7 @@ public actor Session {
             hello.capture = clientConfig["capture"]
             hello.debug = clientConfig["debug"]?.boolValue
             // Scripts come from the server configuration (not stored per session).
-            hello.injectionScripts = (scripts ?? .array(relay.settings.injectionScripts)).arrayValue
+            hello.injectionScripts = (scripts ?? .array(settings.injectionScripts)).arrayValue
         }
         var w = JSONWriter()
         hello.write(&w)
@@ -483,7 +486,7 @@ public actor Session {
         commandCount += 1
         metrics.commands += 1
         let timeout = CommandCatalog.effectiveTimeout(command: c.command, params: c.params, timeoutMs: c.timeoutMs,
-                                                      sessionDefault: timeouts.commandTimeoutMs, limit: relay.inboundLimits.maxCommandTimeoutMs)
+                                                      sessionDefault: timeouts.commandTimeoutMs, limit: shared.inboundLimits.maxCommandTimeoutMs)
         var p = Pending(id: cid, kind: .command, command: c.command, startedAt: monotonicNanos())
         p.deadline = WireNumbers.adding(epochMillis(), Int64(timeout))
         p.timer = loop.schedule(afterMillis: timeout) { [self] in self.assumeIsolated { $0.commandTimedOut(cid) } }
@@ -702,7 +705,7 @@ public actor Session {
         var message = OutboundMessage(reserved: w.take())
         message.seal(.text)
         let retained = Retained(seq: seq, storage: message.storage, commandId: commandId)
-        let (maxCount, maxBytes) = (relay.settings.replayMaxMessages, relay.settings.replayMaxBytes)
+        let (maxCount, maxBytes) = (settings.replayMaxMessages, settings.replayMaxBytes)
         withStream(role) { $0.retain(retained, maxCount: maxCount, maxBytes: maxBytes) }
         // A new seq reservation is stored before the first message that uses it.
         if reservation != nil { persistState() }
@@ -772,7 +775,7 @@ public actor Session {
     /// Records a message in the journal and sends its envelope to every debug viewer.
     func journal(_ direction: StaticString, _ bytes: ArraySlice<UInt8>, message: StreamPosition? = nil) {
         let entry = journalLog.append(direction: direction, ts: epochMillis(), bytes: bytes,
-                                      maxCount: relay.settings.journalMaxEntries, maxBytes: relay.settings.journalMaxBytes)
+                                      maxCount: settings.journalMaxEntries, maxBytes: settings.journalMaxBytes)
         persistJournal(entry, message: message)
         guard !debugs.isEmpty else { return }
         let m = JournalLog.envelope(entry)

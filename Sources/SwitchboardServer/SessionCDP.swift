@@ -51,12 +51,12 @@ extension Session {
     /// Why a worker may not open a CDP channel now (nil: it may).
     func cdpRefusal() -> (status: Int, code: String, message: String)? {
         if state.phase.isTerminal { return (409, "session_terminal", "the session has ended") }
-        guard relay.settings.maxCDPChannels > 0 else { return (403, "forbidden", "CDP channels are turned off on this server (max_cdp_channels = 0)") }
+        guard settings.maxCDPChannels > 0 else { return (403, "forbidden", "CDP channels are turned off on this server (max_cdp_channels = 0)") }
         guard let client, client.helloDone else { return (409, "client_not_connected", "the session's client is not connected; retry once it is") }
         guard client.capabilities.contains("cdp") else { return (409, "cdp_unavailable", "the session's client does not offer CDP (no \"cdp\" capability in its hello)") }
-        guard cdpChannels.count < relay.settings.maxCDPChannels else {
+        guard cdpChannels.count < settings.maxCDPChannels else {
             metrics.hit("max_cdp_channels")
-            return (429, "rate_limited", "at most \(relay.settings.maxCDPChannels) CDP channels per session")
+            return (429, "rate_limited", "at most \(settings.maxCDPChannels) CDP channels per session")
         }
         return nil
     }
@@ -69,7 +69,7 @@ extension Session {
             return nil
         }
         lastCDPChannel += 1
-        let channel = CDPChannel(id: lastCDPChannel, connection: connection, settings: relay.settings)
+        let channel = CDPChannel(id: lastCDPChannel, connection: connection, settings: settings)
         cdpChannels[channel.id] = channel
         metrics.cdpChannels += 1
         log.event(session: id, "cdp_open", ["channel": .int(channel.id), "remote": .string(connection.remoteAddress)])
@@ -80,7 +80,7 @@ extension Session {
     /// A frame from the worker's CDP socket.
     func cdpFromWorker(_ channel: CDPChannel, _ message: ReceivedMessage) {
         guard !channel.closed else { return }
-        let s = relay.settings
+        let s = settings
         let (messagesOK, bytesOK) = channel.bucket.take(bytes: message.count, now: loop.now, settings: s)
         guard messagesOK && bytesOK else {
             metrics.hit(messagesOK ? "rate_bytes_per_second" : "rate_per_second")
@@ -114,9 +114,9 @@ extension Session {
     /// `client.cdp`: a frame from the client's browser.
     func cdpFromClient(channel id: Int, data: String, frame parsed: JSON, peer: Peer) {
         guard peer === client, let channel = cdpChannels[id], !channel.closed else { return }   // closed meanwhile
-        guard data.utf8.count <= relay.settings.maxCDPFrameBytes else {
+        guard data.utf8.count <= settings.maxCDPFrameBytes else {
             // Counted as a limit hit when the socket reports its 1009 close.
-            closeCDP(channel, .messageTooBig, reason: "a frame from the browser is larger than \(relay.settings.maxCDPFrameBytes) bytes")
+            closeCDP(channel, .messageTooBig, reason: "a frame from the browser is larger than \(settings.maxCDPFrameBytes) bytes")
             return
         }
         var storage = [UInt8](repeating: 0, count: FrameWriter.maxHeaderSize)

@@ -63,11 +63,11 @@ extension Session {
     /// as its entry, whether or not the journal is stored: replay tails are read back from
     /// these entries.
     func persistJournal(_ e: JournalEntry, message: StreamPosition? = nil) {
-        let journalStoredEntries = relay.settings.journalStoredEntries
+        let journalStoredEntries = settings.journalStoredEntries
         let journaled = journalStoredEntries > 0
         guard store != nil, journaled || message != nil else { return }
         persist(.journal(session: id, n: e.n, direction: e.direction, ts: e.ts, body: e.bytes, message: message, journaled: journaled))
-        if journaled, let through = storedJournal.add(e.n, bytes: e.bytes.count, maxCount: journalStoredEntries, maxBytes: relay.settings.journalStoredBytes) {
+        if journaled, let through = storedJournal.add(e.n, bytes: e.bytes.count, maxCount: journalStoredEntries, maxBytes: settings.journalStoredBytes) {
             metrics.hit("journal_stored_bytes")
             // Entries still in a replay tail stay (for replay only) until a later trim passes them.
             persist(.trimJournal(session: id, throughN: through, keepFrom: (workerStream.oldestSeq ?? Int.max, clientStream.oldestSeq ?? Int.max)))
@@ -155,7 +155,6 @@ extension Session {
     func ensureLoaded() {
         guard !loaded, let store = store else { return }
         loaded = true
-        let settings = relay.settings
         if let rows = try? store.messages(session: id, limit: settings.replayMaxMessages) {
             for role in [Role.worker, .client] {
                 let last = rows.lazy.filter { StreamPosition.role(of: $0.stream) == role }.map(\.seq).reduce(0, max)

@@ -192,7 +192,7 @@ extension Session {
             compiled.append(cc)
         }
         guard let yid = claimId(y.id, worker: worker) else { return }
-        let timeout = min(y.timeoutMs ?? Session.defaultYieldTimeoutMs, relay.inboundLimits.maxYieldTimeoutMs)
+        let timeout = min(y.timeoutMs ?? Session.defaultYieldTimeoutMs, shared.inboundLimits.maxYieldTimeoutMs)
         var p = Pending(id: yid, kind: .yield, command: "yield_to_user", startedAt: monotonicNanos())
         p.conditions = compiled
         p.optional = y.optional
@@ -310,7 +310,7 @@ extension Session {
                 continue
             }
             // With a store, events are read back from it: memory keeps none.
-            let s = relay.settings
+            let s = settings
             let (stored, dropped) = events.append(e, serverTs: now, keep: store == nil, max: s.eventsMaxPerSession, maxBytes: s.eventsMaxBytesPerSession)
             if dropped { metrics.hit("events_max_bytes_per_session") }
             if store != nil {
