@@ -109,9 +109,11 @@ final class GroupCommitter: @unchecked Sendable {
                 committed = false
             }
             let writerWanted = pending.withLock { p in
+                // Asked while the loop still holds the store (the WAL's size is the writer's too).
+                let upkeep = committed && onLoop.needsIdle()
                 p.writing = false
-                return !p.ops.isEmpty || !p.done.isEmpty || p.stop
-            } || (committed && onLoop.needsIdle())
+                return upkeep || !p.ops.isEmpty || !p.done.isEmpty || p.stop
+            }
             if committed {
                 record(since: start)
                 openOps.removeAll(keepingCapacity: true)
@@ -123,7 +125,11 @@ final class GroupCommitter: @unchecked Sendable {
                 if writerWanted { wake() }
                 return
             }
-            // Failed (a busy or failing database): the writer retries it with backoff.
+            // Failed (a busy or failing database): the writer retries it with backoff. (It
+            // may have been woken meanwhile and gone back to sleep: the loop held the store.)
+            queue(&openOps, &openDone)
+            if writerWanted { wake() }
+            return
         }
         queue(&openOps, &openDone)
     }
