@@ -53,8 +53,9 @@ final class GroupCommitter: @unchecked Sendable {
     var commitLatencies: [Double] { latencies.withLock { $0 } }
 
     /// `commit` runs the transaction (`StoreBatch`: superseded state snapshots left out)
-    /// and rolls it back when it fails; `recover` runs after such a failure; `idle` runs after
-    /// a commit's completions were handed back;
+    /// and rolls it back when it fails; `recover` runs after such a failure; `idle` runs on the
+    /// writer after its commit's completions were handed back, and when the loop wakes it
+    /// after a commit of its own (`OnLoop.needsIdle`);
     /// `fenced` gets the sessions another node took, on the loop, before the completions;
     /// `onLoop` lets the loop commit when the writer is idle.
     init(loop: EventLoop, name: String, commit: @escaping Commit, recover: @escaping () -> Void,
