@@ -31,6 +31,11 @@ final class GroupCommitter: @unchecked Sendable {
         var needsIdle: () -> Bool
         /// Iterations with more writes than this go to the writer.
         var maxOps = 32
+        /// A commit of the loop's that took longer than this (a disk that blocks writes, a
+        /// large batch) leaves the next ones to the writer for `pauseNanos`: the loop never
+        /// stalls on the disk more than once in that time.
+        var slowNanos: UInt64 = 2_000_000
+        var pauseNanos: UInt64 = 1_000_000_000
     }
 
     private let loop: EventLoop
@@ -42,6 +47,8 @@ final class GroupCommitter: @unchecked Sendable {
     /// What the current loop iteration submitted (loop thread only), handed over at its end.
     private var openOps: [StoreOp] = []
     private var openDone: [@Sendable () -> Void] = []
+    /// Loop only: when the loop may commit again after a slow commit of its own.
+    private var loopCommitsResumeAt: UInt64 = 0
     private var wakeRead: Int32 = -1
     private var wakeWrite: Int32 = -1
     private var thread: pthread_t?
@@ -97,7 +104,7 @@ final class GroupCommitter: @unchecked Sendable {
     /// or goes to the writer.
     private func handOver() {
         guard !openOps.isEmpty || !openDone.isEmpty else { return }
-        if let onLoop, openOps.count <= onLoop.maxOps, isHealthy, pending.withLock({ p in
+        if let onLoop, openOps.count <= onLoop.maxOps, loop.now >= loopCommitsResumeAt, isHealthy, pending.withLock({ p in
             // Nothing queued and nobody writing: every earlier batch is committed.
             guard p.ops.isEmpty, p.done.isEmpty, !p.writing, !p.stop else { return false }
             p.writing = true
@@ -115,6 +122,8 @@ final class GroupCommitter: @unchecked Sendable {
                 p.writing = false
                 return upkeep || !p.ops.isEmpty || !p.done.isEmpty || p.stop
             }
+            let end = monotonicNanos()
+            if end &- start > onLoop.slowNanos { loopCommitsResumeAt = end &+ onLoop.pauseNanos }
             if committed {
                 record(since: start)
                 openOps.removeAll(keepingCapacity: true)

@@ -402,6 +402,40 @@ import SwitchboardProtocol
         #expect(batches.withLock { $0.last } == (0...32).map { "d\($0)" }.joined(separator: ",") + "@writer")
         committer.close()
     }
+
+    /// After a commit of its own that was slow (here: any), the loop leaves the next ones to
+    /// the writer for a while.
+    @Test func aSlowLoopCommitLeavesTheNextOnesToTheWriter() throws {
+        let woken = DispatchSemaphore(value: 0)
+        let loop = try EventLoop(selector: NullSelector { woken.signal() }, readBufferSize: 4096)
+        loop.adoptCurrentThread()
+        let batches = Locked<[String]>([]), acked = Locked(0)
+        func ids(_ batch: StoreBatch) -> String {
+            var ids: [String] = []
+            batch.forEach { op in if case .usedId(_, let id) = op { ids.append(id) } }
+            return ids.joined(separator: ",")
+        }
+        let committer = try GroupCommitter(loop: loop, name: "test", commit: { batch in
+            batches.withLock { $0.append(ids(batch) + "@writer") }
+            return []
+        }, recover: {}, onLoop: GroupCommitter.OnLoop(commit: { batch in
+            batches.withLock { $0.append(ids(batch) + "@loop") }
+        }, needsIdle: { false }, slowNanos: 0, pauseNanos: 3_600_000_000_000))
+        loop.runPending()
+        for id in ["a1", "b1", "c1"] {
+            committer.submit([.usedId(session: "s", id: id)]) { acked.withLock { $0 += 1 } }
+            loop.runPending()
+        }
+        for _ in 0..<100 where acked.withLock({ $0 }) < 3 {
+            loop.runPending()
+            if acked.withLock({ $0 }) < 3 { #expect(woken.wait(timeout: .now() + 10) == .success, "no completion within 10 s") }
+        }
+        // b1 and c1 went to the writer, in one commit or two.
+        let all = batches.withLock { $0 }
+        #expect(all.first == "a1@loop" && all.dropFirst().allSatisfy { $0.hasSuffix("@writer") })
+        #expect(all.dropFirst().map { $0.replacingOccurrences(of: "@writer", with: "") }.joined(separator: ",") == "b1,c1")
+        committer.close()
+    }
 }
 
 @Suite struct ConfigurationDocs {
