@@ -64,26 +64,39 @@ public struct RelaySettings: Sendable {
     public init() {}
 }
 
-/// The application: registry of sessions, REST API and the WebSocket endpoint, all on one
-/// event loop.
-/// A relay's settings, one object its sessions hold strongly: every message reads them, and
-/// reading them through a session's unowned `relay` would take the Swift runtime's slow path
-/// for an unowned reference (the relay is also weakly referenced) each time.
-final class SharedSettings: Sendable {
-    let value: RelaySettings
+/// What a relay's sessions use on every message, in one object each session holds strongly:
+/// reading these through a session's unowned `relay` would take the Swift runtime's slow path
+/// for an unowned reference (the relay is also weakly referenced) each time. Nothing in it
+/// refers back to sessions.
+final class RelayContext {
+    let settings: RelaySettings
+    /// The limits the inbound decoder applies, from the settings.
     let inboundLimits: InboundLimits
-    init(_ value: RelaySettings, inboundLimits: InboundLimits) { self.value = value; self.inboundLimits = inboundLimits }
+    let log: TrafficLog
+    let metrics = Metrics()
+    /// Durable sessions; nil keeps everything in memory only.
+    let store: SessionStore?
+
+    init(settings: RelaySettings, log: TrafficLog, store: SessionStore?) {
+        self.settings = settings
+        inboundLimits = InboundLimits(maxCommandTimeoutMs: settings.maxima.commandTimeoutMs, maxYieldTimeoutMs: settings.maxYieldTimeoutMs)
+        self.log = log
+        self.store = store
+    }
 }
 
+/// The application: registry of sessions, REST API and the WebSocket endpoint, all on one
+/// event loop.
 public final class Relay: ServerDelegate, @unchecked Sendable {
     public static let version = "0.1.0"
 
     public let loop: EventLoop
-    public let settings: RelaySettings
-    public let log: TrafficLog
-    public let metrics = Metrics()
+    let context: RelayContext
+    public var settings: RelaySettings { context.settings }
+    public var log: TrafficLog { context.log }
+    public var metrics: Metrics { context.metrics }
     /// Durable sessions; nil keeps everything in memory only.
-    public let store: SessionStore?
+    public var store: SessionStore? { context.store }
     public weak var server: Server?
     private var apiKeyHashes: [[UInt8]]
     var sessions: [String: Session] = [:]
@@ -95,20 +108,12 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
     /// peer for one is told to come back (it is served again only from what is committed).
     var leaving: Set<String> = []
     public private(set) var draining = false
-    /// The limits the inbound decoder applies, from the settings.
-    let inboundLimits: InboundLimits
-    /// The settings as sessions read them (`SharedSettings`).
-    let shared: SharedSettings
 
     public init(loop: EventLoop, settings: RelaySettings, log: TrafficLog, store: SessionStore? = nil) {
         self.loop = loop
-        self.settings = settings
-        self.log = log
-        self.store = store
+        context = RelayContext(settings: settings, log: log, store: store)
         cluster = store as? PostgresStore
         apiKeyHashes = settings.apiKeys.map { Crypto.sha256($0) }
-        inboundLimits = InboundLimits(maxCommandTimeoutMs: settings.maxima.commandTimeoutMs, maxYieldTimeoutMs: settings.maxYieldTimeoutMs)
-        shared = SharedSettings(settings, inboundLimits: inboundLimits)
     }
 
     /// Brings back every session the store holds (on the loop, before accepting): rows and

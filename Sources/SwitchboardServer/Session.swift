@@ -90,14 +90,12 @@ public actor Session {
     public nonisolated var unownedExecutor: UnownedSerialExecutor { loop.asUnownedSerialExecutor() }
 
     unowned let relay: Relay
-    /// The relay's store, log, metrics and settings, held here: every message uses them, and reading
-    /// them through `relay` would take the Swift runtime's slow path for an unowned reference
-    /// (the relay is also weakly referenced) each time.
-    let store: SessionStore?
-    let log: TrafficLog
-    let metrics: Metrics
-    let shared: SharedSettings
-    var settings: RelaySettings { shared.value }
+    /// The relay's settings, log, metrics and store (`RelayContext`: held strongly, read on every message).
+    let context: RelayContext
+    var settings: RelaySettings { context.settings }
+    var log: TrafficLog { context.log }
+    var metrics: Metrics { context.metrics }
+    var store: SessionStore? { context.store }
     public internal(set) var state = SessionState()
     let timeouts: SessionTimeouts
     let metadata: JSONObject?
@@ -156,10 +154,7 @@ public actor Session {
         self.ordinal = ordinal
         self.relay = relay
         self.loop = relay.loop
-        store = relay.store
-        log = relay.log
-        metrics = relay.metrics
-        shared = relay.shared
+        context = relay.context
         self.workerTokenHash = workerTokenHash
         self.clientTokenHash = clientTokenHash
         self.createdAt = createdAt
@@ -268,7 +263,7 @@ public actor Session {
         let now = epochMillis()
         let decoded = message.storage.withUnsafeBytes { raw in
             InboundDecoder.decode(UnsafeRawBufferPointer(rebasing: raw[FrameWriter.maxHeaderSize...]),
-                                  base: message.bytes, role: peer.role, receivedAt: now, limits: shared.inboundLimits)
+                                  base: message.bytes, role: peer.role, receivedAt: now, limits: context.inboundLimits)
         }
         let direction: StaticString = peer.role == .worker ? "worker_to_server" : "client_to_server"
         switch decoded {
@@ -486,7 +481,7 @@ public actor Session {
         commandCount += 1
         metrics.commands += 1
         let timeout = CommandCatalog.effectiveTimeout(command: c.command, params: c.params, timeoutMs: c.timeoutMs,
-                                                      sessionDefault: timeouts.commandTimeoutMs, limit: shared.inboundLimits.maxCommandTimeoutMs)
+                                                      sessionDefault: timeouts.commandTimeoutMs, limit: context.inboundLimits.maxCommandTimeoutMs)
         var p = Pending(id: cid, kind: .command, command: c.command, startedAt: monotonicNanos())
         p.deadline = WireNumbers.adding(epochMillis(), Int64(timeout))
         p.timer = loop.schedule(afterMillis: timeout) { [self] in self.assumeIsolated { $0.commandTimedOut(cid) } }

@@ -192,7 +192,7 @@ extension Session {
             compiled.append(cc)
         }
         guard let yid = claimId(y.id, worker: worker) else { return }
-        let timeout = min(y.timeoutMs ?? Session.defaultYieldTimeoutMs, shared.inboundLimits.maxYieldTimeoutMs)
+        let timeout = min(y.timeoutMs ?? Session.defaultYieldTimeoutMs, context.inboundLimits.maxYieldTimeoutMs)
         var p = Pending(id: yid, kind: .yield, command: "yield_to_user", startedAt: monotonicNanos())
         p.conditions = compiled
         p.optional = y.optional
