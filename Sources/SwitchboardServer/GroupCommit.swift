@@ -104,44 +104,54 @@ final class GroupCommitter: @unchecked Sendable {
     /// or goes to the writer.
     private func handOver() {
         guard !openOps.isEmpty || !openDone.isEmpty else { return }
-        if let onLoop, openOps.count <= onLoop.maxOps, loop.now >= loopCommitsResumeAt, isHealthy, pending.withLock({ p in
-            // Nothing queued and nobody writing: every earlier batch is committed.
-            guard p.ops.isEmpty, p.done.isEmpty, !p.writing, !p.stop else { return false }
-            p.writing = true
-            return true
-        }) {
-            let start = monotonicNanos()
-            let committed: Bool
-            do { try onLoop.commit(StoreBatch(openOps)); committed = true } catch {
-                self.recover()
-                committed = false
-            }
-            let writerWanted = pending.withLock { p in
-                // Asked while the loop still holds the store (the WAL's size is the writer's too).
-                let upkeep = committed && onLoop.needsIdle()
-                p.writing = false
-                return upkeep || !p.ops.isEmpty || !p.done.isEmpty || p.stop
-            }
-            let end = monotonicNanos()
-            if end &- start > onLoop.slowNanos { loopCommitsResumeAt = end &+ onLoop.pauseNanos }
-            if committed {
-                record(since: start)
-                openOps.removeAll(keepingCapacity: true)
-                if !openDone.isEmpty {
-                    let done = openDone
-                    openDone = []
-                    loop.execute { for d in done { d() } }
-                }
-                if writerWanted { wake() }
-                return
-            }
-            // Failed (a busy or failing database): the writer retries it with backoff. (It
-            // may have been woken meanwhile and gone back to sleep: the loop held the store.)
+        if let onLoop, openOps.count <= onLoop.maxOps, loop.now >= loopCommitsResumeAt, isHealthy, claimIdleStore() {
+            if commitOnLoop(onLoop) { return }
+            // Failed (a busy or failing database): the writer retries it with backoff. It may
+            // have been woken while the loop held the store and gone back to sleep.
             queue(&openOps, &openDone)
-            if writerWanted { wake() }
+            wake()
             return
         }
         queue(&openOps, &openDone)
+    }
+
+    /// Claims the store for the loop when nothing is queued and nobody is writing: every
+    /// earlier batch is committed.
+    private func claimIdleStore() -> Bool {
+        pending.withLock { p in
+            guard p.ops.isEmpty, p.done.isEmpty, !p.writing, !p.stop else { return false }
+            p.writing = true
+            return true
+        }
+    }
+
+    /// Commits the iteration on the loop (the store claimed) and lets the store go; false
+    /// when the commit failed.
+    private func commitOnLoop(_ onLoop: OnLoop) -> Bool {
+        let start = monotonicNanos()
+        var committed = true
+        do { try onLoop.commit(StoreBatch(openOps)) } catch {
+            recover()
+            committed = false
+        }
+        let writerWanted = pending.withLock { p in
+            // Asked while the loop still holds the store (the WAL's size is the writer's too).
+            let upkeep = committed && onLoop.needsIdle()
+            p.writing = false
+            return upkeep || !p.ops.isEmpty || !p.done.isEmpty || p.stop
+        }
+        let end = monotonicNanos()
+        if end &- start > onLoop.slowNanos { loopCommitsResumeAt = end &+ onLoop.pauseNanos }
+        guard committed else { return false }
+        record(since: start)
+        openOps.removeAll(keepingCapacity: true)
+        if !openDone.isEmpty {
+            let done = openDone
+            openDone = []
+            loop.execute { for d in done { d() } }
+        }
+        if writerWanted { wake() }
+        return true
     }
 
     private func record(since start: UInt64) {

@@ -212,7 +212,7 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
         self.path = path
         writer = try Database(path: path)
         // A locked database fails a commit after 1 s; the commit is retried (GroupCommitter).
-        writer.setBusyTimeout(ms: 1000)
+        writer.setBusyTimeout(ms: SQLiteStore.busyTimeoutMs)
         // WAL with synchronous=NORMAL: a commit appends to the WAL without fsync, so it survives
         // a crash of the process (SIGKILL, OOM kill, deploy). Checkpoints (which fsync) run on
         // the writer thread between commits once the WAL passes `checkpointFrames`, after the
@@ -230,14 +230,14 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
             committer = try GroupCommitter(loop: loop, name: "store", commit: { [unowned self] batch in try self.commit(batch); return [] },
                                            recover: { [unowned self] in try? self.loadIndex() },
                                            idle: { [unowned self] in
-                                               if writer.framesInWAL >= SQLiteStore.checkpointFrames { try? writer.exec("PRAGMA wal_checkpoint(PASSIVE)") }
+                                               if wantsCheckpoint { try? writer.exec("PRAGMA wal_checkpoint(PASSIVE)") }
                                            },
                                            onLoop: GroupCommitter.OnLoop(commit: { [unowned self] batch in
                                                // The loop does not wait for a lock another process holds.
                                                writer.setBusyTimeout(ms: 0)
-                                               defer { writer.setBusyTimeout(ms: 1000) }
+                                               defer { writer.setBusyTimeout(ms: SQLiteStore.busyTimeoutMs) }
                                                try self.commit(batch)
-                                           }, needsIdle: { [unowned self] in writer.framesInWAL >= SQLiteStore.checkpointFrames }))
+                                           }, needsIdle: { [unowned self] in wantsCheckpoint }))
         } catch {
             throw SQLiteError(description: "cannot start the store's writer: \(error)")
         }
@@ -259,6 +259,11 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
 
     /// The WAL size (in pages) past which the writer checkpoints between commits.
     static let checkpointFrames = 4096
+    /// How long the writer waits for a lock another process holds before a commit fails.
+    static let busyTimeoutMs: Int32 = 1000
+
+    /// Whether the WAL has grown past `checkpointFrames` (on the thread holding the writer).
+    private var wantsCheckpoint: Bool { writer.framesInWAL >= SQLiteStore.checkpointFrames }
 
     public func submit(_ ops: [StoreOp], completion: (@Sendable () -> Void)?) { committer.submit(ops, completion: completion) }
     public func submit(_ op: StoreOp) { committer.submit(op) }
