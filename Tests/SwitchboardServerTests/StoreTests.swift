@@ -310,9 +310,7 @@ import SwitchboardProtocol
         let batches = Locked<[[String]]>([])
         let entered = DispatchSemaphore(value: 0), leave = DispatchSemaphore(value: 0)
         let committer = try GroupCommitter(loop: loop, name: "test", commit: { batch in
-            var ids: [String] = []
-            batch.forEach { op in if case .usedId(_, let id) = op { ids.append(id) } }
-            batches.withLock { $0.append(ids) }
+            batches.withLock { $0.append(Self.usedIds(batch)) }
             entered.signal()
             leave.wait()
             return []
@@ -343,18 +341,12 @@ import SwitchboardProtocol
     /// commit, iterations queue behind it. Batches commit in the order they were submitted and
     /// nothing is acknowledged before its commit.
     @Test func theLoopCommitsItselfWhileTheWriterIsIdle() throws {
-        let woken = DispatchSemaphore(value: 0)
-        let loop = try EventLoop(selector: NullSelector { woken.signal() }, readBufferSize: 4096)
-        loop.adoptCurrentThread()
+        let (loop, woken) = try Self.handDrivenLoop()
         let batches = Locked<[String]>([])      // "a1@loop" or "b1@writer"
         let acked = Locked<[String]>([])
         let failNext = Locked(false), hold = Locked(true)
         let entered = DispatchSemaphore(value: 0), leave = DispatchSemaphore(value: 0)
-        func ids(_ batch: StoreBatch) -> String {
-            var ids: [String] = []
-            batch.forEach { op in if case .usedId(_, let id) = op { ids.append(id) } }
-            return ids.joined(separator: ",")
-        }
+        func ids(_ batch: StoreBatch) -> String { Self.usedIds(batch).joined(separator: ",") }
         let committer = try GroupCommitter(loop: loop, name: "test", commit: { batch in
             batches.withLock { $0.append(ids(batch) + "@writer") }
             if hold.withLock({ $0 }) { entered.signal(); leave.wait() }
@@ -385,20 +377,13 @@ import SwitchboardProtocol
         writerTookABatch()
         hold.withLock { $0 = false }
         leave.signal()
-        for _ in 0..<100 where acked.withLock({ $0.count }) < 3 {
-            #expect(woken.wait(timeout: .now() + 10) == .success, "no completion within 10 s")
-            loop.runPending()
-        }
+        Self.run(loop, woken) { acked.withLock { $0.count } == 3 }
         #expect(batches.withLock { $0 } == ["a1@loop", "b1@writer", "c1@writer"])
         #expect(acked.withLock { $0 } == ["a1", "b1", "c1"])
 
         // An iteration with more writes than `maxOps` goes to the writer.
         committer.submit((0...32).map { .usedId(session: "s", id: "d\($0)") }) { acked.withLock { $0.append("d") } }
-        loop.runPending()
-        for _ in 0..<100 where acked.withLock({ $0.count }) < 4 {
-            #expect(woken.wait(timeout: .now() + 10) == .success, "no completion within 10 s")
-            loop.runPending()
-        }
+        Self.run(loop, woken) { acked.withLock { $0.count } == 4 }
         #expect(batches.withLock { $0.last } == (0...32).map { "d\($0)" }.joined(separator: ",") + "@writer")
         committer.close()
     }
@@ -406,15 +391,9 @@ import SwitchboardProtocol
     /// After a commit of its own that was slow (here: any), the loop leaves the next ones to
     /// the writer for a while.
     @Test func aSlowLoopCommitLeavesTheNextOnesToTheWriter() throws {
-        let woken = DispatchSemaphore(value: 0)
-        let loop = try EventLoop(selector: NullSelector { woken.signal() }, readBufferSize: 4096)
-        loop.adoptCurrentThread()
+        let (loop, woken) = try Self.handDrivenLoop()
         let batches = Locked<[String]>([]), acked = Locked(0)
-        func ids(_ batch: StoreBatch) -> String {
-            var ids: [String] = []
-            batch.forEach { op in if case .usedId(_, let id) = op { ids.append(id) } }
-            return ids.joined(separator: ",")
-        }
+        func ids(_ batch: StoreBatch) -> String { Self.usedIds(batch).joined(separator: ",") }
         let committer = try GroupCommitter(loop: loop, name: "test", commit: { batch in
             batches.withLock { $0.append(ids(batch) + "@writer") }
             return []
@@ -426,15 +405,38 @@ import SwitchboardProtocol
             committer.submit([.usedId(session: "s", id: id)]) { acked.withLock { $0 += 1 } }
             loop.runPending()
         }
-        for _ in 0..<100 where acked.withLock({ $0 }) < 3 {
-            loop.runPending()
-            if acked.withLock({ $0 }) < 3 { #expect(woken.wait(timeout: .now() + 10) == .success, "no completion within 10 s") }
-        }
+        Self.run(loop, woken) { acked.withLock { $0 } == 3 }
         // b1 and c1 went to the writer, in one commit or two.
         let all = batches.withLock { $0 }
         #expect(all.first == "a1@loop" && all.dropFirst().allSatisfy { $0.hasSuffix("@writer") })
         #expect(all.dropFirst().map { $0.replacingOccurrences(of: "@writer", with: "") }.joined(separator: ",") == "b1,c1")
         committer.close()
+    }
+
+    /// The ids of a batch's `usedId` writes, in order.
+    static func usedIds(_ batch: StoreBatch) -> [String] {
+        var ids: [String] = []
+        batch.forEach { op in if case .usedId(_, let id) = op { ids.append(id) } }
+        return ids
+    }
+
+    /// A loop driven by hand on this thread, and what is signalled when another thread queues
+    /// work for it (a writer handing back completions).
+    static func handDrivenLoop() throws -> (EventLoop, DispatchSemaphore) {
+        let woken = DispatchSemaphore(value: 0)
+        let loop = try EventLoop(selector: NullSelector { woken.signal() }, readBufferSize: 4096)
+        loop.adoptCurrentThread()
+        return (loop, woken)
+    }
+
+    /// Runs the loop's work until `done`, waiting for the writer between rounds.
+    static func run(_ loop: EventLoop, _ woken: DispatchSemaphore, until done: () -> Bool) {
+        for _ in 0..<100 {
+            loop.runPending()
+            if done() { return }
+            #expect(woken.wait(timeout: .now() + 10) == .success, "no completion within 10 s")
+        }
+        Issue.record("not done after 100 rounds")
     }
 }
 
