@@ -74,6 +74,51 @@ def test_kill_and_restart_keeps_sessions_commands_events_and_replay(serve_factor
         server2.stop()
 
 
+def test_the_largest_results_survive_a_kill(serve_factory):
+    """Results of a mebibyte each, back to back: their commits are the slowest the loop meets
+    (it leaves them to the store's writer). After a SIGKILL every result is there, whole and
+    in order. Each command reached the client only once everything before it was committed, so
+    the first five results are stored; the last one is stored or its command is still pending,
+    and then the command is sent to the client again and its answer reaches the worker."""
+    server = serve_factory()
+    state = {}
+    ids = [f"big{i}" for i in range(6)]
+
+    def data(i):
+        return str(i) * (1 << 20)
+
+    async def before():
+        s, w, c = await sb.pair(server.port)
+        for i, cid in enumerate(ids):
+            await w.send({"type": "worker.command", "id": cid, "command": "screenshot"})
+            state["client_seq"] = (await c.expect("server.command", id=cid))["seq"]
+            await c.send({"type": "client.command_response", "id": cid, "result": {"data": data(i)}})
+            assert (await w.expect("server.command_result", id=cid))["result"]["data"] == data(i)
+        state["s"] = s
+    run(before())
+    server2 = restart(server)
+    try:
+        async def after():
+            w = await Peer.connect(state["s"], "worker", lastSeq=0)
+            rep = await w.expect("server.replay", timeout=15)
+            results = [m for m in rep["messages"] if m["type"] == "server.command_result"]
+            assert [m["id"] for m in results][:5] == ids[:5]
+            if w.hello["pending"] is not None:
+                assert w.hello["pending"]["id"] == ids[5] and len(results) == 5
+                c = await Peer.connect(state["s"], "client", lastSeq=state["client_seq"])
+                await c.expect("server.command", id=ids[5], timeout=15)
+                await c.send({"type": "client.command_response", "id": ids[5], "result": {"data": data(5)}})
+                results.append(await w.expect("server.command_result", id=ids[5], timeout=15))
+            assert [m["id"] for m in results] == ids
+            assert all(m["result"]["data"] == data(i) for i, m in enumerate(results))
+            # The ids stay used: none of the commands can run again.
+            await w.send({"type": "worker.command", "id": ids[0], "command": "screenshot"})
+            await w.expect_error("duplicate_command_id")
+        run(after())
+    finally:
+        server2.stop()
+
+
 def test_deadlines_survive_a_restart(serve_factory):
     server = serve_factory()
     s = sb.create(server.port, config={"connectTimeoutMs": 1500})
