@@ -143,6 +143,15 @@ extremes = [
     {"type": "client.events", "clientSeq": 1, "events": [{"type": "n" * 60000 + "\u0000", "payload": {}}]},
     {"type": "client.events", "clientSeq": 1, "events": [{"type": "console", "source": "\u0000", "payload": {"v": "\u0000"}}]},
     {"type": "client.events", "clientSeq": 1, "events": [{"type": "console"}] * 999 + [{"type": "console\u0000"}]},
+    # Timeouts at and past every bound the session applies from its settings (the largest a
+    # command or a yield may ask for, zero, negative, the ends of Int64, past them).
+    {"type": "worker.command", "command": "url", "timeoutMs": 9223372036854775807},
+    {"type": "worker.command", "command": "url", "timeoutMs": -9223372036854775808},
+    {"type": "worker.command", "command": "url", "timeoutMs": 0},
+    {"type": "worker.command", "command": "url", "timeoutMs": 600001},
+    {"type": "worker.yield_to_user", "id": "y", "timeoutMs": 9223372036854775807, "conditions": [{"type": "url", "pattern": "x"}]},
+    {"type": "worker.yield_to_user", "id": "y", "timeoutMs": -1, "conditions": [{"type": "url", "pattern": "x"}]},
+    {"type": "worker.yield_to_user", "id": "y", "timeoutMs": 1e300, "conditions": [{"type": "url", "pattern": "x"}]},
 ]
 write("inbound", [json.dumps(m).encode() for m in commands + client + extremes]
       + [b"{not json", b'{"type":"worker.command","command":"url","timeoutMs":9007199254740993}',
@@ -193,5 +202,10 @@ session.append(rec(0) + rec(1) + hello_w + rec(C, msg({"type": "client.hello", "
                + rec(15, b"\x01" + msg({"id": -1, "method": "Page.navigate"})) + rec(15, b"\x00")
                + rec(15, b"\x01" + msg({"id": 1e308, "method": "Page.navigate"})) + rec(15, b"\x00") + rec(15, b"\x01[1,2]")
                + rec(C, msg({"type": "client.cdp", "channel": 9223372036854775807, "data": "{}"})))
+# The same timeouts through a session: each command or yield, then its timer fires, a commit
+# and a restart while it is pending (its deadline comes back from the stored state).
+for m in extremes[-7:]:
+    session.append(rec(0) + rec(1) + hello_w + hello_c + rec(W, msg(m)) + rec(11) + rec(10) + rec(11)
+                   + rec(W, msg(m)) + rec(11) + rec(13) + rec(0) + rec(1) + hello_w + hello_c + rec(10) + rec(11))
 write("session", session)
 print("seeds written to", os.path.normpath(ROOT))
