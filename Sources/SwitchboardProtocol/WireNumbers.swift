@@ -21,7 +21,8 @@ public enum WireNumbers {
 
     /// An integer from its JSON literal: exact, and within ±maxSafeInteger.
     public static func integer(_ literal: String) -> Int? {
-        if let i = Int(literal) { return abs(i) <= maxSafeInteger ? i : nil }
+        // `magnitude`, not `abs`: abs(Int.min) traps, and "-9223372036854775808" parses as Int.min.
+        if let i = Int(literal) { return i.magnitude <= UInt(maxSafeInteger) ? i : nil }
         // `1e3` and `5.0` are integers too when their value is exact.
         guard let d = Double(literal), d.isFinite, d.rounded() == d, abs(d) <= Double(maxSafeInteger) else { return nil }
         return Int(exactly: d)

@@ -10,7 +10,7 @@ from conftest import Proc, API_KEY
 from sb import Peer, run, wait_until
 from test_durability import restart
 
-HUGE = ["1e19", "1e300", "-1e19", "9223372036854775808", "1e400"]
+HUGE = ["1e19", "1e300", "-1e19", "9223372036854775808", "1e400", "9223372036854775807", "-9223372036854775808"]
 
 
 def healthy(port):

@@ -125,6 +125,11 @@ import Testing
     @Test func exactConversions() {
         #expect(WireNumbers.integer("9007199254740991") == 9_007_199_254_740_991)
         #expect(WireNumbers.integer("9007199254740992") == nil)
+        // At and past both ends of Int64 (Int.min has no positive counterpart).
+        for literal in ["-9223372036854775808", "9223372036854775807", "-9223372036854775809", "9223372036854775808", "-9007199254740992"] {
+            #expect(WireNumbers.integer(literal) == nil, "\(literal)")
+        }
+        #expect(WireNumbers.integer("-9007199254740991") == -9_007_199_254_740_991)
         #expect(WireNumbers.integer("1e3") == 1000)
         #expect(WireNumbers.integer("1.5") == nil)
         #expect(WireNumbers.integer("nan") == nil)
