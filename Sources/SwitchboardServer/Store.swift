@@ -139,8 +139,11 @@ public protocol SessionStore: AnyObject, Sendable {
 /// Journal entries and state snapshots are appended to two tables keyed by a growing rowid
 /// (`entries`, `states`): a commit writes the pages its bytes fill, shared by every session in
 /// it, instead of a B-tree leaf per session. Which rows belong to which session is kept in
-/// memory (`EntryIndex`, rebuilt from the tables at start); superseded state rows are
-/// deleted in batches.
+/// memory (`EntryIndex`, rebuilt from the tables at start). Rows nothing reads any more are
+/// deleted in batches (`tidy`): superseded state rows 1 024 at a time in a commit, entry
+/// rows a trim let go right after each checkpoint, which already holds commits back. (A
+/// session's journal trims 256 entries at a time; deleting them in the commit of the command
+/// that trimmed held that command back a millisecond or two, 1 command in 64 at one session.)
 public final class SQLiteStore: SessionStore, @unchecked Sendable {
     private let writer: Database
     private let index = Locked(EntryIndex())
@@ -194,8 +197,11 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
         """,
     ]
 
-    /// Superseded state rows are deleted once this many have gathered.
+    /// Superseded state rows are deleted in a commit once this many have gathered.
     static let supersededBatch = 1024
+    /// Entry rows trims let go are deleted in a commit, not after the next checkpoint, once
+    /// this many have gathered.
+    static let unlinkedAtMost = 65_536
 
     static func migrate(_ db: Database) throws(SQLiteError) {
         var version = 0
@@ -230,7 +236,10 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
             committer = try GroupCommitter(loop: loop, name: "store", commit: { [unowned self] batch in try self.commit(batch); return [] },
                                            recover: { [unowned self] in try? self.loadIndex() },
                                            idle: { [unowned self] in
-                                               if wantsCheckpoint { try? writer.exec("PRAGMA wal_checkpoint(PASSIVE)") }
+                                               guard wantsCheckpoint else { return }
+                                               try? writer.exec("PRAGMA wal_checkpoint(PASSIVE)")
+                                               // Into the WAL started again (it stays near `checkpointFrames`).
+                                               tidyUp()
                                            },
                                            onLoop: GroupCommitter.OnLoop(commit: { [unowned self] batch in
                                                // The loop does not wait for a lock another process holds.
@@ -271,6 +280,7 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
     /// Commits what is queued and stops the writer.
     public func close() {
         committer.close()
+        tidyUp()
         try? writer.exec("PRAGMA wal_checkpoint(TRUNCATE)")
     }
 
@@ -280,16 +290,43 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
         do {
             try writer.run("BEGIN")
             try batch.forEach { op throws(SQLiteError) in try apply(op, on: writer) }
-            let superseded = index.withLock { $0.takeSuperseded(atLeast: SQLiteStore.supersededBatch) }
-            if !superseded.isEmpty {
-                // One statement for the batch: the rowids as a JSON array.
-                try writer.run("DELETE FROM states WHERE g IN (SELECT value FROM json_each(?))",
-                               [.text("[" + superseded.map(String.init).joined(separator: ",") + "]")])
-            }
+            try tidy(states: SQLiteStore.supersededBatch, entries: SQLiteStore.unlinkedAtMost)
             try writer.run("COMMIT")
         } catch {
             try? writer.exec("ROLLBACK")
             throw error
+        }
+    }
+
+    /// Deletes, in the open transaction, the superseded state rows once at least `states`
+    /// have gathered and the entry rows trims let go once at least `entries` have (their
+    /// command ids kept in `ids` first), each kind in one statement (the rowids as a JSON array).
+    private func tidy(states statesAtLeast: Int, entries entriesAtLeast: Int) throws(SQLiteError) {
+        let (states, entries) = index.withLock { x in
+            (x.takeSuperseded(atLeast: statesAtLeast), x.unlinkedCount >= max(1, entriesAtLeast) ? x.takeUnlinked() : [])
+        }
+        func list(_ g: some Sequence<Int64>) -> SQLValue { .text("[" + g.map(String.init).joined(separator: ",") + "]") }
+        if !states.isEmpty { try writer.run("DELETE FROM states WHERE g IN (SELECT value FROM json_each(?))", [list(states)]) }
+        let withIds = entries.filter(\.hasCommandId)
+        if !withIds.isEmpty {
+            try writer.run("INSERT OR IGNORE INTO ids (session, id) SELECT session, command_id FROM entries WHERE g IN (SELECT value FROM json_each(?)) AND command_id IS NOT NULL",
+                           [list(withIds.map(\.g))])
+        }
+        if !entries.isEmpty { try writer.run("DELETE FROM entries WHERE g IN (SELECT value FROM json_each(?))", [list(entries.map(\.g))]) }
+    }
+
+    /// Deletes every row waiting to be, in a transaction of its own (on the writer, between
+    /// commits: after a checkpoint and at close). If it fails,
+    /// the rows stay and the index is read back from the tables (which lists them again).
+    private func tidyUp() {
+        guard index.withLock({ $0.untidy }) > 0 else { return }
+        do {
+            try writer.run("BEGIN")
+            try tidy(states: 1, entries: 1)
+            try writer.run("COMMIT")
+        } catch {
+            try? writer.exec("ROLLBACK")
+            try? loadIndex()
         }
     }
 
@@ -310,7 +347,7 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
         case .updateState(let id, let state):
             try appendState(id, state, on: db)
         case .trimMessages(let s, let stream, let through):
-            try delete(index.withLock { $0.trimMessages(s, stream: stream, throughSeq: through) }, on: db)
+            index.withLock { $0.unlink(s, $0.trimMessages(s, stream: stream, throughSeq: through)) }
         case .event(let s, let n, let type, let ts, let serverTs, let source, let payload):
             try db.run("INSERT OR IGNORE INTO events (session, event_seq, type, ts, server_ts, source, payload) VALUES (?,?,?,?,?,?,?)",
                              [.text(s), .int(n), .text(type), .int(ts), .int(serverTs), .text(source), .json(.object(payload))])
@@ -322,8 +359,11 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
                                      journaled: journaled, hasCommandId: m?.commandId != nil)
             if let replaced = index.withLock({ $0.append(s, row) }) { try db.run("DELETE FROM entries WHERE g = ?", [.int(replaced)]) }
         case .trimJournal(let s, let through, let keep):
-            let (gone, unjournaled) = index.withLock { $0.trimJournal(s, throughN: through, keepFrom: keep) }
-            try delete(gone, on: db)
+            let unjournaled = index.withLock { x in
+                let (gone, unjournaled) = x.trimJournal(s, throughN: through, keepFrom: keep)
+                x.unlink(s, gone)
+                return unjournaled
+            }
             for g in unjournaled { try db.run("UPDATE entries SET journaled = 0 WHERE g = ?", [.int(g)]) }
         case .trimEvents(let s, let through):
             try db.query("DELETE FROM events WHERE session = ? AND event_seq <= ?", [.text(s), .int(through)])
@@ -344,16 +384,6 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
         try db.run("INSERT INTO states (session, state) VALUES (?,?)", [.text(session), .utf8(state)])
         let g = db.lastInsertRowid
         index.withLock { $0.setState(session, g: g) }
-    }
-
-    /// Deletes entry rows the index let go; their command ids stay used.
-    private func delete(_ rows: [EntryIndex.Row], on db: Database) throws(SQLiteError) {
-        for r in rows {
-            if r.hasCommandId {
-                try db.run("INSERT OR IGNORE INTO ids (session, id) SELECT session, command_id FROM entries WHERE g = ? AND command_id IS NOT NULL", [.int(r.g)])
-            }
-            try db.run("DELETE FROM entries WHERE g = ?", [.int(r.g)])
-        }
     }
 
     static func encode(_ t: SessionTimeouts) -> String {

@@ -86,11 +86,13 @@ import Testing
         _ = x.trimJournal("s", throughN: 2, keepFrom: (worker: .max, client: .max))
         #expect(x.append("s", Self.row(2, g: 903)) == nil)
         #expect(x.journal("s", after: 0, limit: 10).map(\.n) == [2, 3, 4, 5, 6])
+        // After a trim (the rows no longer start at the front of their storage) too.
+        #expect(x.append("s", Self.row(4, g: 907)) == 901)
         // The ends of Int: a row numbered Int.min goes first, one numbered Int.max last.
         #expect(x.append("s", Self.row(.min, g: 904)) == nil)
         #expect(x.append("s", Self.row(.min, g: 905)) == 904)
         #expect(x.append("s", Self.row(.max, g: 906)) == nil)
-        #expect(x.journal("s", after: .min, limit: 10).map(\.g) == [903, 900, 901, 105, 902, 906])
+        #expect(x.journal("s", after: .min, limit: 10).map(\.g) == [903, 900, 907, 105, 902, 906])
         #expect(x.journal("s", after: .min + 1, limit: 10).first?.n == 2)
         #expect(x.lastEntry("s") == .max)
     }
@@ -121,5 +123,31 @@ import Testing
         let (entries, state) = x.remove("a")
         #expect(entries.isEmpty && state == 5)
         #expect(x.states == ["b": 4])
+    }
+
+    /// Rows a trim let go wait to be deleted with the superseded states (`untidy`); until
+    /// then their command ids are used, nothing else reads them, and a session's removal
+    /// takes them with its rows.
+    @Test func unlinkedRowsWaitToBeDeleted() {
+        var x = Self.sample()
+        x.setState("s", g: 1)
+        x.setState("s", g: 2)
+        x.unlink("s", x.trimJournal("s", throughN: 2, keepFrom: (worker: .max, client: .max)).delete)
+        x.unlink("t", [Self.row(7, g: 99)])
+        x.unlink("t", [])
+        #expect(x.untidy == 4)
+        #expect(x.journal("s", after: 0, limit: 10).map(\.n) == [3, 4, 5])
+        #expect(x.tails("s", limit: 10).map(\.seq) == [1, 2])
+        #expect(x.commandRows("s").map(\.n) == [2])
+        var removed = x
+        #expect(removed.remove("s").entries.map(\.g) == [103, 104, 105, 101, 102])
+        #expect(removed.untidy == 2)
+        #expect(removed.takeUnlinked().map(\.g) == [99])
+        // Handed over once, in table order, with the superseded states.
+        #expect(x.takeUnlinked().map(\.g) == [99, 101, 102])
+        #expect(x.takeSuperseded(atLeast: 1) == [1])
+        #expect(x.untidy == 0)
+        #expect(x.takeUnlinked().isEmpty)
+        #expect(x.commandRows("s").isEmpty)
     }
 }

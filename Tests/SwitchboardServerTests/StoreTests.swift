@@ -160,33 +160,25 @@ import SwitchboardProtocol
     }
 
     /// What the in-memory index answers is read back from the tables after a restart:
-    /// journal, replay tails, used ids, the newest state of each session. Superseded state
-    /// rows are deleted in batches and never win over the newest one.
+    /// journal, replay tails, used ids, the newest state of each session. Rows nothing reads
+    /// any more (superseded states, trimmed entries) stay in the tables until the store tidies
+    /// after a checkpoint or at close; a restart after a crash (the files copied as they are)
+    /// finds them and still answers as before: the newest state wins, a trimmed entry's
+    /// command id is still used.
     @Test func aReopenedStoreAnswersAsBeforeFromItsTables() throws {
-        let path = Self.path("reopen")
-        defer { for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) } }
-        let states = SQLiteStore.supersededBatch + 10
-        var before: (journal: [Int], tails: [String], ids: Set<String>, last: Int)? = nil
-        do {
-            let loop = try EventLoop.spawn()
-            defer { loop.stop() }
-            let store = try SQLiteStore(path: path, loop: loop)
-            defer { store.close() }
-            commit(store, [.insertSession(record("s", 1)), .insertSession(record("t", 2)),
-                           entry("s", 1, "in"), entry("s", 2, "c1", StreamPosition(stream: 1, seq: 1, commandId: "a")),
-                           entry("s", 3, "w1", StreamPosition(stream: 0, seq: 1, commandId: nil)), entry("t", 1, "other")])
-            commit(store, [.trimJournal(session: "s", throughN: 2, keepFrom: (worker: 1, client: 1)), .usedId(session: "s", id: "y")])
-            // One commit per state: each supersedes the one before.
-            for k in 1...states { commit(store, [.updateState(id: k % 2 == 0 ? "s" : "t", state: JSONWriter.serialize(.object(["k": .int(k)])))]) }
-            before = (try store.journal(session: "s", after: 0, limit: 10).map(\.n), try tails(store, "s"),
-                      try store.usedIds(session: "s"), try store.lastJournalEntry(session: "s"))
-            #expect(before?.journal == [3])
-            #expect(before?.tails == ["0:1:w1", "1:1:c1"])
+        let path = Self.path("reopen"), crashed = Self.path("reopen-crashed")
+        defer { for p in [path, crashed] { for suffix in ["", "-wal", "-shm"] { unlink(p + suffix) } } }
+        let states = 50
+        // Entry 1 leaves, entry 2 (command "a") is kept for replay only, then leaves too.
+        let trims: [StoreOp] = [.trimJournal(session: "s", throughN: 2, keepFrom: (worker: 1, client: 1)),
+                                .trimMessages(session: "s", stream: 1, throughSeq: 1)]
+        func count(_ table: String, _ p: String) throws -> Int {
+            var n = 0
+            try Database(path: p).query(table == "states" ? "SELECT COUNT(*) FROM states" : "SELECT COUNT(*) FROM entries") { r in n = Int(r.int(0)) }
+            return n
         }
-        var rows = 0
-        try Database(path: path).query("SELECT COUNT(*) FROM states") { r in rows = Int(r.int(0)) }
-        #expect(rows < states - SQLiteStore.supersededBatch + 4, "\(rows) state rows")
-        try withStore(path) { store throws in
+        var before: (journal: [Int], tails: [String], ids: Set<String>, last: Int)? = nil
+        func answersAsBefore(_ store: SQLiteStore) throws {
             #expect(try store.journal(session: "s", after: 0, limit: 10).map(\.n) == before?.journal)
             #expect(try tails(store, "s") == before?.tails)
             #expect(try store.usedIds(session: "s") == before?.ids)
@@ -195,6 +187,42 @@ import SwitchboardProtocol
             let last = states - (states % 2 == 0 ? 0 : 1), lastOdd = states - (states % 2 == 0 ? 1 : 0)
             #expect(loaded.map(\.id) == ["s", "t"])
             #expect(loaded.map { $0.state["k"]?.intValue } == [last, lastOdd])
+        }
+        do {
+            let loop = try EventLoop.spawn()
+            defer { loop.stop() }
+            let store = try SQLiteStore(path: path, loop: loop)
+            defer { store.close() }
+            commit(store, [.insertSession(record("s", 1)), .insertSession(record("t", 2)),
+                           entry("s", 1, "in"), entry("s", 2, "c1", StreamPosition(stream: 1, seq: 1, commandId: "a")),
+                           entry("s", 3, "w1", StreamPosition(stream: 0, seq: 1, commandId: nil)), entry("t", 1, "other"),
+                           entry("s", 4, "c2", StreamPosition(stream: 1, seq: 2, commandId: "b"), journaled: false)])
+            commit(store, trims + [.usedId(session: "s", id: "y")])
+            // One commit per state: each supersedes the one before.
+            for k in 1...states { commit(store, [.updateState(id: k % 2 == 0 ? "s" : "t", state: JSONWriter.serialize(.object(["k": .int(k)])))]) }
+            before = (try store.journal(session: "s", after: 0, limit: 10).map(\.n), try tails(store, "s"),
+                      try store.usedIds(session: "s"), try store.lastJournalEntry(session: "s"))
+            #expect(before?.journal == [3])
+            #expect(before?.tails == ["0:1:w1", "1:2:c2"])
+            #expect(before?.ids == ["a", "b", "y"])
+            // Nothing tidied yet: every state row (two from the sessions' creation), every entry.
+            #expect(try count("states", path) == states + 2)
+            #expect(try count("entries", path) == 5)
+            for suffix in ["", "-wal"] { _ = try FileManager.default.copyItem(atPath: path + suffix, toPath: crashed + suffix) }
+        }
+        // Closing tidied: one state row per session; the trimmed entry's id is in `ids`.
+        #expect(try count("states", path) == 2)
+        #expect(try count("entries", path) == 3)
+        try withStore(crashed) { store throws in
+            #expect(try store.usedIds(session: "s") == before?.ids)
+            // Entries trimmed before the crash are listed again until the next trim.
+            #expect(try store.journal(session: "s", after: 0, limit: 10).map(\.n) == [1, 3])
+            #expect(try tails(store, "s") == ["0:1:w1", "1:1:c1", "1:2:c2"])
+            commit(store, trims)
+            try answersAsBefore(store)
+        }
+        try withStore(path) { store throws in
+            try answersAsBefore(store)
             // Deleting a session takes its rows; the other session keeps its own.
             commit(store, [.delete(session: "s")])
             #expect(try tails(store, "s").isEmpty)
@@ -281,6 +309,7 @@ import SwitchboardProtocol
 
     /// Under sustained commits the WAL is checkpointed between commits and starts again from
     /// its beginning: it stays near `checkpointFrames` pages instead of growing with the load.
+    /// The rows trims let go are deleted on the way (after each checkpoint), not only at close.
     @Test func theWALStaysBoundedUnderSustainedCommits() throws {
         let path = Self.path("wal")
         try withStore(path) { store throws in
@@ -288,14 +317,19 @@ import SwitchboardProtocol
             let bound = (SQLiteStore.checkpointFrames + 256) * (4096 + 24)
             var largest = 0
             for i in 0..<8_000 {
-                // One commit per entry, spread over 64 sessions (64 different leaf pages).
-                commit(store, [entry("s\(i % 64)", i / 64 + 1, body)])
+                // One commit per entry, spread over 64 sessions (64 different leaf pages); each
+                // session keeps its last 50 entries.
+                let (s, n) = ("s\(i % 64)", i / 64 + 1)
+                commit(store, [entry(s, n, body), .trimJournal(session: s, throughN: n - 50, keepFrom: (worker: .max, client: .max))])
                 var st = stat()
                 if stat(path + "-wal", &st) == 0 { largest = max(largest, Int(st.st_size)) }
             }
             #expect(largest > 0)
             #expect(largest <= bound, "the WAL reached \(largest) bytes")
-            #expect(try store.journal(session: "s63", after: 0, limit: 1000).count == 125)
+            #expect(try store.journal(session: "s63", after: 0, limit: 1000).count == 50)
+            var rows = 0
+            try Database(path: path).query("SELECT COUNT(*) FROM entries") { r in rows = Int(r.int(0)) }
+            #expect(rows >= 64 * 50 && rows < 8_000 - 2_000, "\(rows) entry rows")
         }
     }
 
