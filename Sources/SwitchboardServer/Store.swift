@@ -140,10 +140,12 @@ public protocol SessionStore: AnyObject, Sendable {
 /// (`entries`, `states`): a commit writes the pages its bytes fill, shared by every session in
 /// it, instead of a B-tree leaf per session. Which rows belong to which session is kept in
 /// memory (`EntryIndex`, rebuilt from the tables at start). Rows nothing reads any more are
-/// deleted in batches (`tidy`): superseded state rows 1 024 at a time in a commit, entry
-/// rows a trim let go right after each checkpoint, which already holds commits back. (A
-/// session's journal trims 256 entries at a time; deleting them in the commit of the command
-/// that trimmed held that command back a millisecond or two, 1 command in 64 at one session.)
+/// deleted in batches on the writer, between commits (`tidyUp`): superseded state rows 1 024
+/// at a time, entry rows a trim let go right after each checkpoint, which already holds
+/// commits back. (A session's journal trims 256 entries at a time; deleting them in the
+/// commit of the command that trimmed held that command back a millisecond or two, 1 command
+/// in 64 at one session. A loop commit that deletes 1 024 state rows could pass 2 ms and
+/// leave the loop's commits to the writer for a second.)
 public final class SQLiteStore: SessionStore, @unchecked Sendable {
     private let writer: Database
     private let index = Locked(EntryIndex())
@@ -197,11 +199,11 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
         """,
     ]
 
-    /// Superseded state rows are deleted in a commit once this many have gathered.
+    /// Superseded state rows are deleted between commits once this many have gathered.
     static let supersededBatch = 1024
-    /// Entry rows trims let go are deleted in a commit, not after the next checkpoint, once
-    /// this many have gathered.
-    static let unlinkedAtMost = 65_536
+    /// Rows waiting to be deleted are deleted in a commit once this many have gathered (the
+    /// writer has not come to them between commits).
+    static let untidyAtMost = 65_536
 
     static func migrate(_ db: Database) throws(SQLiteError) {
         var version = 0
@@ -236,17 +238,17 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
             committer = try GroupCommitter(loop: loop, name: "store", commit: { [unowned self] batch in try self.commit(batch); return [] },
                                            recover: { [unowned self] in try? self.loadIndex() },
                                            idle: { [unowned self] in
-                                               guard wantsCheckpoint else { return }
-                                               try? writer.exec("PRAGMA wal_checkpoint(PASSIVE)")
+                                               let checkpoint = wantsCheckpoint
+                                               if checkpoint { try? writer.exec("PRAGMA wal_checkpoint(PASSIVE)") }
                                                // Into the WAL started again (it stays near `checkpointFrames`).
-                                               tidyUp()
+                                               tidyUp(all: checkpoint)
                                            },
                                            onLoop: GroupCommitter.OnLoop(commit: { [unowned self] batch in
                                                // The loop does not wait for a lock another process holds.
                                                writer.setBusyTimeout(ms: 0)
                                                defer { writer.setBusyTimeout(ms: SQLiteStore.busyTimeoutMs) }
                                                try self.commit(batch)
-                                           }, needsIdle: { [unowned self] in wantsCheckpoint }))
+                                           }, needsIdle: { [unowned self] in wantsCheckpoint || index.withLock { $0.superseded.count } >= SQLiteStore.supersededBatch }))
         } catch {
             throw SQLiteError(description: "cannot start the store's writer: \(error)")
         }
@@ -280,7 +282,7 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
     /// Commits what is queued and stops the writer.
     public func close() {
         committer.close()
-        tidyUp()
+        tidyUp(all: true)
         try? writer.exec("PRAGMA wal_checkpoint(TRUNCATE)")
     }
 
@@ -290,7 +292,7 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
         do {
             try writer.run("BEGIN")
             try batch.forEach { op throws(SQLiteError) in try apply(op, on: writer) }
-            try tidy(states: SQLiteStore.supersededBatch, entries: SQLiteStore.unlinkedAtMost)
+            if index.withLock({ $0.untidy }) >= SQLiteStore.untidyAtMost { try tidy(states: 1, entries: 1) }
             try writer.run("COMMIT")
         } catch {
             try? writer.exec("ROLLBACK")
@@ -315,14 +317,16 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
         if !entries.isEmpty { try writer.run("DELETE FROM entries WHERE g IN (SELECT value FROM json_each(?))", [list(entries.map(\.g))]) }
     }
 
-    /// Deletes every row waiting to be, in a transaction of its own (on the writer, between
-    /// commits: after a checkpoint and at close). If it fails,
-    /// the rows stay and the index is read back from the tables (which lists them again).
-    private func tidyUp() {
-        guard index.withLock({ $0.untidy }) > 0 else { return }
+    /// Deletes, in a transaction of its own (on the writer, between commits), a batch of
+    /// superseded state rows, or with `all` (after a checkpoint, at close) every row waiting
+    /// to be. If it fails, the rows stay and the index is read back from the tables (which
+    /// lists them again).
+    private func tidyUp(all: Bool) {
+        let (superseded, untidy) = index.withLock { ($0.superseded.count, $0.untidy) }
+        guard all ? untidy > 0 : superseded >= SQLiteStore.supersededBatch else { return }
         do {
             try writer.run("BEGIN")
-            try tidy(states: 1, entries: 1)
+            try tidy(states: all ? 1 : SQLiteStore.supersededBatch, entries: all ? 1 : .max)
             try writer.run("COMMIT")
         } catch {
             try? writer.exec("ROLLBACK")

@@ -309,7 +309,8 @@ import SwitchboardProtocol
 
     /// Under sustained commits the WAL is checkpointed between commits and starts again from
     /// its beginning: it stays near `checkpointFrames` pages instead of growing with the load.
-    /// The rows trims let go are deleted on the way (after each checkpoint), not only at close.
+    /// The rows nothing reads any more are deleted on the way, not only at close: the entries
+    /// trims let go after each checkpoint, superseded states in batches.
     @Test func theWALStaysBoundedUnderSustainedCommits() throws {
         let path = Self.path("wal")
         try withStore(path) { store throws in
@@ -318,18 +319,22 @@ import SwitchboardProtocol
             var largest = 0
             for i in 0..<8_000 {
                 // One commit per entry, spread over 64 sessions (64 different leaf pages); each
-                // session keeps its last 50 entries.
+                // session keeps its last 50 entries and a state (which supersedes the one before).
                 let (s, n) = ("s\(i % 64)", i / 64 + 1)
-                commit(store, [entry(s, n, body), .trimJournal(session: s, throughN: n - 50, keepFrom: (worker: .max, client: .max))])
+                commit(store, [entry(s, n, body), .trimJournal(session: s, throughN: n - 50, keepFrom: (worker: .max, client: .max)),
+                               .updateState(id: s, state: JSONWriter.serialize(.object(["n": .int(n)])))])
                 var st = stat()
                 if stat(path + "-wal", &st) == 0 { largest = max(largest, Int(st.st_size)) }
             }
             #expect(largest > 0)
             #expect(largest <= bound, "the WAL reached \(largest) bytes")
             #expect(try store.journal(session: "s63", after: 0, limit: 1000).count == 50)
-            var rows = 0
-            try Database(path: path).query("SELECT COUNT(*) FROM entries") { r in rows = Int(r.int(0)) }
+            var (rows, states) = (0, 0)
+            try Database(path: path).query("SELECT (SELECT COUNT(*) FROM entries), (SELECT COUNT(*) FROM states)") { r in
+                (rows, states) = (Int(r.int(0)), Int(r.int(1)))
+            }
             #expect(rows >= 64 * 50 && rows < 8_000 - 2_000, "\(rows) entry rows")
+            #expect(states >= 64 && states < 64 + SQLiteStore.supersededBatch + 64, "\(states) state rows")
         }
     }
 
