@@ -292,7 +292,7 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
         do {
             try writer.run("BEGIN")
             try batch.forEach { op throws(SQLiteError) in try apply(op, on: writer) }
-            if index.withLock({ $0.untidy }) >= SQLiteStore.untidyAtMost { try tidy(states: 1, entries: 1) }
+            if index.withLock({ $0.untidy }) >= SQLiteStore.untidyAtMost { try tidy(all: true) }
             try writer.run("COMMIT")
         } catch {
             try? writer.exec("ROLLBACK")
@@ -300,12 +300,13 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
         }
     }
 
-    /// Deletes, in the open transaction, the superseded state rows once at least `states`
-    /// have gathered and the entry rows trims let go once at least `entries` have (their
-    /// command ids kept in `ids` first), each kind in one statement (the rowids as a JSON array).
-    private func tidy(states statesAtLeast: Int, entries entriesAtLeast: Int) throws(SQLiteError) {
+    /// Deletes, in the open transaction, the superseded state rows once a batch has gathered,
+    /// or with `all` every row waiting to be: superseded states and the entry rows trims let
+    /// go (their command ids kept in `ids` first). One statement for each kind (the rowids as
+    /// a JSON array).
+    private func tidy(all: Bool) throws(SQLiteError) {
         let (states, entries) = index.withLock { x in
-            (x.takeSuperseded(atLeast: statesAtLeast), x.unlinkedCount >= max(1, entriesAtLeast) ? x.takeUnlinked() : [])
+            (x.takeSuperseded(atLeast: all ? 1 : SQLiteStore.supersededBatch), all ? x.takeUnlinked() : [])
         }
         func list(_ g: some Sequence<Int64>) -> SQLValue { .text("[" + g.map(String.init).joined(separator: ",") + "]") }
         if !states.isEmpty { try writer.run("DELETE FROM states WHERE g IN (SELECT value FROM json_each(?))", [list(states)]) }
@@ -317,16 +318,15 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
         if !entries.isEmpty { try writer.run("DELETE FROM entries WHERE g IN (SELECT value FROM json_each(?))", [list(entries.map(\.g))]) }
     }
 
-    /// Deletes, in a transaction of its own (on the writer, between commits), a batch of
-    /// superseded state rows, or with `all` (after a checkpoint, at close) every row waiting
-    /// to be. If it fails, the rows stay and the index is read back from the tables (which
-    /// lists them again).
+    /// `tidy` in a transaction of its own, on the writer between commits (`all` after a
+    /// checkpoint and at close). If it fails, the rows stay and the index is read back from
+    /// the tables (which lists them again).
     private func tidyUp(all: Bool) {
         let (superseded, untidy) = index.withLock { ($0.superseded.count, $0.untidy) }
         guard all ? untidy > 0 : superseded >= SQLiteStore.supersededBatch else { return }
         do {
             try writer.run("BEGIN")
-            try tidy(states: all ? 1 : SQLiteStore.supersededBatch, entries: all ? 1 : .max)
+            try tidy(all: all)
             try writer.run("COMMIT")
         } catch {
             try? writer.exec("ROLLBACK")

@@ -69,15 +69,19 @@ class Cluster:
     def restart(self, k):
         self.info = self.script("node", str(k + 1))
 
+    @staticmethod
+    def alive(pid):
+        """False once the process is gone or a zombie not yet reaped."""
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+        except OSError:
+            return False
+
     def revive(self):
-        """Starts again every node a test killed or drained (gone, or a zombie not yet reaped)."""
+        """Starts again every node a test killed or drained."""
         for k, n in enumerate(self.info["nodes"]):
-            try:
-                with open(f"/proc/{n['pid']}/stat") as f:
-                    alive = f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-            except OSError:
-                alive = False
-            if not alive:
+            if not self.alive(n["pid"]):
                 self.restart(k)
 
     def down(self):
@@ -256,9 +260,15 @@ def test_a_draining_node_hands_its_sessions_over(cluster):
         cmd, _ = await command(w2, c2, "d2")
         assert cmd["seq"] > 1
         assert cluster.owner(s["sessionId"]) not in (None, owner)
+        return owner
+    owner = None
     try:
-        run(go())
+        owner = run(go())
     finally:
+        # A draining node answers 503 until it has exited: the next test must not meet it.
+        if owner is not None:
+            pid = cluster.info["nodes"][owner]["pid"]
+            sb.wait_until(lambda: not cluster.alive(pid), timeout=30, what="the drained node to exit")
         cluster.revive()
 
 
