@@ -22,7 +22,10 @@ if [ "$MODE" = client ]; then
 fi
 swift build -c release --product switchboard
 OUT="$(mktemp -d)"
-.build/release/switchboard echo --host 127.0.0.1 --port 0 > "$OUT/echo.log" 2>&1 &
+# The log exists before the server starts: the loop below may read it before the background
+# shell has opened it.
+: > "$OUT/echo.log"
+.build/release/switchboard echo --host 127.0.0.1 --port 0 >> "$OUT/echo.log" 2>&1 &
 PID=$!
 trap 'kill $PID 2>/dev/null || true' EXIT
 PORT=""
