@@ -248,7 +248,7 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
                                                writer.setBusyTimeout(ms: 0)
                                                defer { writer.setBusyTimeout(ms: SQLiteStore.busyTimeoutMs) }
                                                try self.commit(batch)
-                                           }, needsIdle: { [unowned self] in wantsCheckpoint || index.withLock { $0.superseded.count } >= SQLiteStore.supersededBatch }))
+                                           }, needsIdle: { [unowned self] in wantsCheckpoint || supersededBatchDue }))
         } catch {
             throw SQLiteError(description: "cannot start the store's writer: \(error)")
         }
@@ -275,6 +275,8 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
 
     /// Whether the WAL has grown past `checkpointFrames` (on the thread holding the writer).
     private var wantsCheckpoint: Bool { writer.framesInWAL >= SQLiteStore.checkpointFrames }
+    /// Whether a batch of superseded state rows waits to be deleted.
+    private var supersededBatchDue: Bool { index.withLock { $0.superseded.count } >= SQLiteStore.supersededBatch }
 
     public func submit(_ ops: [StoreOp], completion: (@Sendable () -> Void)?) { committer.submit(ops, completion: completion) }
     public func submit(_ op: StoreOp) { committer.submit(op) }
@@ -322,8 +324,7 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
     /// checkpoint and at close). If it fails, the rows stay and the index is read back from
     /// the tables (which lists them again).
     private func tidyUp(all: Bool) {
-        let (superseded, untidy) = index.withLock { ($0.superseded.count, $0.untidy) }
-        guard all ? untidy > 0 : superseded >= SQLiteStore.supersededBatch else { return }
+        guard all ? index.withLock({ $0.untidy }) > 0 : supersededBatchDue else { return }
         do {
             try writer.run("BEGIN")
             try tidy(all: all)

@@ -174,7 +174,7 @@ import SwitchboardProtocol
                                 .trimMessages(session: "s", stream: 1, throughSeq: 1)]
         func count(_ table: String, _ p: String) throws -> Int {
             var n = 0
-            try Database(path: p).query(table == "states" ? "SELECT COUNT(*) FROM states" : "SELECT COUNT(*) FROM entries") { r in n = Int(r.int(0)) }
+            try Database(path: p).query("SELECT COUNT(*) FROM \(table)") { r in n = Int(r.int(0)) }
             return n
         }
         var before: (journal: [Int], tails: [String], ids: Set<String>, last: Int)? = nil
