@@ -6,6 +6,10 @@
 static inline int sb_sqlite3_bind_text(sqlite3_stmt *s, int i, const char *text, int n) {
     return sqlite3_bind_text(s, i, text, n, SQLITE_TRANSIENT);
 }
+// Text that outlives the statement (a literal in the binary): bound without a copy.
+static inline int sb_sqlite3_bind_static_text(sqlite3_stmt *s, int i, const char *text, int n) {
+    return sqlite3_bind_text(s, i, text, n, SQLITE_STATIC);
+}
 static inline int sb_sqlite3_bind_blob(sqlite3_stmt *s, int i, const void *data, int n) {
     return sqlite3_bind_blob(s, i, data, n, SQLITE_TRANSIENT);
 }

@@ -155,6 +155,16 @@ public struct JSONParser: ~Copyable {
         }
     }
 
+    /// Whether every byte is below 0x80 (eight at a time).
+    static func isASCII(_ s: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard let p = s.baseAddress else { return true }
+        let raw = UnsafeRawPointer(p)
+        var k = 0, acc: UInt64 = 0
+        while s.count - k >= 8 { acc |= raw.loadUnaligned(fromByteOffset: k, as: UInt64.self); k += 8 }
+        while k < s.count { acc |= UInt64(p[k]); k += 1 }
+        return acc & 0x8080_8080_8080_8080 == 0
+    }
+
     private mutating func skipString() throws(JSONParseError) {
         i += 1
         while i < end {
@@ -296,6 +306,9 @@ public struct JSONParser: ~Copyable {
             if c == UInt8(ascii: "\"") {
                 let s = UnsafeBufferPointer(start: base + start, count: i - start)
                 i += 1
+                // ASCII needs no validation; `String(validating:)` looks up generic metadata
+                // on every call (a few per cent of a relayed message).
+                if JSONParser.isASCII(s) { return String(decoding: s, as: UTF8.self) }
                 guard let str = String(validating: s, as: UTF8.self) else { throw error("invalid UTF-8 in string") }
                 return str
             }

@@ -89,7 +89,9 @@ public struct JSONWriter {
         bytes.append(contentsOf: UnsafeBufferPointer(start: b.utf8Start, count: b.utf8CodeUnitCount))
     }
 
-    public mutating func raw<C: Collection>(_ b: C) where C.Element == UInt8 {
+    /// Appends bytes already in JSON form. (Concrete rather than generic over collections: a
+    /// generic call from another module is not specialized and looks up metadata each time.)
+    public mutating func raw(_ b: UnsafeRawBufferPointer) {
         // Growing for a large value (relayed params or results), leave room for the few bytes
         // that close the message: otherwise they would double a buffer just filled.
         let needed = bytes.count + b.count
@@ -97,5 +99,22 @@ public struct JSONWriter {
         bytes.append(contentsOf: b)
     }
 
-    public mutating func int(_ v: Int) { bytes.append(contentsOf: String(v).utf8) }
+    public mutating func raw(_ b: ArraySlice<UInt8>) { b.withUnsafeBytes { raw($0) } }
+    public mutating func raw(_ b: [UInt8]) { b.withUnsafeBytes { raw($0) } }
+
+    /// Appends `v` in decimal (digits written straight into the buffer: no string is made).
+    public mutating func int(_ v: Int) {
+        if v < 0 { bytes.append(UInt8(ascii: "-")) }
+        var m = v.magnitude
+        // 20 digits hold any UInt64.
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 20) { digits in
+            var k = 20
+            repeat {
+                k -= 1
+                digits[k] = UInt8(truncatingIfNeeded: m % 10) &+ 0x30
+                m /= 10
+            } while m != 0
+            bytes.append(contentsOf: UnsafeBufferPointer(rebasing: digits[k...]))
+        }
+    }
 }

@@ -100,7 +100,7 @@ final class Database {
             case .bytes(let b):
                 b.withUnsafeBytes { _ = sb_sqlite3_bind_blob(stmt, idx, $0.baseAddress, Int32($0.count)) }
             case .literal(let t):
-                _ = t.utf8Start.withMemoryRebound(to: CChar.self, capacity: t.utf8CodeUnitCount) { sb_sqlite3_bind_text(stmt, idx, $0, Int32(t.utf8CodeUnitCount)) }
+                _ = t.utf8Start.withMemoryRebound(to: CChar.self, capacity: t.utf8CodeUnitCount) { sb_sqlite3_bind_static_text(stmt, idx, $0, Int32(t.utf8CodeUnitCount)) }
             case .utf8(let b):
                 b.withUnsafeBytes { _ = sb_sqlite3_bind_text(stmt, idx, $0.baseAddress?.assumingMemoryBound(to: CChar.self), Int32($0.count)) }
             }

@@ -44,6 +44,28 @@ import Testing
         }
     }
 
+    /// Plain ASCII strings skip UTF-8 validation; a string with any byte of 0x80 or more is
+    /// validated, so an invalid sequence anywhere in it is refused.
+    @Test(arguments: [[0xFF], [0xC3], [0xC0, 0xAF], [0xED, 0xA0, 0x80], [0xF4, 0x90, 0x80, 0x80], [0x80]] as [[UInt8]])
+    func invalidUTF8InAStringIsRefusedAtEveryOffset(_ bad: [UInt8]) throws {
+        for length in 0...20 {
+            for at in 0...length {
+                let a = { (n: Int) in [UInt8](repeating: UInt8(ascii: "a"), count: n) }
+                let text: [UInt8] = [0x22] + a(at) + bad + a(length - at) + [0x22]
+                #expect(throws: JSONParseError.self) { try JSONParser.parse(text) }
+                let good: [UInt8] = [0x22] + a(at) + Array("é".utf8) + a(length - at) + [0x22]
+                #expect(try JSONParser.parse(good) == .string(String(repeating: "a", count: at) + "é" + String(repeating: "a", count: length - at)))
+            }
+        }
+    }
+
+    @Test(arguments: [0, 7, 9, 10, 99, 100, -1, -10, 1_234_567_890, Int.max, Int.min, Int.min + 1])
+    func integersAreWrittenInDecimal(_ v: Int) {
+        var w = JSONWriter()
+        w.int(v)
+        #expect(String(decoding: w.bytes, as: UTF8.self) == String(v))
+    }
+
     /// A relayed 64 KiB value followed by the bytes that close its message fits one buffer:
     /// they do not double it (a retained message would hold twice its size).
     @Test func aLargeRawValueLeavesRoomForWhatClosesTheMessage() {
