@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# What SQLite (and LMDB, RocksDB when their development packages are installed:
+# apt-get install liblmdb-dev librocksdb-dev) cost per stored row with nothing of Switchboard
+# around them; see scripts/store-floor.c and the README's Performance section.
+#   scripts/store-floor.sh [ROUNDS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=$(mktemp /tmp/store-floor.XXXXXX)
+data=$(mktemp -d /tmp/store-floor-data.XXXXXX)
+trap 'rm -rf "$bin" "$data"' EXIT
+flags=(-lsqlite3)
+[ -f /usr/include/lmdb.h ] && flags+=(-DWITH_LMDB -llmdb)
+[ -f /usr/include/rocksdb/c.h ] && flags+=(-DWITH_ROCKSDB -lrocksdb)
+cc -O2 -Wall scripts/store-floor.c -o "$bin" "${flags[@]}"
+# Pinned to one core, like the relay in scripts/bench.sh.
+for _ in $(seq "${1:-1}"); do taskset -c 0 "$bin" "$data"; done
