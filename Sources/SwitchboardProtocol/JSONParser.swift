@@ -155,6 +155,15 @@ public struct JSONParser: ~Copyable {
         }
     }
 
+    /// A string's decoded bytes as a `String`, refused unless valid UTF-8. ASCII needs no
+    /// validation; `String(validating:)` looks up generic metadata on every call (a few per
+    /// cent of a relayed message).
+    private func makeString(_ s: UnsafeBufferPointer<UInt8>) throws(JSONParseError) -> String {
+        if JSONParser.isASCII(s) { return String(decoding: s, as: UTF8.self) }
+        guard let str = String(validating: s, as: UTF8.self) else { throw error("invalid UTF-8 in string") }
+        return str
+    }
+
     /// Whether every byte is below 0x80 (eight at a time).
     static func isASCII(_ s: UnsafeBufferPointer<UInt8>) -> Bool {
         guard let p = s.baseAddress else { return true }
@@ -306,11 +315,7 @@ public struct JSONParser: ~Copyable {
             if c == UInt8(ascii: "\"") {
                 let s = UnsafeBufferPointer(start: base + start, count: i - start)
                 i += 1
-                // ASCII needs no validation; `String(validating:)` looks up generic metadata
-                // on every call (a few per cent of a relayed message).
-                if JSONParser.isASCII(s) { return String(decoding: s, as: UTF8.self) }
-                guard let str = String(validating: s, as: UTF8.self) else { throw error("invalid UTF-8 in string") }
-                return str
+                return try makeString(s)
             }
             if c == UInt8(ascii: "\\") { break }
             if c < 0x20 { throw error("control character in string") }
@@ -321,8 +326,7 @@ public struct JSONParser: ~Copyable {
             let c = base[i]
             if c == UInt8(ascii: "\"") {
                 i += 1
-                guard let str = String(validating: out, as: UTF8.self) else { throw error("invalid UTF-8 in string") }
-                return str
+                return try out.withUnsafeBufferPointer { u throws(JSONParseError) in try makeString(u) }
             }
             if c < 0x20 { throw error("control character in string") }
             if c != UInt8(ascii: "\\") { out.append(c); i += 1; continue }
