@@ -93,7 +93,18 @@ public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     let bytes = input(data, size)
-    if let v = try? JSONParser.parse(bytes) {
+    let parsed = try? JSONParser.parse(bytes)
+    // A full parse validates every string it builds (ASCII strings skip the validator): text
+    // that is not UTF-8 is never accepted.
+    if parsed != nil { precondition(String(validating: bytes, as: UTF8.self) != nil, "accepted JSON that is not UTF-8") }
+    // Integers are written as `String` writes them, at every magnitude.
+    if bytes.count >= 8 {
+        let v = bytes.withUnsafeBytes { $0.loadUnaligned(as: Int.self) }
+        var w = JSONWriter()
+        w.int(v)
+        precondition(w.bytes == Array(String(v).utf8), "JSONWriter.int(\(v)) wrote \(w.bytes)")
+    }
+    if let v = parsed {
         // What we write parses again, and writes the same bytes.
         let written = JSONWriter.serialize(v)
         guard let again = try? JSONParser.parse(written) else { fatalError("wrote JSON that does not parse") }

@@ -87,6 +87,17 @@ write("json", [s.encode() for s in [
 ]] + words + [
     b'"' + b"x" * (1 << 17) + b'"', b'"' + b"x" * ((1 << 17) + 7), b'"' + b"x" * 65_535 + b"\x00" + b'"',
     b'"' + b"\x80\xbf\xfe" * 4000 + b'"', b'"' + b'\\"' * 20000 + b'"', b'{"r":"' + b"y" * 65_536 + b'","n":1}',
+] + [
+    # ASCII runs skip UTF-8 validation: an invalid sequence after runs of every alignment,
+    # with and without an escape before it (the escaped path), and long valid multi-byte text.
+    b'"' + b"a" * k + esc + bad + b'"'
+    for k in (0, 7, 8, 15, 16, 1_023) for esc in (b"", b"\\n")
+    for bad in (b"\xff", b"\xc3", b"\xc0\xaf", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xf0\x9f\x98")
+] + [
+    b'"' + b"a" * 65_535 + b"\xc3" + b'"', b'"' + "é".encode() * 32_768 + b'"', b'["' + "😀".encode() * 16_384 + b'",' + b'"\\u00e9\xff"]',
+    # Numbers at and past the edges of Int and Double.
+    b"-9223372036854775808", b"9223372036854775807", b"9223372036854775808", b"-9223372036854775809",
+    b"1" + b"0" * 400, b"-" + b"9" * 20_000, b"1e-400", b"1e99999999999999999999", b"0." + b"0" * 5000 + b"1",
 ])
 
 commands = [
