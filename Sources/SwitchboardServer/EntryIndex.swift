@@ -38,10 +38,16 @@ struct EntryIndex: Sendable {
     private(set) var unlinkedCount = 0
     /// Superseded state rows and unlinked entry rows waiting to be deleted.
     var untidy: Int { superseded.count + unlinkedCount }
+    /// The `g` of the next row: past every row listed (the store numbers rows itself, so that
+    /// one statement inserts several).
+    private(set) var nextG: Int64 = 1
 
     /// Adds a row read back from the table (in `g` order); `finishLoading` puts each
     /// session's rows in entry order.
-    mutating func load(_ session: String, _ row: Row) { rows[session, default: []].append(row) }
+    mutating func load(_ session: String, _ row: Row) {
+        rows[session, default: []].append(row)
+        nextG = max(nextG, row.g &+ 1)
+    }
 
     mutating func finishLoading() {
         for (s, list) in rows where zip(list, list.dropFirst()).contains(where: { $0.n > $1.n }) {
@@ -66,6 +72,7 @@ struct EntryIndex: Sendable {
     /// Adds a new row. Rows arrive in entry order; a row with the number of an existing one
     /// replaces it, whose `g` is returned (to delete).
     mutating func append(_ session: String, _ row: Row) -> Int64? {
+        nextG = max(nextG, row.g &+ 1)
         // One lookup in the usual case: the row goes at the end.
         if EntryIndex.appendIfLast(row, to: &rows[session, default: []]) { return nil }
         // Not expected (entry numbers only grow): a number written again replaces its row, as

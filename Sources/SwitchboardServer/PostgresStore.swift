@@ -212,13 +212,14 @@ public final class PostgresStore: SessionStore, @unchecked Sendable {
         case .event(let s, let n, let type, let ts, let serverTs, let source, let payload):
             try db.run("INSERT INTO events (session, event_seq, type, ts, server_ts, source, payload) VALUES ($1,$2,$3,$4,$5,$6,$7) ON CONFLICT DO NOTHING",
                        [.text(s), .int(Int64(n)), .text(type), .int(ts), .int(serverTs), .text(source), .text(JSONWriter.string(.object(payload)))])
-        case .journal(let s, let n, let dir, let ts, let body, let m, let journaled):
+        case .journal(let e):
+            let m = e.message
             try db.run("""
             INSERT INTO entries (session, n, direction, ts, body, stream, seq, command_id, journaled) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)
             ON CONFLICT (session, n) DO UPDATE SET direction = EXCLUDED.direction, ts = EXCLUDED.ts, body = EXCLUDED.body,
               stream = EXCLUDED.stream, seq = EXCLUDED.seq, command_id = EXCLUDED.command_id, journaled = EXCLUDED.journaled
-            """, [.text(s), .int(Int64(n)), .text(dir.description), .int(ts), .bytes(body), m.map { .int(Int64($0.stream)) } ?? .null,
-                  m.map { .int(Int64($0.seq)) } ?? .null, .optText(m?.commandId), .bool(journaled)])
+            """, [.text(e.session), .int(Int64(e.n)), .text(e.direction.description), .int(e.ts), .bytes(e.body), m.map { .int(Int64($0.stream)) } ?? .null,
+                  m.map { .int(Int64($0.seq)) } ?? .null, .optText(m?.commandId), .bool(e.journaled)])
         case .trimJournal(let s, let through, let keep):
             // Entries through `through` leave the journal; messages still in a replay tail stay.
             let params: [PostgresConnection.Value] = [.text(s), .int(Int64(through)), .int(Int64(keep.worker)), .int(Int64(keep.client))]

@@ -22,6 +22,7 @@ final class Database {
     deinit {
         for s in statements.values { sqlite3_finalize(s) }
         for s in staticStatements.values { sqlite3_finalize(s) }
+        for s in numbered.values { sqlite3_finalize(s) }
         sqlite3_close(db)
         walFrames.deallocate()
     }
@@ -84,32 +85,66 @@ final class Database {
         return s
     }
 
+    /// Statements kept by a number the caller chooses (the store's multi-row inserts, by row
+    /// count): no text is hashed to find them.
+    private var numbered: [Int: OpaquePointer] = [:]
+
+    /// Runs the statement numbered `key` (prepared from `sql` the first time), its parameters
+    /// bound by `bind` straight from the caller's values (no array of them is made).
+    func run(numbered key: Int, _ sql: @autoclosure () -> String, bind: (Binder) -> Void) throws(SQLiteError) {
+        let stmt: OpaquePointer
+        if let s = numbered[key] { stmt = s } else { stmt = try prepare(sql()); numbered[key] = stmt }
+        defer { sqlite3_reset(stmt); sqlite3_clear_bindings(stmt) }
+        bind(Binder(stmt: stmt))
+        try step(stmt, sql(), nil)
+    }
+
     /// `sql` is the statement's text, for an error message.
     private func execute(_ stmt: OpaquePointer, _ sql: @autoclosure () -> String, _ args: [SQLValue], _ row: ((Row) -> Void)?) throws(SQLiteError) {
         defer { sqlite3_reset(stmt); sqlite3_clear_bindings(stmt) }
-        for (i, a) in args.enumerated() {
-            let idx = Int32(i + 1)
-            switch a {
-            case .null: sqlite3_bind_null(stmt, idx)
-            case .int(let v): sqlite3_bind_int64(stmt, idx, v)
-            case .text(let t):
-                var t = t
-                t.withUTF8 { u in _ = u.withMemoryRebound(to: CChar.self) { sb_sqlite3_bind_text(stmt, idx, $0.baseAddress, Int32($0.count)) } }
-            case .blob(let b):
-                b.withUnsafeBytes { _ = sb_sqlite3_bind_blob(stmt, idx, $0.baseAddress, Int32($0.count)) }
-            case .bytes(let b):
-                b.withUnsafeBytes { _ = sb_sqlite3_bind_blob(stmt, idx, $0.baseAddress, Int32($0.count)) }
-            case .literal(let t):
-                _ = t.utf8Start.withMemoryRebound(to: CChar.self, capacity: t.utf8CodeUnitCount) { sb_sqlite3_bind_static_text(stmt, idx, $0, Int32(t.utf8CodeUnitCount)) }
-            case .utf8(let b):
-                b.withUnsafeBytes { _ = sb_sqlite3_bind_text(stmt, idx, $0.baseAddress?.assumingMemoryBound(to: CChar.self), Int32($0.count)) }
-            }
-        }
+        let b = Binder(stmt: stmt)
+        for (i, a) in args.enumerated() { b.bind(Int32(i + 1), a) }
+        try step(stmt, sql(), row)
+    }
+
+    private func step(_ stmt: OpaquePointer, _ sql: @autoclosure () -> String, _ row: ((Row) -> Void)?) throws(SQLiteError) {
         while true {
             let rc = sqlite3_step(stmt)
             if rc == SQLITE_DONE { return }
             guard rc == SQLITE_ROW else { throw SQLiteError(description: "\(lastError) in: \(sql().prefix(80))") }
             row?(Row(stmt: stmt))
+        }
+    }
+
+    /// Binds a statement's parameters (numbered from 1). Text and blobs are copied by SQLite,
+    /// literals are not.
+    struct Binder {
+        let stmt: OpaquePointer
+        func null(_ i: Int32) { sqlite3_bind_null(stmt, i) }
+        func int(_ i: Int32, _ v: Int64) { sqlite3_bind_int64(stmt, i, v) }
+        func int(_ i: Int32, _ v: Int) { sqlite3_bind_int64(stmt, i, Int64(v)) }
+        func text(_ i: Int32, _ t: String) {
+            var t = t
+            t.withUTF8 { u in _ = u.withMemoryRebound(to: CChar.self) { sb_sqlite3_bind_text(stmt, i, $0.baseAddress, Int32($0.count)) } }
+        }
+        func bytes(_ i: Int32, _ b: ArraySlice<UInt8>) {
+            b.withUnsafeBytes { _ = sb_sqlite3_bind_blob(stmt, i, $0.baseAddress, Int32($0.count)) }
+        }
+        func literal(_ i: Int32, _ t: StaticString) {
+            _ = t.utf8Start.withMemoryRebound(to: CChar.self, capacity: t.utf8CodeUnitCount) { sb_sqlite3_bind_static_text(stmt, i, $0, Int32(t.utf8CodeUnitCount)) }
+        }
+
+        func bind(_ i: Int32, _ a: SQLValue) {
+            switch a {
+            case .null: null(i)
+            case .int(let v): int(i, v)
+            case .text(let t): text(i, t)
+            case .blob(let b): b.withUnsafeBytes { _ = sb_sqlite3_bind_blob(stmt, i, $0.baseAddress, Int32($0.count)) }
+            case .bytes(let b): bytes(i, b)
+            case .literal(let t): literal(i, t)
+            case .utf8(let b):
+                b.withUnsafeBytes { _ = sb_sqlite3_bind_text(stmt, i, $0.baseAddress?.assumingMemoryBound(to: CChar.self), Int32($0.count)) }
+            }
         }
     }
 

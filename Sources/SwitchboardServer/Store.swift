@@ -33,9 +33,29 @@ public struct StreamPosition: Sendable, Equatable {
     public var seq: Int
     public var commandId: String?
 
+    public init(stream: Int, seq: Int, commandId: String?) {
+        self.stream = stream
+        self.seq = seq
+        self.commandId = commandId
+    }
+
     /// The stream of `role`'s outbound messages, and the role a stream belongs to.
     static func stream(of role: Role) -> Int { role == .worker ? 0 : 1 }
     static func role(of stream: Int) -> Role { stream == 0 ? .worker : .client }
+}
+
+/// A journal entry to store; `message` when it is a message the server sent on a stream, and
+/// `journaled` false when it is stored only for replay (the journal is not stored). A struct
+/// rather than the op's tuple: copying it is three retains, not the runtime's generic copy
+/// of a tuple.
+public struct EntryWrite: Sendable {
+    public var session: String
+    public var n: Int
+    public var direction: StaticString
+    public var ts: Int64
+    public var body: ArraySlice<UInt8>
+    public var message: StreamPosition?
+    public var journaled: Bool
 }
 
 /// One write. Applied in order, many per transaction.
@@ -48,9 +68,8 @@ public enum StoreOp: Sendable {
     /// only for replay: the journal is not stored, or was trimmed past them).
     case trimMessages(session: String, stream: Int, throughSeq: Int)
     case event(session: String, eventSeq: Int, type: String, ts: Int64, serverTs: Int64, source: String, payload: JSONObject)
-    /// A journal entry; `message` when it is a message the server sent on a stream, and
-    /// `journaled` false when it is stored only for replay (the journal is not stored).
-    case journal(session: String, n: Int, direction: StaticString, ts: Int64, body: ArraySlice<UInt8>, message: StreamPosition?, journaled: Bool)
+    /// A journal entry (`EntryWrite`).
+    case journal(EntryWrite)
     /// Entries through `throughN` leave the journal; those that are still in a replay tail
     /// (`seq` at or after their stream's `keepFrom`) stay for replay.
     case trimJournal(session: String, throughN: Int, keepFrom: (worker: Int, client: Int))
@@ -61,12 +80,23 @@ public enum StoreOp: Sendable {
     /// everything queued before is committed). Nothing to do for a single node's store.
     case release(session: String)
 
+    public static func journal(session: String, n: Int, direction: StaticString, ts: Int64, body: ArraySlice<UInt8>,
+                        message: StreamPosition?, journaled: Bool) -> StoreOp {
+        .journal(EntryWrite(session: session, n: n, direction: direction, ts: ts, body: body, message: message, journaled: journaled))
+    }
+
+    var isJournal: Bool {
+        if case .journal = self { return true }
+        return false
+    }
+
     /// The session the op writes to.
     var session: String {
         switch self {
         case .insertSession(let r): return r.id
         case .updateLifecycle(let id, _, _, _, _), .updateState(let id, _): return id
-        case .trimMessages(let s, _, _), .event(let s, _, _, _, _, _, _), .journal(let s, _, _, _, _, _, _),
+        case .journal(let e): return e.session
+        case .trimMessages(let s, _, _), .event(let s, _, _, _, _, _, _),
              .trimJournal(let s, _, _), .trimEvents(let s, _), .usedId(let s, _), .delete(let s), .release(let s):
             return s
         }
@@ -84,8 +114,8 @@ struct StoreBatch {
         self.ops = ops
         superseded = Array(repeating: false, count: ops.count)
         var last: [String: Int] = [:]
-        for (i, op) in ops.enumerated() {
-            guard case .updateState(let id, _) = op else { continue }
+        for i in ops.indices {
+            guard case .updateState(let id, _) = ops[i] else { continue }
             if let earlier = last.updateValue(i, forKey: id) { superseded[earlier] = true }
         }
     }
@@ -95,6 +125,31 @@ struct StoreBatch {
     /// Calls `body` with each op to write, in order.
     func forEach<E: Error>(_ body: (StoreOp) throws(E) -> Void) throws(E) {
         for i in ops.indices where !superseded[i] { try body(ops[i]) }
+    }
+
+    /// `forEach`, except that journal entries go to `entries` in groups of up to `maxRun`, in
+    /// their order. The ops between the entries of a group that do not touch stored entries
+    /// (state rows, events, ids, lifecycle) run before the group, which is written before any
+    /// op that does (a trim or a delete): all of them commit together, so only the order of
+    /// writes to the same rows matters.
+    func forEach<E: Error>(maxRun: Int, entries: ([StoreOp]) throws(E) -> Void, _ body: (StoreOp) throws(E) -> Void) throws(E) {
+        var run: [StoreOp] = []
+        run.reserveCapacity(maxRun)
+        for i in ops.indices where !superseded[i] {
+            switch ops[i] {
+            case .journal:
+                run.append(ops[i])
+                if run.count < maxRun { continue }
+            case .trimMessages, .trimJournal, .delete:
+                break
+            default:
+                try body(ops[i])
+                continue
+            }
+            if !run.isEmpty { try entries(run); run.removeAll(keepingCapacity: true) }
+            if !ops[i].isJournal { try body(ops[i]) }
+        }
+        if !run.isEmpty { try entries(run) }
     }
 
     /// The sessions the batch writes to.
@@ -293,7 +348,9 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
     private func commit(_ batch: StoreBatch) throws(SQLiteError) {
         do {
             try writer.run("BEGIN")
-            try batch.forEach { op throws(SQLiteError) in try apply(op, on: writer) }
+            try batch.forEach(maxRun: SQLiteStore.entriesPerInsert,
+                              entries: { run throws(SQLiteError) in try insert(entries: run, on: writer) },
+                              { op throws(SQLiteError) in try apply(op, on: writer) })
             if index.withLock({ $0.untidy }) >= SQLiteStore.untidyAtMost { try tidy(all: true) }
             try writer.run("COMMIT")
         } catch {
@@ -356,13 +413,8 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
         case .event(let s, let n, let type, let ts, let serverTs, let source, let payload):
             try db.run("INSERT OR IGNORE INTO events (session, event_seq, type, ts, server_ts, source, payload) VALUES (?,?,?,?,?,?,?)",
                              [.text(s), .int(n), .text(type), .int(ts), .int(serverTs), .text(source), .json(.object(payload))])
-        case .journal(let s, let n, let dir, let ts, let body, let m, let journaled):
-            try db.run("INSERT INTO entries (session, n, direction, ts, body, stream, seq, command_id, journaled) VALUES (?,?,?,?,?,?,?,?,?)",
-                             [.text(s), .int(n), .literal(dir), .int(ts), .bytes(body), m.map { .int($0.stream) } ?? .null,
-                              m.map { .int($0.seq) } ?? .null, .optText(m?.commandId), .int(journaled ? 1 : 0)])
-            let row = EntryIndex.Row(g: db.lastInsertRowid, n: n, seq: m?.seq ?? 0, stream: m.map { Int8(clamping: $0.stream) } ?? -1,
-                                     journaled: journaled, hasCommandId: m?.commandId != nil)
-            if let replaced = index.withLock({ $0.append(s, row) }) { try db.run("DELETE FROM entries WHERE g = ?", [.int(replaced)]) }
+        case .journal:
+            try insert(entries: [op], on: db)
         case .trimJournal(let s, let through, let keep):
             let unjournaled = index.withLock { x in
                 let (gone, unjournaled) = x.trimJournal(s, throughN: through, keepFrom: keep)
@@ -383,6 +435,53 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
         case .release:
             break
         }
+    }
+
+    /// Journal entries per INSERT statement: one statement for several rows costs SQLite less
+    /// than a statement each (`scripts/store-floor.sh`).
+    static let entriesPerInsert = 8
+
+    static func insertEntries(rows: Int) -> String {
+        "INSERT INTO entries (g, session, n, direction, ts, body, stream, seq, command_id, journaled) VALUES "
+            + Array(repeating: "(?,?,?,?,?,?,?,?,?,?)", count: rows).joined(separator: ",")
+    }
+
+    /// Appends journal entries (`.journal` ops; any other op is skipped) with one statement.
+    /// The index numbers the rows and takes them first: if the statement fails, the commit
+    /// rolls back and the index is read back from the tables.
+    private func insert(entries ops: [StoreOp], on db: Database) throws(SQLiteError) {
+        var replaced: [Int64] = []
+        var count = 0
+        let first = index.withLock { x in
+            let first = x.nextG
+            for op in ops {
+                guard case .journal(let e) = op else { continue }
+                let m = e.message
+                let row = EntryIndex.Row(g: x.nextG, n: e.n, seq: m?.seq ?? 0, stream: m.map { Int8(clamping: $0.stream) } ?? -1,
+                                         journaled: e.journaled, hasCommandId: m?.commandId != nil)
+                if let old = x.append(e.session, row) { replaced.append(old) }
+                count += 1
+            }
+            return first
+        }
+        guard count > 0 else { return }
+        try db.run(numbered: count, SQLiteStore.insertEntries(rows: count)) { b in
+            var i: Int32 = 1, g = first
+            for op in ops {
+                guard case .journal(let e) = op else { continue }
+                b.int(i, g); b.text(i + 1, e.session); b.int(i + 2, e.n); b.literal(i + 3, e.direction); b.int(i + 4, e.ts); b.bytes(i + 5, e.body)
+                if let m = e.message {
+                    b.int(i + 6, m.stream); b.int(i + 7, m.seq)
+                    if let c = m.commandId { b.text(i + 8, c) } else { b.null(i + 8) }
+                } else {
+                    b.null(i + 6); b.null(i + 7); b.null(i + 8)
+                }
+                b.int(i + 9, e.journaled ? 1 : 0)
+                i += 10
+                g += 1
+            }
+        }
+        for g in replaced { try db.run("DELETE FROM entries WHERE g = ?", [.int(g)]) }
     }
 
     private func appendState(_ session: String, _ state: [UInt8], on db: Database) throws(SQLiteError) {

@@ -10,7 +10,7 @@ struct Switchboard: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "switchboard",
         abstract: "A session relay between automation workers and browser clients over WebSocket.",
-        subcommands: [Serve.self, SessionCommand.self, Tail.self, Echo.self, Version.self]
+        subcommands: [Serve.self, SessionCommand.self, Tail.self, Echo.self, Version.self, BenchStore.self]
     )
 }
 

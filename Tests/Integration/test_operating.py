@@ -172,6 +172,20 @@ def test_session_cli(server):
         assert h.returncode == 0 and "USAGE" in h.stdout.upper()
 
 
+def test_bench_store_commits_every_batch_and_leaves_nothing_behind():
+    import glob
+    before = set(glob.glob("/tmp/switchboard-bench-store-*"))
+    out = subprocess.run([BIN, "bench-store", "--commands", "300", "--batch", "7", "--sessions", "3"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "300 commands, 3 sessions, 7 per commit" in out.stdout
+    # 300 commands in commits of 7: 43 commits, each waited for.
+    assert "commits: 43" in out.stdout and "store CPU per command:" in out.stdout
+    assert set(glob.glob("/tmp/switchboard-bench-store-*")) == before
+    bad = subprocess.run([BIN, "bench-store", "--batch", "0"], capture_output=True, text=True, timeout=30)
+    assert bad.returncode != 0 and "batch 1" in bad.stderr
+
+
 def test_origin_allow_list_for_clients(serve_factory):
     server = serve_factory("--allowed-origin", "https://app.example.com")
 

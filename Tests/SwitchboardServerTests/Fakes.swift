@@ -133,9 +133,9 @@ final class FakeStore: SessionStore, @unchecked Sendable {
                 eventsBy[s, default: []].append(StoredEvent(eventSeq: n, type: type, ts: ts, serverTs: serverTs, source: source, payload: payload))
             }
         case .trimEvents(let s, let through): eventsBy[s]?.removeAll { $0.eventSeq <= through }
-        case .journal(let s, let n, let direction, let ts, let body, let message, let journaled):
-            precondition(!(journalBy[s]?.contains { $0.entry.n == n } ?? false), "journal entry \(n) written twice")
-            journalBy[s, default: []].append((JournalEntry(n: n, direction: direction, ts: ts, bytes: ArraySlice(Array(body))), message, journaled))
+        case .journal(let e):
+            precondition(!(journalBy[e.session]?.contains { $0.entry.n == e.n } ?? false), "journal entry \(e.n) written twice")
+            journalBy[e.session, default: []].append((JournalEntry(n: e.n, direction: e.direction, ts: e.ts, bytes: ArraySlice(Array(e.body))), e.message, e.journaled))
         case .trimJournal(let s, let through, let keep):
             removeJournalRows(s) { r in
                 r.entry.n <= through && r.message.map { $0.seq < ($0.stream == 0 ? keep.worker : keep.client) } ?? true

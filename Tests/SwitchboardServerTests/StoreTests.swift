@@ -55,6 +55,42 @@ import SwitchboardProtocol
         }
     }
 
+    /// Journal entries are grouped (up to `maxRun`) for one INSERT each; the ops that do not
+    /// touch stored entries run before the group, and a trim or a delete runs after the
+    /// entries queued before it.
+    @Test func journalEntriesAreGroupedAroundTheOpsThatTouchThem() {
+        func entry(_ s: String, _ n: Int) -> StoreOp {
+            .journal(session: s, n: n, direction: "worker_to_server", ts: 0, body: [], message: nil, journaled: true)
+        }
+        func state(_ id: String) -> StoreOp { .updateState(id: id, state: Array("{}".utf8)) }
+        func describe(_ op: StoreOp) -> String {
+            switch op {
+            case .journal(let e): return "\(e.session)\(e.n)"
+            case .updateState(let id, _): return "state:\(id)"
+            case .trimJournal(let s, let n, _): return "trim:\(s)\(n)"
+            case .delete(let s): return "delete:\(s)"
+            default: return "op:\(op.session)"
+            }
+        }
+        let cases: [(ops: [StoreOp], maxRun: Int, expected: [String])] = [
+            ([], 8, []),
+            ([entry("a", 1), state("a"), entry("a", 2), state("a")], 8, ["state:a", "[a1 a2]"]),
+            ([entry("a", 1), entry("b", 1), entry("a", 2)], 2, ["[a1 b1]", "[a2]"]),
+            ([entry("a", 1), .usedId(session: "a", id: "x"), entry("a", 2), .trimJournal(session: "a", throughN: 1, keepFrom: (0, 0)), entry("a", 3)],
+             8, ["op:a", "[a1 a2]", "trim:a1", "[a3]"]),
+            ([entry("a", 1), .delete(session: "b"), state("c"), entry("c", 1)], 8, ["[a1]", "delete:b", "state:c", "[c1]"]),
+            ([state("a"), state("a"), entry("a", 1)], 1, ["state:a", "[a1]"]),
+        ]
+        for c in cases {
+            var written: [String] = []
+            StoreBatch(c.ops).forEach(maxRun: c.maxRun, entries: { run in
+                #expect(run.count <= c.maxRun)
+                written.append("[" + run.map(describe).joined(separator: " ") + "]")
+            }, { written.append(describe($0)) })
+            #expect(written == c.expected)
+        }
+    }
+
     @Test func purgeReturnsExactlyTheTerminalSessionsItDeletes() throws {
         try withStore(Self.path("purge")) { store throws in
             commit(store, [.insertSession(record("live", 1)), .insertSession(record("done", 2)),
