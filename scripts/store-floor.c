@@ -42,7 +42,7 @@ static void path(char *out, const char *name) { snprintf(out, 600, "%s/%s", dir,
 static void check(int ok, const char *what) { if (!ok) { fprintf(stderr, "store-floor: %s failed\n", what); exit(1); } }
 
 // SQLite as the shipped store sets it: WAL, synchronous=NORMAL, a checkpoint every 4096 WAL
-// pages. `per` rows per INSERT statement (1: one statement per row, as the store does).
+// pages. `per` rows per INSERT statement (the store writes journal rows 8 per statement).
 static void sqlite_run(int per, int checkpoints) {
     char p[600], sql[8192]; path(p, "floor.db");
     char w[700]; snprintf(w, sizeof w, "%s-wal", p); unlink(p); unlink(w);
