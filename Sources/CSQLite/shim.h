@@ -13,6 +13,11 @@ static inline int sb_sqlite3_bind_static_text(sqlite3_stmt *s, int i, const char
 static inline int sb_sqlite3_bind_blob(sqlite3_stmt *s, int i, const void *data, int n) {
     return sqlite3_bind_blob(s, i, data, n, SQLITE_TRANSIENT);
 }
+// Turns off SQLite's memory statistics, which take a process-wide mutex on every allocation
+// and free. Only before SQLite is initialized (the first connection opened); SQLITE_MISUSE after.
+static inline int sb_sqlite3_memstatus_off(void) {
+    return sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}
 // Records the number of frames in the WAL after each commit into *frames (the store
 // checkpoints from its writer thread when the WAL has grown past a bound).
 static inline int sb_wal_frames_hook(void *frames, sqlite3 *db, const char *name, int n) {

@@ -52,12 +52,12 @@ final class GroupCommitter: @unchecked Sendable {
     private var wakeRead: Int32 = -1
     private var wakeWrite: Int32 = -1
     private var thread: pthread_t?
-    private let latencies = Locked<[Double]>([])
+    private let stats = Locked(CommitStats())
     private let health = Atomic<Bool>(true)
     private let failures = Atomic<Int>(0)
     var isHealthy: Bool { health.load(ordering: .relaxed) }
     var failedCommits: Int { failures.load(ordering: .relaxed) }
-    var commitLatencies: [Double] { latencies.withLock { $0 } }
+    var commitStats: CommitStats { stats.withLock { $0 } }
 
     /// `commit` runs the transaction (`StoreBatch`: superseded state snapshots left out)
     /// and rolls it back when it fails; `recover` runs after such a failure; `idle` runs on the
@@ -156,9 +156,11 @@ final class GroupCommitter: @unchecked Sendable {
 
     private func record(since start: UInt64) {
         let ms = Double(monotonicNanos() - start) / 1e6
-        latencies.withLock { l in
-            l.append(ms)
-            if l.count > 10_000 { l.removeFirst(5_000) }
+        stats.withLock { s in
+            s.recent.append(ms)
+            if s.recent.count > CommitStats.recentAtMost { s.recent.removeFirst(CommitStats.recentAtMost / 2) }
+            s.count += 1
+            s.sumMs += ms
         }
     }
 
@@ -249,4 +251,14 @@ final class GroupCommitter: @unchecked Sendable {
             if stop { break }
         }
     }
+}
+
+/// Commit latencies in milliseconds: the latest ones (for quantiles) and totals since start
+/// (a Prometheus summary's `_count` and `_sum` only grow).
+public struct CommitStats: Sendable {
+    /// Kept for quantiles: between half this many and this many of the latest commits.
+    static let recentAtMost = 10_000
+    public var recent: [Double] = []
+    public var count = 0
+    public var sumMs = 0.0
 }

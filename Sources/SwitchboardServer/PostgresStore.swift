@@ -55,7 +55,7 @@ public final class PostgresStore: SessionStore, @unchecked Sendable {
     public var nodeId: String { node.withLock { $0 } }
     public var isHealthy: Bool { committer.isHealthy }
     public var failedCommits: Int { committer.failedCommits }
-    public var commitLatencies: [Double] { committer.commitLatencies }
+    public var commitStats: CommitStats { committer.commitStats }
 
     /// Schema versions, applied in order under an advisory lock (nodes may start together)
     /// and recorded in `switchboard_schema`.

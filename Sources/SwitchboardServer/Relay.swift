@@ -322,14 +322,15 @@ public final class Relay: ServerDelegate, @unchecked Sendable {
             var text = metrics.render(connections: server?.connectionCount ?? 0, bytesIn: server?.bytesIn ?? 0,
                                       bytesOut: server?.bytesOut ?? 0, extra: processGauges())
             if let store {
-                let l = store.commitLatencies.sorted()
+                let stats = store.commitStats
+                let l = stats.recent.sorted()
                 func q(_ p: Double) -> Double { l.isEmpty ? 0 : l[min(l.count - 1, Int(Double(l.count) * p))] }
-                text += "# HELP switchboard_store_commit_ms Store commit latency over the last commits (group commits).\n"
+                text += "# HELP switchboard_store_commit_ms Store commit latency (group commits): quantiles over the latest commits, count and sum since start.\n"
                 text += "# TYPE switchboard_store_commit_ms summary\n"
                 text += "switchboard_store_commit_ms{quantile=\"0.5\"} \(q(0.5))\n"
                 text += "switchboard_store_commit_ms{quantile=\"0.99\"} \(q(0.99))\n"
-                text += "switchboard_store_commit_ms_sum \(l.reduce(0, +))\n"
-                text += "switchboard_store_commit_ms_count \(l.count)\n"
+                text += "switchboard_store_commit_ms_sum \(stats.sumMs)\n"
+                text += "switchboard_store_commit_ms_count \(stats.count)\n"
                 text += "# HELP switchboard_store_failed_commits_total Store commits that failed (each is retried until it succeeds).\n"
                 text += "# TYPE switchboard_store_failed_commits_total counter\n"
                 text += "switchboard_store_failed_commits_total \(store.failedCommits)\n"

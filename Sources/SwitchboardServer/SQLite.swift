@@ -10,7 +10,12 @@ final class Database {
     private var db: OpaquePointer?
     private var statements: [String: OpaquePointer] = [:]
 
+    /// Set up once, before the first connection: without memory statistics (nothing reads
+    /// them), SQLite's allocations take no process-wide lock.
+    private static let configured: Void = { _ = sb_sqlite3_memstatus_off() }()
+
     init(path: String) throws(SQLiteError) {
+        _ = Database.configured
         guard sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nil) == SQLITE_OK else {
             let message = db.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
             sqlite3_close(db)

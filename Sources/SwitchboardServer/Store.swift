@@ -132,13 +132,14 @@ struct StoreBatch {
     /// (state rows, events, ids, lifecycle) run before the group, which is written before any
     /// op that does (a trim or a delete): all of them commit together, so only the order of
     /// writes to the same rows matters.
-    func forEach<E: Error>(maxRun: Int, entries: ([StoreOp]) throws(E) -> Void, _ body: (StoreOp) throws(E) -> Void) throws(E) {
-        var run: [StoreOp] = []
+    /// `entries` gets the positions of a group's entries in `ops` (no op is copied).
+    func forEach<E: Error>(maxRun: Int, entries: ([Int]) throws(E) -> Void, _ body: (StoreOp) throws(E) -> Void) throws(E) {
+        var run: [Int] = []
         run.reserveCapacity(maxRun)
         for i in ops.indices where !superseded[i] {
             switch ops[i] {
             case .journal:
-                run.append(ops[i])
+                run.append(i)
                 if run.count < maxRun { continue }
             case .trimMessages, .trimJournal, .delete:
                 break
@@ -178,7 +179,7 @@ public protocol SessionStore: AnyObject, Sendable {
     func commitNow(_ ops: [StoreOp]) throws
     /// Deletes terminal sessions that ended before `endedBefore`; returns their ids.
     func purgeTerminal(endedBefore: Int64) throws -> [String]
-    var commitLatencies: [Double] { get }
+    var commitStats: CommitStats { get }
     /// False from a failed commit until the next successful one.
     var isHealthy: Bool { get }
     /// Commits that failed (each is retried until it succeeds).
@@ -210,7 +211,7 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
     public let path: String
     public var isHealthy: Bool { committer.isHealthy }
     public var failedCommits: Int { committer.failedCommits }
-    public var commitLatencies: [Double] { committer.commitLatencies }
+    public var commitStats: CommitStats { committer.commitStats }
 
     public static let schema = """
     CREATE TABLE IF NOT EXISTS sessions (
@@ -349,7 +350,7 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
         do {
             try writer.run("BEGIN")
             try batch.forEach(maxRun: SQLiteStore.entriesPerInsert,
-                              entries: { run throws(SQLiteError) in try insert(entries: run, on: writer) },
+                              entries: { run throws(SQLiteError) in try insert(entries: run.lazy.map { batch.ops[$0] }, on: writer) },
                               { op throws(SQLiteError) in try apply(op, on: writer) })
             if index.withLock({ $0.untidy }) >= SQLiteStore.untidyAtMost { try tidy(all: true) }
             try writer.run("COMMIT")
@@ -449,7 +450,7 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
     /// Appends journal entries (`.journal` ops; any other op is skipped) with one statement.
     /// The index numbers the rows and takes them first: if the statement fails, the commit
     /// rolls back and the index is read back from the tables.
-    private func insert(entries ops: [StoreOp], on db: Database) throws(SQLiteError) {
+    private func insert(entries ops: some Collection<StoreOp>, on db: Database) throws(SQLiteError) {
         var replaced: [Int64] = []
         var count = 0
         let first = index.withLock { x in

@@ -171,7 +171,7 @@ final class FakeStore: SessionStore, @unchecked Sendable {
     }
     func lastJournalEntry(session: String) throws -> Int { journalBy[session]?.last?.entry.n ?? 0 }
     func purgeTerminal(endedBefore: Int64) throws -> [String] { [] }
-    var commitLatencies: [Double] { [] }
+    var commitStats: CommitStats { CommitStats() }
     var isHealthy: Bool { healthy }
     var failedCommits: Int { 0 }
     func close() {}

@@ -83,11 +83,23 @@ import SwitchboardProtocol
         ]
         for c in cases {
             var written: [String] = []
-            StoreBatch(c.ops).forEach(maxRun: c.maxRun, entries: { run in
+            let batch = StoreBatch(c.ops)
+            batch.forEach(maxRun: c.maxRun, entries: { run in
                 #expect(run.count <= c.maxRun)
-                written.append("[" + run.map(describe).joined(separator: " ") + "]")
+                written.append("[" + run.map { describe(batch.ops[$0]) }.joined(separator: " ") + "]")
             }, { written.append(describe($0)) })
             #expect(written == c.expected)
+        }
+    }
+
+    /// Every group commit counts once; count and sum only grow (a Prometheus summary's).
+    @Test func commitsAreCountedSinceStart() throws {
+        try withStore(Self.path("stats")) { store throws in
+            let before = store.commitStats
+            for k in 1...5 { commit(store, [.usedId(session: "s", id: "c\(k)")]) }
+            let after = store.commitStats
+            #expect(after.count == before.count + 5)
+            #expect(after.sumMs > before.sumMs && after.recent.count == after.count)
         }
     }
 
