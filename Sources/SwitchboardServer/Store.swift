@@ -128,11 +128,10 @@ struct StoreBatch {
     }
 
     /// `forEach`, except that journal entries go to `entries` in groups of up to `maxRun`, in
-    /// their order. The ops between the entries of a group that do not touch stored entries
-    /// (state rows, events, ids, lifecycle) run before the group, which is written before any
-    /// op that does (a trim or a delete): all of them commit together, so only the order of
-    /// writes to the same rows matters.
-    /// `entries` gets the positions of a group's entries in `ops` (no op is copied).
+    /// their order, as their positions in `ops` (no op is copied). The ops between the entries
+    /// of a group that do not touch stored entries (state rows, events, ids, lifecycle) run
+    /// before the group, which is written before any op that does (a trim or a delete): all
+    /// of them commit together, so only the order of writes to the same rows matters.
     func forEach<E: Error>(maxRun: Int, entries: ([Int]) throws(E) -> Void, _ body: (StoreOp) throws(E) -> Void) throws(E) {
         var run: [Int] = []
         run.reserveCapacity(maxRun)

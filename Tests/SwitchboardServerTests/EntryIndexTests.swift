@@ -18,6 +18,24 @@ import Testing
         return x
     }
 
+    /// The store numbers new rows from `nextG`: past every row loaded or appended, also after
+    /// rows are trimmed or their session removed (a number is never given twice).
+    @Test func nextRowNumberIsPastEveryRowSeen() {
+        var x = EntryIndex()
+        #expect(x.nextG == 1)
+        x.load("s", Self.row(1, g: 7))
+        x.load("t", Self.row(1, g: 3))
+        x.finishLoading()
+        #expect(x.nextG == 8)
+        _ = x.append("s", Self.row(2, g: x.nextG))
+        #expect(x.nextG == 9)
+        _ = x.remove("s")
+        x.unlink("t", x.trimMessages("t", stream: -1, throughSeq: 0))
+        #expect(x.nextG == 9)
+        _ = x.append("t", Self.row(2, g: 4))
+        #expect(x.nextG == 9)
+    }
+
     @Test func appendedRowsAreReadBackInEntryOrderPerSession() {
         let x = Self.sample()
         #expect(x.journal("s", after: 0, limit: 10).map(\.n) == [1, 2, 3, 4, 5])
