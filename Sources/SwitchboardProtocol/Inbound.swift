@@ -428,11 +428,20 @@ public enum ISO8601 {
     }
 
     /// Formats epoch milliseconds as `2026-01-01T00:00:00.000Z`.
-    public static func format(_ millis: Int64) -> String {
-        let secs = millis >= 0 ? millis / 1000 : (millis - 999) / 1000
-        let ms = Int(millis - secs * 1000)
-        let days = Int(secs >= 0 ? secs / 86400 : (secs - 86399) / 86400)
-        let rem = Int(secs - Int64(days) * 86400)
+    /// The earliest and latest instants `format` writes (0000-01-01T00:00:00.000Z and
+    /// 9999-12-31T23:59:59.999Z): a time outside them is written as the nearer one.
+    public static let formattable: ClosedRange<Int64> = -62_167_219_200_000...253_402_300_799_999
+
+    public static func format(_ millis: Int64) -> String { String(decoding: formatBytes(millis), as: UTF8.self) }
+
+    /// `YYYY-MM-DDTHH:MM:SS.mmmZ` in UTC, as 24 bytes (the traffic log writes one per line).
+    public static func formatBytes(_ millis: Int64) -> [UInt8] {
+        let t = Int(min(max(millis, formattable.lowerBound), formattable.upperBound))
+        let secs = t >= 0 ? t / 1000 : (t - 999) / 1000
+        let ms = t - secs * 1000
+        let days = secs >= 0 ? secs / 86400 : (secs - 86399) / 86400
+        let rem = secs - days * 86400
+        // Civil from days (Howard Hinnant's algorithm).
         let z = days + 719468
         let era = (z >= 0 ? z : z - 146096) / 146097
         let doe = z - era * 146097
@@ -442,7 +451,17 @@ public enum ISO8601 {
         let d = doy - (153 * mp + 2) / 5 + 1
         let m = mp < 10 ? mp + 3 : mp - 9
         let y = yoe + era * 400 + (m <= 2 ? 1 : 0)
-        func p(_ v: Int, _ w: Int) -> String { let s = String(v); return String(repeating: "0", count: max(0, w - s.count)) + s }
-        return "\(p(y, 4))-\(p(m, 2))-\(p(d, 2))T\(p(rem / 3600, 2)):\(p(rem % 3600 / 60, 2)):\(p(rem % 60, 2)).\(p(ms, 3))Z"
+        var out: [UInt8] = Array("0000-00-00T00:00:00.000Z".utf8)
+        func put(_ value: Int, at: Int, width: Int) {
+            var v = value
+            for k in stride(from: at + width - 1, through: at, by: -1) {
+                out[k] = UInt8(truncatingIfNeeded: v % 10) &+ 48
+                v /= 10
+            }
+        }
+        put(y, at: 0, width: 4); put(m, at: 5, width: 2); put(d, at: 8, width: 2)
+        put(rem / 3600, at: 11, width: 2); put(rem % 3600 / 60, at: 14, width: 2); put(rem % 60, at: 17, width: 2)
+        put(ms, at: 20, width: 3)
+        return out
     }
 }

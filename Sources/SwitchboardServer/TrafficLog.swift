@@ -11,7 +11,7 @@ enum Timestamps {
     static func iso(_ millis: Int64) -> [UInt8] {
         if millis != cachedMillis {
             cachedMillis = millis
-            cached = Array(ISO8601.format(millis).utf8)
+            cached = ISO8601.formatBytes(millis)
         }
         return cached
     }

@@ -127,4 +127,32 @@ import Testing
         #expect(ISO8601.parse("yesterday") == nil)
         #expect(ISO8601.format(1_767_225_600_123) == "2026-01-01T00:00:00.123Z")
     }
+
+    /// Formatting covers years 0000–9999 (leap days, negative times, each field's edges) and
+    /// writes any other time as the nearer edge; parsing reads back what it wrote.
+    @Test func iso8601FormatsEveryInstantItCanWrite() {
+        let cases: [(Int64, String)] = [
+            (0, "1970-01-01T00:00:00.000Z"),
+            (-1, "1969-12-31T23:59:59.999Z"),
+            (-1_000, "1969-12-31T23:59:59.000Z"),
+            (951_782_400_000, "2000-02-29T00:00:00.000Z"),
+            (4_107_542_399_999, "2100-02-28T23:59:59.999Z"),
+            (1_709_251_199_999, "2024-02-29T23:59:59.999Z"),
+            (ISO8601.formattable.lowerBound, "0000-01-01T00:00:00.000Z"),
+            (ISO8601.formattable.upperBound, "9999-12-31T23:59:59.999Z"),
+            (ISO8601.formattable.lowerBound - 1, "0000-01-01T00:00:00.000Z"),
+            (ISO8601.formattable.upperBound + 1, "9999-12-31T23:59:59.999Z"),
+            (.min, "0000-01-01T00:00:00.000Z"),
+            (.max, "9999-12-31T23:59:59.999Z"),
+        ]
+        for (millis, text) in cases {
+            #expect(ISO8601.format(millis) == text, "\(millis)")
+            #expect(ISO8601.formatBytes(millis) == Array(text.utf8))
+        }
+        var rng = SystemRandomNumberGenerator()
+        for _ in 0..<10_000 {
+            let millis = Int64.random(in: ISO8601.formattable, using: &rng)
+            #expect(ISO8601.parse(ISO8601.format(millis)) == millis, "\(millis)")
+        }
+    }
 }
