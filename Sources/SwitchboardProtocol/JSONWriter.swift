@@ -52,6 +52,8 @@ public struct JSONWriter {
     private static let hex: [UInt8] = Array("0123456789abcdef".utf8)
 
     public mutating func write(string s: String) {
+        // Native and small strings lend their bytes without a copy of the string.
+        if s.utf8.withContiguousStorageIfAvailable({ write(utf8String: $0) }) != nil { return }
         var s = s
         s.withUTF8 { write(utf8String: $0) }
     }
