@@ -144,7 +144,7 @@ final class Database {
             case .null: null(i)
             case .int(let v): int(i, v)
             case .text(let t): text(i, t)
-            case .blob(let b): b.withUnsafeBytes { _ = sb_sqlite3_bind_blob(stmt, i, $0.baseAddress, Int32($0.count)) }
+            case .blob(let b): bytes(i, b[...])
             case .bytes(let b): bytes(i, b)
             case .literal(let t): literal(i, t)
             case .utf8(let b):

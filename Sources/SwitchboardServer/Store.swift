@@ -85,11 +85,6 @@ public enum StoreOp: Sendable {
         .journal(EntryWrite(session: session, n: n, direction: direction, ts: ts, body: body, message: message, journaled: journaled))
     }
 
-    var isJournal: Bool {
-        if case .journal = self { return true }
-        return false
-    }
-
     /// The session the op writes to.
     var session: String {
         switch self {
@@ -135,21 +130,24 @@ struct StoreBatch {
     func forEach<E: Error>(maxRun: Int, entries: ([Int]) throws(E) -> Void, _ body: (StoreOp) throws(E) -> Void) throws(E) {
         var run: [Int] = []
         run.reserveCapacity(maxRun)
+        func flush() throws(E) {
+            guard !run.isEmpty else { return }
+            try entries(run)
+            run.removeAll(keepingCapacity: true)
+        }
         for i in ops.indices where !superseded[i] {
             switch ops[i] {
             case .journal:
                 run.append(i)
-                if run.count < maxRun { continue }
+                if run.count == maxRun { try flush() }
             case .trimMessages, .trimJournal, .delete:
-                break
+                try flush()
+                try body(ops[i])
             default:
                 try body(ops[i])
-                continue
             }
-            if !run.isEmpty { try entries(run); run.removeAll(keepingCapacity: true) }
-            if !ops[i].isJournal { try body(ops[i]) }
         }
-        if !run.isEmpty { try entries(run) }
+        try flush()
     }
 
     /// The sessions the batch writes to.
