@@ -98,6 +98,12 @@ write("json", [s.encode() for s in [
     # Numbers at and past the edges of Int and Double.
     b"-9223372036854775808", b"9223372036854775807", b"9223372036854775808", b"-9223372036854775809",
     b"1" + b"0" * 400, b"-" + b"9" * 20_000, b"1e-400", b"1e99999999999999999999", b"0." + b"0" * 5000 + b"1",
+    # Strings the writer must escape again on the way out (the round trip): every control
+    # character, quotes and backslashes in long runs, escapes in keys, text the writer takes
+    # from a String's own bytes in one piece (64 KiB of escapes, then multi-byte text).
+    b'"' + b"".join(b"\\u%04x" % c for c in range(32)) + b'"', b'{"\\"\\\\\\n":"\\t\\r\\b\\f\\/"}',
+    b'"' + b'\\\\\\"' * 16_384 + b'"', b'"' + b"\\u0001" * 10_923 + "é😀".encode() * 4_000 + b'"',
+    b'{"' + b"k" * 65_536 + b'":"' + b"\\u001f" * 100 + b'"}',
 ])
 
 commands = [
