@@ -89,6 +89,16 @@ public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
 #endif
 
 #if FUZZ_JSON
+/// The parsed tree with every string value longer than `max` cut (what the log writes).
+func cutTree(_ v: JSON, max: Int) -> JSON {
+    switch v {
+    case .string(let s) where s.utf8.count > max: return .string(JSONWriter.cut(s.utf8, max: max))
+    case .array(let a): return .array(a.map { cutTree($0, max: max) })
+    case .object(let o): return .object(JSONObject(o.members.map { ($0.key, cutTree($0.value, max: max)) }))
+    default: return v
+    }
+}
+
 /// The JSON parser: full parse, top-level member ranges, selective building, writing back.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
@@ -111,6 +121,16 @@ public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
         precondition(JSONWriter.serialize(again) == written, "JSON write/parse round trip changed the value")
         _ = v.intValue
         _ = v.estimatedSize
+        // Written compactly for the log, with long string values cut: one line, and the value
+        // the cut tree has.
+        let bound = bytes.count % 23
+        var c = JSONWriter()
+        let ok = bytes.withUnsafeBufferPointer { c.write(compacting: $0, cuttingStringsOver: bound) }
+        precondition(ok, "valid JSON was not written compactly")
+        precondition(!c.bytes.contains { $0 < 0x20 }, "a compact line holds a control byte")
+        guard let compacted = try? JSONParser.parse(c.bytes) else { fatalError("wrote compact JSON that does not parse") }
+        // Compared as written (JSON's `==` does not tell duplicate keys apart).
+        precondition(JSONWriter.serialize(compacted) == JSONWriter.serialize(cutTree(v, max: bound)), "compact JSON differs from the cut tree")
     }
     bytes.withUnsafeBytes { raw in
         _ = try? JSONParser.parseObject(raw, build: { $0.count % 2 == 0 })

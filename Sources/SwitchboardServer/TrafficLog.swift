@@ -138,8 +138,9 @@ public final class TrafficLog: @unchecked Sendable {
 
     // MARK: Formatting
 
-    /// A `message` line. `message` is the JSON text; it is embedded as is when it is small
-    /// and needs no redaction, otherwise re-written with secrets redacted and long strings cut.
+    /// A `message` line. `message` is the JSON text: embedded as is when it is small, on one
+    /// line and needs no redaction; otherwise written again on one line with long strings cut
+    /// (and, when it needs redaction, re-written from its parsed tree with secrets redacted).
     /// Input that is not JSON (`json: false`) is written as an escaped string, cut like other
     /// strings — or withheld when it names a field that may hold user input — so every line
     /// stays one JSON object.
@@ -158,8 +159,17 @@ public final class TrafficLog: @unchecked Sendable {
                 } else {
                     w.write(scrub(.string(String(decoding: bytes, as: UTF8.self)), redact: false, path: []))
                 }
-            } else if bytes.count <= options.maxString && !(sensitive && options.redact) {
-                w.raw(bytes)
+            } else if !(sensitive && options.redact) {
+                let written = bytes.withUnsafeBufferPointer { b in
+                    // A short message on one line goes in as it is; any other is written without
+                    // its line breaks and with its long strings cut, in one scan.
+                    if b.count <= options.maxString && !JSONWriter.hasControlByte(b) {
+                        w.raw(UnsafeRawBufferPointer(b))
+                        return true
+                    }
+                    return w.write(compacting: b, cuttingStringsOver: options.maxString)
+                }
+                if !written { w.write(string: "[unparsable: \(bytes.count) bytes]") }
             } else if let v = try? bytes.withUnsafeBytes({ try JSONParser.parse($0) }) {
                 w.write(scrub(v, redact: sensitive && options.redact, path: []))
             } else {
@@ -252,10 +262,7 @@ public final class TrafficLog: @unchecked Sendable {
         }
         switch v {
         case .string(let s):
-            if s.utf8.count > options.maxString {
-                let cut = String(decoding: s.utf8.prefix(options.maxString), as: UTF8.self)
-                return .string(cut + "…[cut: \(s.utf8.count) bytes]")
-            }
+            if s.utf8.count > options.maxString { return .string(JSONWriter.cut(s.utf8, max: options.maxString)) }
             return v
         case .array(let a): return .array(a.map { scrub($0, redact: redact, path: path, keys: keys) })
         case .object(let o): return .object(JSONObject(o.members.map { ($0.key, scrub($0.value, redact: redact, path: path + [$0.key], keys: keys)) }))

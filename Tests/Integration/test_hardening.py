@@ -167,6 +167,10 @@ def test_log_lines_are_always_json_and_user_input_is_always_redacted(server):
         await w.expect_error("invalid_command")
         await w.send({"type": "worker.command", "command": "type", "params": {"text": secret, "delayMs": -1, "selector": "a"}})
         await w.expect_error("invalid_command")
+        # A command written over several lines (JSON allows whitespace between tokens): the
+        # log line it makes is still one line.
+        await w.send(json.dumps({"type": "worker.command", "command": "navigate", "params": {"url": "https://example.com/"}}, indent=2))
+        await c.expect("server.command", command="navigate")
         # A small network body from the client.
         await c.send({"type": "client.events", "clientSeq": 1,
                       "events": [{"type": "net.response", "payload": {"url": "https://x", "status": 200, "body": secret}}]})
@@ -190,6 +194,8 @@ def test_log_lines_are_always_json_and_user_input_is_always_redacted(server):
     invalid = [l for l in lines if l.get("type") == "invalid"]
     assert [l["message"] for l in invalid][0] == "{not json" and invalid[0]["bytes"] == 9
     assert "redacted" in invalid[1]["message"]
+    navigate = [l for l in lines if l.get("type") == "worker.command" and l["message"].get("command") == "navigate"]
+    assert navigate and navigate[0]["message"]["params"] == {"url": "https://example.com/"}
 
 
 def test_each_api_key_is_a_tenant(serve_factory):

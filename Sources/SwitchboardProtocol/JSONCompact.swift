@@ -1,0 +1,114 @@
+/// Writing JSON text that is already valid (a relayed message) as one line of a log, without
+/// building its tree: whitespace between tokens is dropped, and every string value longer than
+/// a bound is cut. Keys and everything else are copied as they are.
+extension JSONWriter {
+    /// What a string value longer than `max` UTF-8 bytes becomes: its first `max` bytes (a
+    /// character cut in two is replaced by U+FFFD) and how long it was.
+    public static func cut(_ utf8: some Collection<UInt8>, max: Int) -> String {
+        String(decoding: utf8.prefix(max), as: UTF8.self) + "…[cut: \(utf8.count) bytes]"
+    }
+
+    /// Writes `json`, which must be valid JSON text (the relay parsed it, or wrote it), with
+    /// the whitespace between tokens dropped and every string value whose decoded UTF-8 is
+    /// longer than `maxString` bytes replaced by `cut(_:max:)` of it: the same value
+    /// `JSONWriter.write` gives for the parsed, cut tree, at the cost of one scan. Returns
+    /// false, having written nothing, when a string is not terminated or its escapes are
+    /// invalid (text that is not valid JSON is otherwise copied, not checked).
+    public mutating func write(compacting json: UnsafeBufferPointer<UInt8>, cuttingStringsOver maxString: Int) -> Bool {
+        let mark = bytes.count
+        let n = json.count
+        var i = 0, runStart = 0
+        func flush(to end: Int) {
+            if end > runStart { bytes.append(contentsOf: UnsafeBufferPointer(rebasing: json[runStart..<end])) }
+        }
+        while i < n {
+            let c = json[i]
+            if JSONWriter.isWhitespace(c) {
+                flush(to: i)
+                i += 1
+                runStart = i
+                continue
+            }
+            guard c == UInt8(ascii: "\"") else { i += 1; continue }
+            // A string from `i` to its closing quote at `j`.
+            var j = i + 1, escaped = false
+            while true {
+                j = JSONWriter.nextQuoteOrBackslash(json, from: j)
+                guard j < n else { bytes.removeSubrange(mark...); return false }
+                if json[j] == UInt8(ascii: "\"") { break }
+                escaped = true
+                j += 2
+            }
+            var after = j + 1
+            while after < n, JSONWriter.isWhitespace(json[after]) { after += 1 }
+            let isKey = after < n && json[after] == UInt8(ascii: ":")
+            // Decoding never lengthens a string: one no longer than the bound as written stays.
+            if !isKey && j - i - 1 > maxString {
+                let raw = UnsafeBufferPointer(rebasing: json[(i + 1)..<j])
+                if !escaped {
+                    flush(to: i)
+                    write(string: JSONWriter.cut(raw, max: maxString))
+                    runStart = j + 1
+                } else {
+                    guard let value = try? JSONParser.parse(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: json[i...j]))),
+                          case .string(let s) = value else {
+                        bytes.removeSubrange(mark...)
+                        return false
+                    }
+                    if s.utf8.count > maxString {
+                        flush(to: i)
+                        write(string: JSONWriter.cut(s.utf8, max: maxString))
+                        runStart = j + 1
+                    }
+                }
+            }
+            i = j + 1
+        }
+        flush(to: n)
+        return true
+    }
+
+    /// Whether `bytes` hold a byte below 0x20. In valid JSON such a byte can only be
+    /// whitespace between tokens (strings may not hold one raw): text without one is already
+    /// a single line. Eight bytes at a time.
+    public static func hasControlByte(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard let base = bytes.baseAddress else { return false }
+        let raw = UnsafeRawPointer(base)
+        let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
+        var k = 0
+        while bytes.count - k >= 8 {
+            let x = raw.loadUnaligned(fromByteOffset: k, as: UInt64.self)
+            // A byte below 0x20 borrows into its high bit (exact for the lowest such byte).
+            if (x &- 0x20 &* ones) & ~x & highs != 0 { return true }
+            k += 8
+        }
+        while k < bytes.count {
+            if bytes[k] < 0x20 { return true }
+            k += 1
+        }
+        return false
+    }
+
+    static func isWhitespace(_ c: UInt8) -> Bool {
+        c == 0x20 || c == 0x0A || c == 0x0D || c == 0x09
+    }
+
+    /// The index of the first `"` or `\` at or after `from` (`json.count` if none), eight
+    /// bytes at a time.
+    static func nextQuoteOrBackslash(_ json: UnsafeBufferPointer<UInt8>, from: Int) -> Int {
+        guard let base = json.baseAddress else { return json.count }
+        let raw = UnsafeRawPointer(base)
+        let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
+        var k = from
+        while json.count - k >= 8 {
+            // Little-endian: the byte at `k` is the lowest.
+            let x = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: k, as: UInt64.self))
+            let quote = x ^ (0x22 &* ones), backslash = x ^ (0x5C &* ones)
+            let hit = ((quote &- ones) & ~quote | (backslash &- ones) & ~backslash) & highs
+            if hit != 0 { return k + hit.trailingZeroBitCount >> 3 }
+            k += 8
+        }
+        while k < json.count, json[k] != 0x22, json[k] != 0x5C { k += 1 }
+        return k
+    }
+}
