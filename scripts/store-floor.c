@@ -117,6 +117,49 @@ static void lmdb_run(unsigned flags, long rows, const char *name) {
     report_rows(name, rows);
     mdb_env_close(env); unlink(p); { char l[700]; snprintf(l, sizeof l, "%s-lock", p); unlink(l); }
 }
+
+// What an LMDB store would write per relayed command, as `switchboard bench-store` does through
+// the shipped store: four journal entries appended in key order and the session's state
+// snapshot written twice (after the command, after its result; in place, one key per
+// session), for 100 sessions in turn, `per_commit` commands per commit.
+static void lmdb_commands(unsigned flags, int per_commit, long commands, const char *setting) {
+    char p[600]; path(p, "floor.mdb"); unlink(p); { char l[700]; snprintf(l, sizeof l, "%s-lock", p); unlink(l); }
+    MDB_env *env; MDB_dbi entries, states; MDB_txn *txn;
+    check(mdb_env_create(&env) == 0, "lmdb env");
+    mdb_env_set_mapsize(env, (size_t)4 << 30);
+    mdb_env_set_maxdbs(env, 2);
+    check(mdb_env_open(env, p, MDB_NOSUBDIR | flags, 0600) == 0, "lmdb open");
+    mdb_txn_begin(env, 0, 0, &txn);
+    check(mdb_dbi_open(txn, "entries", MDB_CREATE, &entries) == 0 && mdb_dbi_open(txn, "states", MDB_CREATE, &states) == 0, "lmdb dbs");
+    mdb_txn_commit(txn);
+    char v[600], s[400], id[64]; unsigned char k[8];
+    long g = 0;
+    start();
+    for (long c = 0; c < commands;) {
+        check(mdb_txn_begin(env, 0, 0, &txn) == 0, "lmdb begin");
+        for (int r = 0; r < per_commit && c < commands; r++, c++) {
+            int sid = (int)(c % 100);
+            MDB_val ik = { (size_t)snprintf(id, sizeof id, "bench-%d", sid), id };
+            for (int e = 0; e < 4; e++, g++) {
+                key(k, (unsigned long)g);
+                MDB_val mk = { 8, k }, mv = { encode(v, g), v };
+                check(mdb_put(txn, entries, &mk, &mv, MDB_APPEND) == 0, "lmdb put");
+                if (e == 1 || e == 3) {
+                    MDB_val sv = { (size_t)snprintf(s, sizeof s, "{\"lastClientSeq\":%ld,\"commandCounter\":%ld,\"commandCount\":%ld,"
+                        "\"seqReserved\":{\"worker\":10000,\"client\":10000},\"grace\":{}%s}", c, c, c,
+                        e == 1 ? ",\"pending\":{\"id\":\"c1\",\"kind\":\"command\",\"command\":\"evaluate\",\"deadline\":1700000000000,"
+                                 "\"startedAt\":1700000000000,\"optional\":false}" : ""), s };
+                    check(mdb_put(txn, states, &ik, &sv, 0) == 0, "lmdb state");
+                }
+            }
+        }
+        check(mdb_txn_commit(txn) == 0, "lmdb commit");
+    }
+    printf("lmdb, %-14s %4d commands per commit: cpu %5.2f us/command  wall %6.2f us/command\n", setting, per_commit,
+           (cpu() - c0) / commands * 1e6, (wall() - w0) / commands * 1e6);
+    fflush(stdout);
+    mdb_env_close(env); unlink(p); { char l[700]; snprintf(l, sizeof l, "%s-lock", p); unlink(l); }
+}
 #endif
 
 #ifdef WITH_ROCKSDB
@@ -155,6 +198,10 @@ int main(int argc, char **argv) {
 #ifdef WITH_LMDB
     lmdb_run(MDB_NOSYNC, TOTAL, "lmdb, MDB_NOSYNC, MDB_APPEND");
     lmdb_run(MDB_NOMETASYNC, TOTAL / 10, "lmdb, MDB_NOMETASYNC (a sync per commit)");
+    printf("per relayed command (4 journal entries, 2 state writes; 100 sessions):\n");
+    int sizes[] = { 5, 40, 130, 500 };
+    for (int i = 0; i < 4; i++) lmdb_commands(MDB_NOSYNC, sizes[i], TOTAL / 4, "MDB_NOSYNC,");
+    for (int i = 0; i < 4; i++) lmdb_commands(MDB_NOMETASYNC, sizes[i], sizes[i] * 400L, "MDB_NOMETASYNC,");
 #endif
 #ifdef WITH_ROCKSDB
     rocksdb_run();

@@ -224,7 +224,7 @@ import Testing
     }
 
     @Test func aControlByteIsFoundAtEveryOffset() {
-        for length in 1...40 {
+        for length in 1...80 {
             for at in 0..<length {
                 for c: UInt8 in [0x00, 0x09, 0x0A, 0x0D, 0x1F] {
                     var b = [UInt8](repeating: UInt8(ascii: "a"), count: length)
