@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What SQLite (and LMDB, RocksDB when their development packages are installed:
 # apt-get install liblmdb-dev librocksdb-dev) cost per stored row with nothing of Switchboard
-# around them; see scripts/store-floor.c and the README's Performance section. Then what
+# around them, and what LMDB would spend on the writes of one relayed command at 5 to 500
+# commands per commit; see scripts/store-floor.c and the README's Performance section. Then what
 # Switchboard's own store costs per relayed command, through its writer with no sockets
 # (`switchboard bench-store`, release build), at 5, 20 and 40 commands per commit.
 #   scripts/store-floor.sh [ROUNDS]
