@@ -36,6 +36,12 @@ case " $PEERS " in *" hb "*) [ -x "$WORK/hb-relay/.build/release/HBRelay" ] || (
 (cd scripts/storm && GOFLAGS=-mod=mod GOPROXY=off GOSUMDB=off go build -o "$WORK/storm" .)
 
 cp .build/release/switchboard "$WORK/switchboard"
+# Each relay run makes its data directory with `mktemp -d` (the 64 KiB runs leave gigabytes of
+# journal): all of them go under one folder, removed when the benchmark ends.
+DATA=$(mktemp -d /tmp/switchboard-bench-data.XXXXXX)
+export TMPDIR="$DATA"
+RPID=
+trap 'if [ -n "$RPID" ]; then kill $RPID 2>/dev/null || true; fi; rm -rf "$DATA"' EXIT
 rm -f "$RESULTS" "$WORK/memory.jsonl"
 mkdir -p /tmp/peer-results
 (cd "$WORK" && SWITCHBOARD_BIN="$WORK/switchboard" bench/run-all.sh "$REPS")
@@ -49,7 +55,6 @@ ulimit -n "$(ulimit -Hn)"
 PORT=21999
 taskset -c 0 "$WORK/switchboard" serve --port "$PORT" --data-dir "$(mktemp -d)" --api-key bench-key > "$WORK/storm-relay.log" 2>&1 &
 RPID=$!
-trap 'kill $RPID 2>/dev/null || true' EXIT
 sleep 1
 taskset -c 1 "$WORK/storm" -url "http://127.0.0.1:$PORT" -api-key bench-key -sessions "${STORM_SESSIONS:-8000}" | tee "$WORK/storm.out"
 kill $RPID
