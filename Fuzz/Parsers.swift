@@ -104,6 +104,12 @@ func cutTree(_ v: JSON, max: Int) -> JSON {
 public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     let bytes = input(data, size)
     let parsed = try? JSONParser.parse(bytes)
+    // Whatever the input, a compact log line holds no byte below 0x20, and a refusal writes nothing.
+    var anyLine = JSONWriter()
+    if !bytes.withUnsafeBufferPointer({ anyLine.write(compacting: $0, cuttingStringsOver: bytes.count % 19) }) {
+        precondition(anyLine.bytes.isEmpty, "a refused compact line left bytes behind")
+    }
+    precondition(!anyLine.bytes.contains { $0 < 0x20 }, "a compact line holds a control byte")
     // A full parse validates every string it builds (ASCII strings skip the validator): text
     // that is not UTF-8 is never accepted.
     if parsed != nil { precondition(String(validating: bytes, as: UTF8.self) != nil, "accepted JSON that is not UTF-8") }

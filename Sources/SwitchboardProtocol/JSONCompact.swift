@@ -8,12 +8,14 @@ extension JSONWriter {
         String(decoding: utf8.prefix(max), as: UTF8.self) + "…[cut: \(utf8.count) bytes]"
     }
 
-    /// Writes `json`, which must be valid JSON text (the relay parsed it, or wrote it), with
+    /// Writes `json`, which should be valid JSON text (the relay parsed it, or wrote it), with
     /// the whitespace between tokens dropped and every string value whose decoded UTF-8 is
     /// longer than `maxString` bytes replaced by `cut(_:max:)` of it: the same value
-    /// `JSONWriter.write` gives for the parsed, cut tree, at the cost of one scan. Returns
-    /// false, having written nothing, when a string is not terminated or its escapes are
-    /// invalid (text that is not valid JSON is otherwise copied, not checked).
+    /// `JSONWriter.write` gives for the parsed, cut tree, at the cost of one scan. Whatever
+    /// the input, what it writes holds no byte below 0x20: those outside strings are dropped
+    /// like whitespace, and a string holding one (not JSON) fails. Returns false, having
+    /// written nothing, when a string is not terminated, holds such a byte or has an invalid
+    /// escape that decoding it needed (other text that is not JSON is copied, not checked).
     public mutating func write(compacting json: UnsafeBufferPointer<UInt8>, cuttingStringsOver maxString: Int) -> Bool {
         let mark = bytes.count
         let n = json.count
@@ -23,7 +25,7 @@ extension JSONWriter {
         }
         while i < n {
             let c = json[i]
-            if JSONWriter.isWhitespace(c) {
+            if c <= 0x20 {
                 flush(to: i)
                 i += 1
                 runStart = i
@@ -33,14 +35,16 @@ extension JSONWriter {
             // A string from `i` to its closing quote at `j`.
             var j = i + 1, escaped = false
             while true {
-                j = JSONWriter.nextQuoteOrBackslash(json, from: j)
-                guard j < n else { bytes.removeSubrange(mark...); return false }
+                j = JSONWriter.nextSpecial(json, from: j)
+                guard j < n, json[j] >= 0x20 else { bytes.removeSubrange(mark...); return false }
                 if json[j] == UInt8(ascii: "\"") { break }
+                // A backslash: the byte it escapes is held to the same rule.
+                guard j + 1 < n, json[j + 1] >= 0x20 else { bytes.removeSubrange(mark...); return false }
                 escaped = true
                 j += 2
             }
             var after = j + 1
-            while after < n, JSONWriter.isWhitespace(json[after]) { after += 1 }
+            while after < n, json[after] <= 0x20 { after += 1 }
             let isKey = after < n && json[after] == UInt8(ascii: ":")
             // Decoding never lengthens a string: one no longer than the bound as written stays.
             if !isKey && j - i - 1 > maxString {
@@ -95,13 +99,9 @@ extension JSONWriter {
         return false
     }
 
-    static func isWhitespace(_ c: UInt8) -> Bool {
-        c == 0x20 || c == 0x0A || c == 0x0D || c == 0x09
-    }
-
-    /// The index of the first `"` or `\` at or after `from` (`json.count` if none), eight
-    /// bytes at a time.
-    static func nextQuoteOrBackslash(_ json: UnsafeBufferPointer<UInt8>, from: Int) -> Int {
+    /// The index of the first `"`, `\` or byte below 0x20 at or after `from` (`json.count` if
+    /// none), eight bytes at a time.
+    static func nextSpecial(_ json: UnsafeBufferPointer<UInt8>, from: Int) -> Int {
         guard let base = json.baseAddress else { return json.count }
         let raw = UnsafeRawPointer(base)
         let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
@@ -110,11 +110,13 @@ extension JSONWriter {
             // Little-endian: the byte at `k` is the lowest.
             let x = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: k, as: UInt64.self))
             let quote = x ^ (0x22 &* ones), backslash = x ^ (0x5C &* ones)
-            let hit = ((quote &- ones) & ~quote | (backslash &- ones) & ~backslash) & highs
+            // A byte of `v` is zero (or below `n` for `x &- n * ones`) when its high bit is set
+            // in the result: exact for the lowest such byte (a borrow only marks bytes above it).
+            let hit = ((quote &- ones) & ~quote | (backslash &- ones) & ~backslash | (x &- 0x20 &* ones) & ~x) & highs
             if hit != 0 { return k + hit.trailingZeroBitCount >> 3 }
             k += 8
         }
-        while k < json.count, json[k] != 0x22, json[k] != 0x5C { k += 1 }
+        while k < json.count, json[k] != 0x22, json[k] != 0x5C, json[k] >= 0x20 { k += 1 }
         return k
     }
 }

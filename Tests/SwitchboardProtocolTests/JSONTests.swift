@@ -218,9 +218,26 @@ import Testing
         }
     }
 
-    @Test(arguments: ["\"unterminated", "{\"a\": \"b\\", "[\"x\\q yyyyyyyyyyyyyyyy\"]"])
-    func anUnterminatedStringOrABadEscapeWritesNothing(_ text: String) {
+    @Test(arguments: ["\"unterminated", "{\"a\": \"b\\", "[\"x\\q yyyyyyyyyyyyyyyy\"]",
+                      // A byte below 0x20 in a string, raw or after a backslash, at any length.
+                      "\"a\nb\"", "\"a\\\nb\"", "[\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\u{01}\"]"])
+    func anUnterminatedStringABadEscapeOrAControlByteInAStringWritesNothing(_ text: String) {
         #expect(JSONCompacting.compact(text, max: 10) == nil)
+    }
+
+    /// Whatever the input, a line it writes holds no byte below 0x20 (outside strings they
+    /// are dropped like whitespace).
+    @Test func noControlByteIsEverWritten() {
+        #expect(JSONCompacting.compact("{\u{01}\"a\"\u{1F}:\u{00}1}", max: 10) == Array("{\"a\":1}".utf8))
+        var generator = SystemRandomNumberGenerator()
+        let alphabet: [UInt8] = [0x00, 0x01, 0x09, 0x0A, 0x1F, 0x20, 0x22, 0x5C, 0x3A, 0x2C, 0x7B, 0x7D, 0x5B, 0x5D, 0x61, 0x75, 0x30, 0xC3, 0xA9]
+        for _ in 0..<20_000 {
+            let input = (0..<Int.random(in: 0...40, using: &generator)).map { _ in alphabet.randomElement(using: &generator)! }
+            var w = JSONWriter()
+            let ok = input.withUnsafeBufferPointer { w.write(compacting: $0, cuttingStringsOver: 4) }
+            #expect(!w.bytes.contains { $0 < 0x20 }, "\(input) wrote \(w.bytes)")
+            if !ok { #expect(w.bytes.isEmpty) }
+        }
     }
 
     @Test func aControlByteIsFoundAtEveryOffset() {
