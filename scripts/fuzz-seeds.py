@@ -104,6 +104,18 @@ write("json", [s.encode() for s in [
     b'"' + b"".join(b"\\u%04x" % c for c in range(32)) + b'"', b'{"\\"\\\\\\n":"\\t\\r\\b\\f\\/"}',
     b'"' + b'\\\\\\"' * 16_384 + b'"', b'"' + b"\\u0001" * 10_923 + "é😀".encode() * 4_000 + b'"',
     b'{"' + b"k" * 65_536 + b'":"' + b"\\u001f" * 100 + b'"}',
+    # The log's compact writer: whitespace of every kind between tokens, runs of it, control
+    # bytes outside and inside strings, keys set off from their colon, strings whose closing
+    # quote falls at every alignment, a backslash last or before a control byte, escapes that
+    # decode shorter than the bound, surrogate pairs where the cut falls, many short strings.
+    b'{\r\n\t"a" :\n [ 1 ,\t"' + b"b" * 40 + b'" ] , "c"\t\n:\r"' + b"d" * 30 + b'"}',
+    b" " * 65_536 + b"1", b"\n" * 10_000 + b'"' + b"x" * 100 + b'"' + b"\t" * 10_000,
+    b'{\x01"a\x1f":\x00"' + b"z" * 50 + b'"\x07}', b'["ab\ncd' + b"e" * 40 + b'"]', b'["' + b"q" * 30 + b'\\\n"]',
+    b'{"' + b"k" * 40 + b'"' + b" " * 9 + b':"v"}', b'"abc\\', b'"' + b"a" * 40 + b'\\',
+] + [b'["' + b"s" * k + b'"' + b"\x02" * (k % 3) + b"]" for k in range(0, 40)] + [
+    b'"' + b"\\/" * 15 + b'"', b'{"p":"' + b"\\/" * 40_000 + b'"}',
+    b'"' + b"\\ud83d\\ude00" * 5_000 + b'"', b'["' + "😀".encode() * 7 + b'x"]',
+    b"[" + b",".join([b'"a"'] * 20_000) + b"]", b"[" * 60 + b'"' + b"w" * 1_000 + b'"' + b"]" * 60,
 ])
 
 commands = [

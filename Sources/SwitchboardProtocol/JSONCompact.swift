@@ -17,6 +17,7 @@ extension JSONWriter {
     /// written nothing, when a string is not terminated, holds such a byte or has an invalid
     /// escape that decoding it needed (other text that is not JSON is copied, not checked).
     public mutating func write(compacting json: UnsafeBufferPointer<UInt8>, cuttingStringsOver maxString: Int) -> Bool {
+        guard let base = json.baseAddress else { return true }
         let mark = bytes.count
         let n = json.count
         var i = 0, runStart = 0
@@ -35,7 +36,7 @@ extension JSONWriter {
             // A string from `i` to its closing quote at `j`.
             var j = i + 1, escaped = false
             while true {
-                j = JSONWriter.nextSpecial(json, from: j)
+                j = JSONParser.firstSpecial(base, from: j, end: n)
                 guard j < n, json[j] >= 0x20 else { bytes.removeSubrange(mark...); return false }
                 if json[j] == UInt8(ascii: "\"") { break }
                 // A backslash: the byte it escapes is held to the same rule.
@@ -97,26 +98,5 @@ extension JSONWriter {
             k &+= 1
         }
         return false
-    }
-
-    /// The index of the first `"`, `\` or byte below 0x20 at or after `from` (`json.count` if
-    /// none), eight bytes at a time.
-    static func nextSpecial(_ json: UnsafeBufferPointer<UInt8>, from: Int) -> Int {
-        guard let base = json.baseAddress else { return json.count }
-        let raw = UnsafeRawPointer(base)
-        let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
-        var k = from
-        while json.count - k >= 8 {
-            // Little-endian: the byte at `k` is the lowest.
-            let x = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: k, as: UInt64.self))
-            let quote = x ^ (0x22 &* ones), backslash = x ^ (0x5C &* ones)
-            // A byte of `v` is zero (or below `n` for `x &- n * ones`) when its high bit is set
-            // in the result: exact for the lowest such byte (a borrow only marks bytes above it).
-            let hit = ((quote &- ones) & ~quote | (backslash &- ones) & ~backslash | (x &- 0x20 &* ones) & ~x) & highs
-            if hit != 0 { return k + hit.trailingZeroBitCount >> 3 }
-            k += 8
-        }
-        while k < json.count, json[k] != 0x22, json[k] != 0x5C, json[k] >= 0x20 { k += 1 }
-        return k
     }
 }

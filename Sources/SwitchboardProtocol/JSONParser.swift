@@ -136,23 +136,29 @@ public struct JSONParser: ~Copyable {
         }
     }
 
-    /// Moves `i` past plain string bytes (not `"`, `\\` or a control character), eight at a
-    /// time while at least eight remain, onto the first other byte, which the byte-wise loops
-    /// then handle (the last bytes before the end are theirs too).
-    private mutating func skipPlainRun() {
+    /// Moves `i` past plain string bytes onto the next `"`, `\\` or control character (or the end).
+    private mutating func skipPlainRun() { i = JSONParser.firstSpecial(base, from: i, end: end) }
+
+    /// The index of the first `"`, `\\` or byte below 0x20 in `base[from..<end]`, `end` if none:
+    /// eight bytes at a time, then the last few one by one. (The parser and the log's compact
+    /// writer find the ends of strings with it.)
+    static func firstSpecial(_ base: UnsafePointer<UInt8>, from: Int, end: Int) -> Int {
         let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
         let raw = UnsafeRawPointer(base)
-        while end - i >= 8 {
-            // Little-endian: the byte at `i` is the lowest.
-            let x = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: i, as: UInt64.self))
+        var k = from
+        while end - k >= 8 {
+            // Little-endian: the byte at `k` is the lowest.
+            let x = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: k, as: UInt64.self))
             // A byte of `v` is zero (or below `n` for `x &- n * ones`) when its high bit is set
             // in the result: the classic test, exact for the lowest such byte (a borrow only
             // marks bytes above it).
             let quote = x ^ (0x22 &* ones), backslash = x ^ (0x5C &* ones)
             let special = ((quote &- ones) & ~quote | (backslash &- ones) & ~backslash | (x &- 0x20 &* ones) & ~x) & highs
-            if special != 0 { i += special.trailingZeroBitCount >> 3; return }
-            i += 8
+            if special != 0 { return k + special.trailingZeroBitCount >> 3 }
+            k += 8
         }
+        while k < end, base[k] != 0x22, base[k] != 0x5C, base[k] >= 0x20 { k += 1 }
+        return k
     }
 
     /// A string's decoded bytes as a `String`, refused unless valid UTF-8. ASCII needs no

@@ -157,7 +157,7 @@ public final class TrafficLog: @unchecked Sendable {
                 if options.redact && TrafficLog.mentionsSecret(bytes) {
                     w.write(string: "[redacted: not JSON, names a field that may hold user input]")
                 } else {
-                    w.write(scrub(.string(String(decoding: bytes, as: UTF8.self)), redact: false, path: []))
+                    w.write(TrafficLog.scrub(.string(String(decoding: bytes, as: UTF8.self)), maxString: options.maxString, redact: false))
                 }
             } else if !(sensitive && options.redact) {
                 let written = bytes.withUnsafeBufferPointer { b in
@@ -171,7 +171,7 @@ public final class TrafficLog: @unchecked Sendable {
                 }
                 if !written { w.write(string: "[unparsable: \(bytes.count) bytes]") }
             } else if let v = try? bytes.withUnsafeBytes({ try JSONParser.parse($0) }) {
-                w.write(scrub(v, redact: sensitive && options.redact, path: []))
+                w.write(TrafficLog.scrub(v, maxString: options.maxString, redact: sensitive && options.redact))
             } else {
                 w.write(string: "[unparsable: \(bytes.count) bytes]")
             }
@@ -188,7 +188,7 @@ public final class TrafficLog: @unchecked Sendable {
             w.raw("\",\"channel\":"); w.int(channel)
             w.raw(",\"method\":"); w.write(frame["method"]?.stringValue.map(JSON.string) ?? .null)
             w.raw(",\"bytes\":"); w.int(bytes)
-            w.raw(",\"message\":"); w.write(scrub(frame, redact: options.redact, path: [], keys: TrafficLog.cdpSecretKeys))
+            w.raw(",\"message\":"); w.write(TrafficLog.scrub(frame, maxString: options.maxString, redact: options.redact, keys: TrafficLog.cdpSecretKeys))
         }
     }
 
@@ -254,18 +254,21 @@ public final class TrafficLog: @unchecked Sendable {
         return payload.members.contains { secretKeys.contains($0.key) }
     }
 
-    /// Redacts user input (`fill.value`, `type.text`, network bodies) and cuts long strings.
-    func scrub(_ v: JSON, redact: Bool, path: [String], keys: Set<String>? = nil) -> JSON {
+    /// Redacts user input (`fill.value`, `type.text`, network bodies) and cuts strings longer
+    /// than `maxString` bytes. (Without redaction, `JSONWriter.write(compacting:…)` writes the
+    /// same value from the text in one scan.)
+    static func scrub(_ v: JSON, maxString: Int, redact: Bool, path: [String] = [], keys: Set<String>? = nil) -> JSON {
         if redact && (keys.map { k in path.last.map(k.contains) ?? false } ?? TrafficLog.isSecret(path)) {
             if case .string(let s) = v { return .string("[redacted: \(s.count) chars]") }
             return .string("[redacted: \(v.typeName)]")
         }
         switch v {
         case .string(let s):
-            if s.utf8.count > options.maxString { return .string(JSONWriter.cut(s.utf8, max: options.maxString)) }
+            if s.utf8.count > maxString { return .string(JSONWriter.cut(s.utf8, max: maxString)) }
             return v
-        case .array(let a): return .array(a.map { scrub($0, redact: redact, path: path, keys: keys) })
-        case .object(let o): return .object(JSONObject(o.members.map { ($0.key, scrub($0.value, redact: redact, path: path + [$0.key], keys: keys)) }))
+        case .array(let a): return .array(a.map { scrub($0, maxString: maxString, redact: redact, path: path, keys: keys) })
+        case .object(let o):
+            return .object(JSONObject(o.members.map { ($0.key, scrub($0.value, maxString: maxString, redact: redact, path: path + [$0.key], keys: keys)) }))
         default: return v
         }
     }
