@@ -26,10 +26,12 @@ let package = Package(
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
         // The session store of several nodes (docs/scaling.md).
         .systemLibrary(name: "CPostgreSQL", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
+        // Gathers the appends to SQLite's WAL into one write per commit (wal_vfs.c).
+        .target(name: "CSQLiteWAL", dependencies: ["CSQLite"]),
         .target(name: "SwitchboardProtocol"),
         .target(name: "WebSocketCore", dependencies: ["CZlib", "COpenSSL"]),
         .target(name: "SocketServer", dependencies: ["WebSocketCore", "COpenSSL", "CSystem"]),
-        .target(name: "SwitchboardServer", dependencies: ["SwitchboardProtocol", "SocketServer", "WebSocketCore", "COpenSSL", "CSQLite", "CPostgreSQL"]),
+        .target(name: "SwitchboardServer", dependencies: ["SwitchboardProtocol", "SocketServer", "WebSocketCore", "COpenSSL", "CSQLite", "CSQLiteWAL", "CPostgreSQL"]),
         // The WebSocket and HTTP client transport of the SDK on Linux (Apple platforms use URLSession).
         .target(name: "WebSocketClient", dependencies: ["WebSocketCore", "SocketServer", "CSystem", "COpenSSL"]),
         .target(name: "Switchboard", dependencies: [

@@ -1,4 +1,5 @@
 import CSQLite
+import CSQLiteWAL
 
 public struct SQLiteError: Error, CustomStringConvertible, Sendable {
     public var description: String
@@ -11,12 +12,15 @@ final class Database {
     private var statements: [String: OpaquePointer] = [:]
 
     /// Set up once, before the first connection: without memory statistics (nothing reads
-    /// them), SQLite's allocations take no process-wide lock.
-    private static let configured: Void = { _ = sb_sqlite3_memstatus_off() }()
+    /// them), SQLite's allocations take no process-wide lock. The VFS that writes a commit's
+    /// WAL frames in one write (`CSQLiteWAL`); nil (the default VFS) if it cannot register.
+    private static let vfs: String? = {
+        _ = sb_sqlite3_memstatus_off()
+        return sb_wal_vfs_register() == SQLITE_OK ? SB_WAL_VFS_NAME : nil
+    }()
 
     init(path: String) throws(SQLiteError) {
-        _ = Database.configured
-        guard sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nil) == SQLITE_OK else {
+        guard sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, Database.vfs) == SQLITE_OK else {
             let message = db.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
             sqlite3_close(db)
             throw SQLiteError(description: "cannot open \(path): \(message)")
@@ -45,6 +49,14 @@ final class Database {
 
     /// Frames in the WAL after this connection's last commit (0 unless `trackWALFrames`).
     var framesInWAL: Int { Int(walFrames.pointee) }
+
+    /// The writes SQLite made to this connection's WAL and the writes that reached the file for
+    /// them (`CSQLiteWAL`); nil while no WAL is open through that VFS.
+    var walWrites: (sqlite: Int, file: Int)? {
+        var s: Int64 = 0, f: Int64 = 0
+        guard sb_wal_vfs_file_stats(db, &s, &f) == SQLITE_OK else { return nil }
+        return (Int(s), Int(f))
+    }
 
     /// The rowid of this connection's last insert.
     var lastInsertRowid: Int64 { sqlite3_last_insert_rowid(db) }
