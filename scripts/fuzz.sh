@@ -26,23 +26,24 @@ SWIFTC="${SWIFTC:-swiftc}"
 # libFuzzer and AddressSanitizer report crashes; Swift's own backtracer would get in their way.
 export SWIFT_BACKTRACE=enable=no
 FLAGS=(-sanitize=fuzzer,address -parse-as-library -O -g -swift-version 6 -enable-testing -I "$B"
-       -I Sources/CZlib -I Sources/COpenSSL -I Sources/CSystem -I Sources/CSQLite -I Sources/CPostgreSQL -Xcc -I/usr/include/postgresql)
+       -I Sources/CZlib -I Sources/COpenSSL -I Sources/CSystem -I Sources/CSQLite -I Sources/CSQLiteWAL/include -I Sources/CPostgreSQL -Xcc -I/usr/include/postgresql)
 
 build_modules() {
   mkdir -p "$B"
   local stamp="$B/.sources" now
-  now=$(cat Sources/{SwitchboardProtocol,WebSocketCore,SocketServer,SwitchboardServer}/*.swift Fuzz/*.swift Tests/SwitchboardServerTests/Fakes.swift scripts/fuzz.sh | sha256sum | cut -d' ' -f1)
+  now=$(cat Sources/{SwitchboardProtocol,WebSocketCore,SocketServer,SwitchboardServer}/*.swift Sources/CSQLiteWAL/*.c Fuzz/*.swift Tests/SwitchboardServerTests/Fakes.swift scripts/fuzz.sh | sha256sum | cut -d' ' -f1)
   [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$now" ] && return 0
   # FUZZ_REUSE=1 runs what was built last even if the sources changed since (long runs).
   [ "${FUZZ_REUSE:-}" = 1 ] && [ -f "$stamp" ] && return 0
   echo "fuzz: building instrumented modules in $B" >&2
+  "${CLANG:-clang}" -O1 -g -fsanitize=fuzzer-no-link,address -I Sources/CSQLiteWAL/include -c Sources/CSQLiteWAL/wal_vfs.c -o "$B/CSQLiteWAL.o"
   for m in SwitchboardProtocol WebSocketCore SocketServer SwitchboardServer; do
     "$SWIFTC" "${FLAGS[@]}" -module-name "$m" -emit-module -emit-module-path "$B/$m.swiftmodule" -wmo \
       -c Sources/$m/*.swift -o "$B/$m.o"
   done
   for t in $TARGETS; do
     "$SWIFTC" "${FLAGS[@]}" -module-name "Fuzz_$t" -D "FUZZ_$(echo "$t" | tr a-z A-Z)" Fuzz/*.swift Tests/SwitchboardServerTests/Fakes.swift \
-      "$B"/SwitchboardProtocol.o "$B"/WebSocketCore.o "$B"/SocketServer.o "$B"/SwitchboardServer.o \
+      "$B"/SwitchboardProtocol.o "$B"/WebSocketCore.o "$B"/SocketServer.o "$B"/SwitchboardServer.o "$B"/CSQLiteWAL.o \
       -lz -lssl -lcrypto -lsqlite3 -lpq -use-ld=lld -o "$B/fuzz-$t"
   done
   echo "$now" > "$stamp"
