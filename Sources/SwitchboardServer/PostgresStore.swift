@@ -284,9 +284,13 @@ public final class PostgresStore: SessionStore, @unchecked Sendable {
             try db.exec("BEGIN")
             do throws(PostgresError) {
                 var epoch: Int64? = nil
+                // Only while this node's own lease runs: a node that woke from a pause longer than
+                // its lease would evict what it took as soon as its lease thread saw the lapse
+                // (the peer is told `session_moved` and retries, as for a session held elsewhere).
                 try db.query("""
                 UPDATE sessions s SET owner = $1, epoch = s.epoch + 1, wanted_by = NULL, released_at = NULL
                 WHERE s.id = $2 AND (s.owner IS NULL OR NOT EXISTS (SELECT 1 FROM nodes n WHERE n.id = s.owner AND n.lease_expires > now()))
+                  AND EXISTS (SELECT 1 FROM nodes m WHERE m.id = $1 AND m.lease_expires > now())
                 RETURNING s.epoch
                 """, [.text(me), .text(id)]) { r throws(PostgresError) in if r.count == 1 { epoch = r.int(0, 0) } }
                 let answer: Takeover

@@ -123,6 +123,11 @@ struct PostgresStoreTests {
             // Once fenced, a stays out even though its epoch map no longer names the session.
             sqlite.commit(a, [sqlite.entry("s", 3, "again")])
             #expect(try b.lastJournalEntry(session: "s") == 2)
+            // Nor does a, its lease lapsed, take a session nobody holds: it would drop it as soon
+            // as its lease thread saw the lapse. b, whose lease runs, takes it back.
+            sqlite.commit(b, [.release(session: "s")])
+            guard case .heldElsewhere = try a.takeOver("s") else { Issue.record("taken by a node whose lease lapsed"); return }
+            guard case .taken = try b.takeOver("s") else { Issue.record("a released session was not taken back"); return }
         }
     }
 
