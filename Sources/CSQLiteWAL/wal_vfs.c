@@ -66,7 +66,6 @@ static int flush(sqlite3_file *f) {
     if (c->length == 0) return SQLITE_OK;
     int length = c->length;
     c->length = 0;
-    c->commitEnd = 0;
     c->fileWrites += 1;
     return c->inner->xWrite(f, c->buffer, length, c->start);
 }
@@ -80,6 +79,7 @@ static int walWrite(sqlite3_file *f, const void *data, int n, sqlite3_int64 offs
         int rc = flush(f);
         if (rc != SQLITE_OK) return rc;
         c->fileWrites += 1;
+        c->commitEnd = 0;
         return c->inner->xWrite(f, data, n, offset);
     }
     if (c->length > 0 && (offset != c->start + c->length || n > CAPACITY - c->length)) {
@@ -89,14 +89,15 @@ static int walWrite(sqlite3_file *f, const void *data, int n, sqlite3_int64 offs
     if (c->length == 0) c->start = offset;
     memcpy(c->buffer + c->length, data, (size_t)n);
     c->length += n;
-    // A frame header starts at 32 + k * (page size + 24).
+    // A frame header starts at 32 + k * (page size + 24). The commit frame's end stays armed
+    // across a flush between its header and its page (the buffer was full).
     if (n == FRAME_HEADER && offset >= WAL_HEADER && (offset - WAL_HEADER) % (c->pageSize + FRAME_HEADER) == 0 &&
         read32((const unsigned char *)data + 4) != 0) {
         c->commitEnd = offset + FRAME_HEADER + c->pageSize;
     }
-    if (c->commitEnd != 0 && offset + n >= c->commitEnd) return flush(f);
-    if (c->length == CAPACITY) return flush(f);
-    return SQLITE_OK;
+    int committed = c->commitEnd != 0 && offset + n >= c->commitEnd;
+    if (committed) c->commitEnd = 0;
+    return committed || c->length == CAPACITY ? flush(f) : SQLITE_OK;
 }
 
 static int walRead(sqlite3_file *f, void *data, int n, sqlite3_int64 offset) {

@@ -73,6 +73,29 @@ import Glibc
         }
     }
 
+    /// Transactions of 1 to 80 pages: the commit frame lands at every place in the buffer,
+    /// the frame whose header fits and whose page does not included (the buffer is written
+    /// between the two, and the page is still written at once).
+    @Test func theCommitFrameIsWrittenWhereverItFallsInTheBuffer() throws {
+        let path = Self.path("frames")
+        defer { Self.remove(path) }
+        Self.remove(path)
+        let writer = try Database(path: path)
+        try writer.exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=0; CREATE TABLE t (g INTEGER PRIMARY KEY, body BLOB NOT NULL)")
+        let reader = try Database(path: path)
+        var count = 0
+        for rows in 1...80 {
+            // A 3 500-byte row fills a 4 KiB leaf of its own: about one frame per row.
+            try writer.exec("BEGIN")
+            for _ in 0..<rows { try writer.query("INSERT INTO t (body) VALUES (randomblob(3500))") }
+            try writer.exec("COMMIT")
+            count += rows
+            var seen = -1
+            try reader.query("SELECT COUNT(*) FROM t") { r in seen = Int(r.int(0)) }
+            #expect(seen == count, "after a transaction of \(rows) rows")
+        }
+    }
+
     /// A rolled-back transaction leaves nothing another connection or recovery can see, and
     /// the next commit is whole.
     @Test func aRollbackLeavesNothingAndTheNextCommitIsWhole() throws {
