@@ -26,6 +26,15 @@ import Glibc
         }
     }
 
+    /// A new database at `path` in WAL mode (as the store sets it, without automatic
+    /// checkpoints) holding an empty table `t`; `pragmas` are set before it is made.
+    static func create(_ path: String, pragmas: String = "") throws -> Database {
+        remove(path)
+        let db = try Database(path: path)
+        try db.exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=0; \(pragmas) CREATE TABLE t (g INTEGER PRIMARY KEY, body BLOB NOT NULL)")
+        return db
+    }
+
     /// The rows of table `t` as (g, body), in order.
     static func rows(_ db: Database) throws -> [(Int64, [UInt8])] {
         var out: [(Int64, [UInt8])] = []
@@ -36,9 +45,7 @@ import Glibc
     @Test func everyCommitIsInTheFileWhenItReturns() throws {
         let path = Self.path("commit"), crashed = Self.path("crashed")
         defer { Self.remove(path); Self.remove(crashed) }
-        Self.remove(path)
-        let writer = try Database(path: path)
-        try writer.exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=0; CREATE TABLE t (g INTEGER PRIMARY KEY, body BLOB NOT NULL)")
+        let writer = try Self.create(path)
         let reader = try Database(path: path)
         var expected: [(Int64, [UInt8])] = []
         var generator = SystemRandomNumberGenerator()
@@ -79,9 +86,7 @@ import Glibc
     @Test func theCommitFrameIsWrittenWhereverItFallsInTheBuffer() throws {
         let path = Self.path("frames")
         defer { Self.remove(path) }
-        Self.remove(path)
-        let writer = try Database(path: path)
-        try writer.exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=0; CREATE TABLE t (g INTEGER PRIMARY KEY, body BLOB NOT NULL)")
+        let writer = try Self.create(path)
         let reader = try Database(path: path)
         var count = 0
         for rows in 1...80 {
@@ -101,9 +106,7 @@ import Glibc
     @Test func aRollbackLeavesNothingAndTheNextCommitIsWhole() throws {
         let path = Self.path("rollback"), crashed = Self.path("rollback-crashed")
         defer { Self.remove(path); Self.remove(crashed) }
-        Self.remove(path)
-        let writer = try Database(path: path)
-        try writer.exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=0; PRAGMA cache_size=8; CREATE TABLE t (g INTEGER PRIMARY KEY, body BLOB NOT NULL)")
+        let writer = try Self.create(path, pragmas: "PRAGMA cache_size=8;")
         try writer.query("INSERT INTO t (body) VALUES (?)", [.blob([1, 2, 3])])
         // A small page cache spills this transaction's pages into the WAL before it ends.
         try writer.exec("BEGIN")
