@@ -140,12 +140,21 @@ public struct JSONParser: ~Copyable {
     private mutating func skipPlainRun() { i = JSONParser.firstSpecial(base, from: i, end: end) }
 
     /// The index of the first `"`, `\\` or byte below 0x20 in `base[from..<end]`, `end` if none:
-    /// eight bytes at a time, then the last few one by one. (The parser and the log's compact
-    /// writer find the ends of strings with it.)
+    /// sixteen bytes at a time (one vector compare each), then eight at a time from the block
+    /// holding the byte (or the last few bytes), then one by one. (The parser and the log's
+    /// compact writer find the ends of strings with it: six scans of every 64 KiB param or
+    /// result a command carries.)
     static func firstSpecial(_ base: UnsafePointer<UInt8>, from: Int, end: Int) -> Int {
         let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
         let raw = UnsafeRawPointer(base)
         var k = from
+        let quotes = SIMD16<UInt8>(repeating: 0x22), backslashes = SIMD16<UInt8>(repeating: 0x5C)
+        let spaces = SIMD16<UInt8>(repeating: 0x20)
+        while end - k >= 16 {
+            let v = raw.loadUnaligned(fromByteOffset: k, as: SIMD16<UInt8>.self)
+            if any((v .== quotes) .| (v .== backslashes) .| (v .< spaces)) { break }
+            k += 16
+        }
         while end - k >= 8 {
             // Little-endian: the byte at `k` is the lowest.
             let x = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: k, as: UInt64.self))

@@ -2,6 +2,28 @@ import Testing
 @testable import SwitchboardProtocol
 
 @Suite struct JSONParsing {
+    /// The scan for the end of a string's plain run (sixteen bytes at a time, then eight, then
+    /// one) agrees with a byte-by-byte scan wherever the special byte falls, from any start,
+    /// and never takes a byte at or above 0x80 (UTF-8) or 0x20–0x7F other than `"` and `\\`.
+    @Test(arguments: [0x22, 0x5C, 0x00, 0x0A, 0x1F] as [UInt8])
+    func firstSpecialAgreesWithAByteByByteScan(_ special: UInt8) {
+        let plain: [UInt8] = [0x20, 0x21, 0x23, 0x5B, 0x5D, 0x7F, 0x80, 0xC3, 0xFF, 0x41]
+        for count in 0..<72 {
+            for at in -1..<count {
+                var bytes = (0..<count).map { plain[$0 % plain.count] }
+                if at >= 0 { bytes[at] = special }
+                bytes.withUnsafeBufferPointer { p in
+                    let base = p.baseAddress ?? UnsafePointer(bitPattern: 1)!
+                    for from in 0...min(count, 3) {
+                        var naive = from
+                        while naive < count, bytes[naive] != 0x22, bytes[naive] != 0x5C, bytes[naive] >= 0x20 { naive += 1 }
+                        #expect(JSONParser.firstSpecial(base, from: from, end: count) == naive, "count \(count) at \(at) from \(from)")
+                    }
+                }
+            }
+        }
+    }
+
     @Test(arguments: [
         "{}", "[]", "null", "true", "0", "-1.5e3", "\"a\\u00e9\\n\\\"\"", "{\"a\":[1,{\"b\":null}],\"c\":\"\\ud83d\\ude00\"}",
     ])
