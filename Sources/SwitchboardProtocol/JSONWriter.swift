@@ -61,9 +61,14 @@ public struct JSONWriter {
     /// Writes valid UTF-8 bytes as a JSON string (escaping quotes, backslashes and controls).
     public mutating func write(utf8String u: UnsafeBufferPointer<UInt8>) {
         bytes.append(UInt8(ascii: "\""))
+        guard let base = u.baseAddress else { bytes.append(UInt8(ascii: "\"")); return }
         var runStart = 0
-        for (k, c) in u.enumerated() where c < 0x20 || c == 0x22 || c == 0x5C {
+        while true {
+            // Plain runs are copied whole; the parser's scan finds where each ends.
+            let k = JSONParser.firstSpecial(base, from: runStart, end: u.count)
             bytes.append(contentsOf: UnsafeBufferPointer(rebasing: u[runStart..<k]))
+            guard k < u.count else { break }
+            let c = u[k]
             runStart = k + 1
             switch c {
             case 0x22: bytes.append(contentsOf: [0x5C, 0x22])
@@ -74,7 +79,6 @@ public struct JSONWriter {
             default: bytes.append(contentsOf: [0x5C, UInt8(ascii: "u"), 0x30, 0x30, JSONWriter.hex[Int(c >> 4)], JSONWriter.hex[Int(c & 0xF)]])
             }
         }
-        bytes.append(contentsOf: UnsafeBufferPointer(rebasing: u[runStart...]))
         bytes.append(UInt8(ascii: "\""))
     }
 

@@ -48,6 +48,14 @@ public enum Masking {
         withUnsafeMutableBytes(of: &word) { w in
             for j in 0..<8 { w[j] = keyByte(j) }
         }
+        // Sixteen bytes at a time (one vector XOR), then eight, then the last few.
+        var block = SIMD16<UInt8>()
+        for j in 0..<16 { block[j] = keyByte(j) }
+        while i + 16 <= count {
+            let v = (base + i).loadUnaligned(as: SIMD16<UInt8>.self) ^ block
+            (base + i).storeBytes(of: v, as: SIMD16<UInt8>.self)
+            i += 16
+        }
         while i + 8 <= count {
             let v = (base + i).loadUnaligned(as: UInt64.self) ^ word
             (base + i).storeBytes(of: v, as: UInt64.self)

@@ -22,7 +22,13 @@ public struct UTF8Validator: Sendable {
         var i = 0
         while i < count {
             if need == 0 {
-                // Fast path: 8 ASCII bytes at a time.
+                // Fast path: 32 ASCII bytes at a time, then 8.
+                while i + 32 <= count {
+                    let words = (base + i).loadUnaligned(as: UInt64.self) | (base + i + 8).loadUnaligned(as: UInt64.self)
+                        | (base + i + 16).loadUnaligned(as: UInt64.self) | (base + i + 24).loadUnaligned(as: UInt64.self)
+                    if words & 0x8080_8080_8080_8080 != 0 { break }
+                    i += 32
+                }
                 while i + 8 <= count {
                     let word = (base + i).loadUnaligned(as: UInt64.self)
                     if word & 0x8080_8080_8080_8080 != 0 { break }

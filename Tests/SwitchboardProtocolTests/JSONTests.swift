@@ -24,6 +24,21 @@ import Testing
         }
     }
 
+    /// A string with a character that must be escaped at any position (in any block of the
+    /// scan) is written escaped and reads back the same.
+    @Test(arguments: ["\"", "\\", "\n", "\r", "\t", "\u{01}", "\u{1F}", "é"])
+    func escapedCharactersAtEveryPositionReadBack(_ special: String) throws {
+        for count in 0..<40 {
+            for at in 0...count {
+                let text = String(repeating: "a", count: at) + special + String(repeating: "b", count: count - at)
+                var w = JSONWriter()
+                Array(text.utf8).withUnsafeBufferPointer { w.write(utf8String: $0) }
+                #expect(try JSONParser.parse(w.bytes) == .string(text))
+                #expect(!w.bytes.dropFirst().dropLast().contains { $0 < 0x20 })
+            }
+        }
+    }
+
     @Test(arguments: [
         "{}", "[]", "null", "true", "0", "-1.5e3", "\"a\\u00e9\\n\\\"\"", "{\"a\":[1,{\"b\":null}],\"c\":\"\\ud83d\\ude00\"}",
     ])

@@ -187,7 +187,7 @@ import Testing
 
 @Suite struct MaskingAndUTF8 {
     @Test func maskingAtEveryOffsetMatchesBytewise() {
-        let payload = (0..<37).map { UInt8($0 * 7 & 0xFF) }
+        let payload = (0..<77).map { UInt8($0 * 7 & 0xFF) }
         let key: UInt32 = 0xA1B2_C3D4
         let keyBytes: [UInt8] = [0xA1, 0xB2, 0xC3, 0xD4]
         for offset in 0..<4 {
@@ -212,6 +212,25 @@ import Testing
         var ok = true
         for b in bytes where ok { ok = v.validate([b]) }
         #expect((ok && v.isComplete) == valid)
+    }
+
+    /// Whatever block of the ASCII fast paths (32 bytes, then 8, then one) a byte falls in: a
+    /// stray continuation byte or a cut sequence is refused there, and a valid two-, three- or
+    /// four-byte sequence is taken, fed whole or split in two anywhere.
+    @Test(arguments: [([0x80], false), ([0xFF], false), ([0xE2, 0x82], false), ([0xC3, 0xA9], true),
+                      ([0xE2, 0x82, 0xAC], true), ([0xF0, 0x9F, 0x98, 0x80], true)] as [([UInt8], Bool)])
+    func sequencesAtEveryPositionOfAsciiText(_ sequence: [UInt8], _ valid: Bool) {
+        for count in 0..<80 {
+            for at in 0...count {
+                let bytes = [UInt8](repeating: 0x61, count: at) + sequence + [UInt8](repeating: 0x62, count: count - at)
+                #expect(UTF8Validator.isValid(bytes) == valid, "at \(at) of \(count)")
+                for cut in [at / 2, at + 1, bytes.count - 1] where cut > 0 && cut < bytes.count {
+                    var v = UTF8Validator()
+                    let ok = v.validate(Array(bytes[..<cut])) && v.validate(Array(bytes[cut...])) && v.isComplete
+                    #expect(ok == valid, "at \(at) of \(count), cut at \(cut)")
+                }
+            }
+        }
     }
 
     @Test func longAsciiThenInvalidIsCaught() {
