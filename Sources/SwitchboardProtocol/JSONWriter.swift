@@ -2,6 +2,11 @@
 /// JSON form (raw relayed bytes) are appended as they are.
 public struct JSONWriter {
     public var bytes: [UInt8]
+    /// Where the latest `raw` bytes of at least `markedRawMinimum` went in `bytes`: the relayed
+    /// params or result of a message the server built, which the store keeps once for the
+    /// message it came in with and the one it went out in.
+    public private(set) var lastLargeRaw: Range<Int>?
+    public static let markedRawMinimum = 64
 
     public init(bytes: [UInt8] = []) { self.bytes = bytes }
 
@@ -102,6 +107,7 @@ public struct JSONWriter {
         // that close the message: otherwise they would double a buffer just filled.
         let needed = bytes.count + b.count
         if needed > bytes.capacity { bytes.reserveCapacity(Swift.max(needed + 256, bytes.capacity * 2)) }
+        if b.count >= JSONWriter.markedRawMinimum { lastLargeRaw = bytes.count..<needed }
         bytes.append(contentsOf: b)
     }
 

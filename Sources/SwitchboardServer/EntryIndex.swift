@@ -66,6 +66,13 @@ struct EntryIndex: Sendable {
         return lo
     }
 
+    /// The session's row numbered `n`, if any.
+    func entry(_ session: String, n: Int) -> Row? {
+        guard let list = rows[session] else { return nil }
+        let at = EntryIndex.start(list, after: n - 1)
+        return at < list.endIndex && list[at].n == n ? list[at] : nil
+    }
+
     /// The position of the first row numbered above `n`.
     private static func start(_ list: ArraySlice<Row>, after n: Int) -> Int { first(list) { $0.n > n } }
 

@@ -317,11 +317,19 @@ public actor Session {
         return false
     }
 
-    private func logInbound(_ direction: StaticString, type: StaticString, id: String?, _ bytes: ArraySlice<UInt8>, sensitive: Bool, json: Bool = true) {
+    /// `relayed`: the part of `bytes` (params, a result) that the message the server sends
+    /// next carries on, stored once for both.
+    private func logInbound(_ direction: StaticString, type: StaticString, id: String?, _ bytes: ArraySlice<UInt8>, sensitive: Bool,
+                            json: Bool = true, relayed: ArraySlice<UInt8>? = nil) {
         metrics.countIn(type)
         log.message(session: self.id, direction: direction, type: type, id: id, seq: nil, bytes: bytes, sensitive: sensitive, json: json)
         // The journal holds JSON values: input that is not JSON is kept as a string.
-        journal(direction, json ? bytes : JSONWriter.serialize(.string(String(decoding: bytes, as: UTF8.self)))[...])
+        guard json else { return journal(direction, JSONWriter.serialize(.string(String(decoding: bytes, as: UTF8.self)))[...]) }
+        let shared = relayed.flatMap { r in
+            r.count >= JSONWriter.markedRawMinimum && r.startIndex >= bytes.startIndex && r.endIndex <= bytes.endIndex
+                ? (r.startIndex - bytes.startIndex)..<(r.endIndex - bytes.startIndex) : nil
+        }
+        journal(direction, bytes, repeatedByNext: shared)
     }
 
     private func handle(_ msg: PeerMessage, from peer: Peer, bytes: ArraySlice<UInt8>, direction: StaticString) {
@@ -341,7 +349,7 @@ public actor Session {
         switch msg {
         case .hello: break
         case .command(let c):
-            logInbound(direction, type: "worker.command", id: c.id, bytes, sensitive: c.command == "fill" || c.command == "type")
+            logInbound(direction, type: "worker.command", id: c.id, bytes, sensitive: c.command == "fill" || c.command == "type", relayed: c.rawParams)
             handleCommand(c)
         case .cancel(let cid):
             logInbound(direction, type: "worker.cancel", id: cid, bytes, sensitive: false)
@@ -356,7 +364,7 @@ public actor Session {
             logInbound(direction, type: "worker.fail", id: nil, bytes, sensitive: false)
             lifecycle(.fail(error: error), from: peer)
         case .commandResponse(let r):
-            logInbound(direction, type: "client.command_response", id: r.id, bytes, sensitive: false)
+            logInbound(direction, type: "client.command_response", id: r.id, bytes, sensitive: false, relayed: r.rawResult)
             handleResponse(r)
         case .telemetry(let clientSeq, let events):
             logInbound(direction, type: "client.events", id: nil, bytes, sensitive: events.contains { TrafficLog.carriesBody($0.payload) })
@@ -696,6 +704,7 @@ public actor Session {
         w.open(type: type, seq: seq)
         fields(&w)
         w.raw("}")
+        let repeated = w.lastLargeRaw.map { ($0.lowerBound - FrameWriter.maxHeaderSize)..<($0.upperBound - FrameWriter.maxHeaderSize) }
         // The bytes move into the message: sealing writes the header in place, no copy.
         var message = OutboundMessage(reserved: w.take())
         message.seal(.text)
@@ -707,7 +716,8 @@ public actor Session {
         let direction: StaticString = role == .worker ? "server_to_worker" : "server_to_client"
         log.message(session: self.id, direction: direction, type: type, id: id, seq: seq,
                           bytes: message.storage[FrameWriter.maxHeaderSize...], sensitive: sensitive)
-        journal(direction, retained.payload, message: StreamPosition(stream: StreamPosition.stream(of: role), seq: seq, commandId: commandId))
+        journal(direction, retained.payload, message: StreamPosition(stream: StreamPosition.stream(of: role), seq: seq, commandId: commandId),
+                repeatsPrevious: repeated)
         metrics.countOut(type)
         let gated = durableFirst && store != nil
         guard withStream(role, { $0.admit(seq: seq, message, durableFirst: gated) }) else {
@@ -768,10 +778,13 @@ public actor Session {
     // MARK: Journal and debug viewers
 
     /// Records a message in the journal and sends its envelope to every debug viewer.
-    func journal(_ direction: StaticString, _ bytes: ArraySlice<UInt8>, message: StreamPosition? = nil) {
+    /// `repeatedByNext` and `repeatsPrevious` (offsets in `bytes`) let the store keep bytes a
+    /// message and the next one share once (`EntryWrite`).
+    func journal(_ direction: StaticString, _ bytes: ArraySlice<UInt8>, message: StreamPosition? = nil,
+                 repeatedByNext: Range<Int>? = nil, repeatsPrevious: Range<Int>? = nil) {
         let entry = journalLog.append(direction: direction, ts: epochMillis(), bytes: bytes,
                                       maxCount: settings.journalMaxEntries, maxBytes: settings.journalMaxBytes)
-        persistJournal(entry, message: message)
+        persistJournal(entry, message: message, repeatedByNext: repeatedByNext, repeatsPrevious: repeatsPrevious)
         guard !debugs.isEmpty else { return }
         let m = JournalLog.envelope(entry)
         for d in debugs { d.connection.send(m, opcode: .text) }

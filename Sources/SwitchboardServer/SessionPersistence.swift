@@ -62,11 +62,12 @@ extension Session {
     /// Stores a journal entry. A message the server sent on a stream (`message`) is stored once,
     /// as its entry, whether or not the journal is stored: replay tails are read back from
     /// these entries.
-    func persistJournal(_ e: JournalEntry, message: StreamPosition? = nil) {
+    func persistJournal(_ e: JournalEntry, message: StreamPosition? = nil, repeatedByNext: Range<Int>? = nil, repeatsPrevious: Range<Int>? = nil) {
         let journalStoredEntries = settings.journalStoredEntries
         let journaled = journalStoredEntries > 0
         guard store != nil, journaled || message != nil else { return }
-        persist(.journal(session: id, n: e.n, direction: e.direction, ts: e.ts, body: e.bytes, message: message, journaled: journaled))
+        persist(.journal(session: id, n: e.n, direction: e.direction, ts: e.ts, body: e.bytes, message: message, journaled: journaled,
+                         repeatedByNext: repeatedByNext, repeatsPrevious: repeatsPrevious))
         if journaled, let through = storedJournal.add(e.n, bytes: e.bytes.count, maxCount: journalStoredEntries, maxBytes: settings.journalStoredBytes) {
             metrics.hit("journal_stored_bytes")
             // Entries still in a replay tail stay (for replay only) until a later trim passes them.

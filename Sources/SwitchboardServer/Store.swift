@@ -56,6 +56,12 @@ public struct EntryWrite: Sendable {
     public var body: ArraySlice<UInt8>
     public var message: StreamPosition?
     public var journaled: Bool
+    /// Bytes of `body` (offsets from its start) that the session's next entry repeats: the
+    /// params of a worker's command that its `server.command` carries, the result of a
+    /// client's response that its `server.command_result` carries.
+    public var repeatedByNext: Range<Int>? = nil
+    /// Where in `body` this entry repeats bytes of the session's previous entry.
+    public var repeatsPrevious: Range<Int>? = nil
 }
 
 /// One write. Applied in order, many per transaction.
@@ -81,8 +87,10 @@ public enum StoreOp: Sendable {
     case release(session: String)
 
     public static func journal(session: String, n: Int, direction: StaticString, ts: Int64, body: ArraySlice<UInt8>,
-                        message: StreamPosition?, journaled: Bool) -> StoreOp {
-        .journal(EntryWrite(session: session, n: n, direction: direction, ts: ts, body: body, message: message, journaled: journaled))
+                               message: StreamPosition?, journaled: Bool,
+                               repeatedByNext: Range<Int>? = nil, repeatsPrevious: Range<Int>? = nil) -> StoreOp {
+        .journal(EntryWrite(session: session, n: n, direction: direction, ts: ts, body: body, message: message, journaled: journaled,
+                            repeatedByNext: repeatedByNext, repeatsPrevious: repeatsPrevious))
     }
 
     /// The session the op writes to.
@@ -249,6 +257,13 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
         CREATE TABLE states (g INTEGER PRIMARY KEY, session TEXT NOT NULL, state TEXT NOT NULL);
         INSERT INTO states (session, state) SELECT id, state FROM session_state ORDER BY id;
         DROP TABLE messages; DROP TABLE journal; DROP TABLE session_state
+        """,
+        // Bytes an entry shares with the session's next one (a command's params, a response's
+        // result) are stored once, in the next entry: the entry's row leaves them out, and
+        // they go back in at `shared_at` from `shared_from` of the next entry's body.
+        """
+        ALTER TABLE entries ADD COLUMN shared_at INTEGER; ALTER TABLE entries ADD COLUMN shared_from INTEGER;
+        ALTER TABLE entries ADD COLUMN shared_count INTEGER
         """,
     ]
 
@@ -440,8 +455,55 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
     static let entriesPerInsert = 8
 
     static func insertEntries(rows: Int) -> String {
-        "INSERT INTO entries (g, session, n, direction, ts, body, stream, seq, command_id, journaled) VALUES "
-            + Array(repeating: "(?,?,?,?,?,?,?,?,?,?)", count: rows).joined(separator: ",")
+        "INSERT INTO entries (g, session, n, direction, ts, body, stream, seq, command_id, journaled, shared_at, shared_from, shared_count) VALUES "
+            + Array(repeating: "(?,?,?,?,?,?,?,?,?,?,?,?,?)", count: rows).joined(separator: ",")
+    }
+
+    /// Where an entry's row left out bytes that the session's next entry holds.
+    struct Shared: Equatable {
+        /// Where they go back in the entry's body as stored.
+        var at: Int
+        /// Where they start in the next entry's body.
+        var from: Int
+        var count: Int
+    }
+
+    /// What to store of `e`: its body, less the bytes that `next` (the session's next entry,
+    /// written in the same commit) repeats, when it does: both say where the bytes are, and
+    /// they are compared before one copy is left out.
+    static func stored(_ e: EntryWrite, next: EntryWrite?) -> (body: ArraySlice<UInt8>, shared: Shared?) {
+        guard let r = e.repeatedByNext, let next, next.session == e.session, next.n == e.n + 1, let r2 = next.repeatsPrevious,
+              r.count == r2.count, r.count >= JSONWriter.markedRawMinimum,
+              r.lowerBound >= 0, r.upperBound <= e.body.count, r2.lowerBound >= 0, r2.upperBound <= next.body.count
+        else { return (e.body, nil) }
+        let mine = e.body.dropFirst(r.lowerBound).prefix(r.count), theirs = next.body.dropFirst(r2.lowerBound).prefix(r2.count)
+        guard mine.elementsEqual(theirs) else { return (e.body, nil) }
+        var kept = [UInt8]()
+        kept.reserveCapacity(e.body.count - r.count)
+        kept.append(contentsOf: e.body.prefix(r.lowerBound))
+        kept.append(contentsOf: e.body.dropFirst(r.upperBound))
+        return (kept[...], Shared(at: r.lowerBound, from: r2.lowerBound, count: r.count))
+    }
+
+    /// An entry's body as it was written, from its row (`stored`) and the next entry's body.
+    /// Offsets that do not fit (a next entry that is missing) put `null` where the shared
+    /// bytes were: the entry stays a JSON value.
+    static func restored(_ stored: [UInt8], shared: Shared, next: [UInt8]?) -> [UInt8] {
+        let fits = shared.at >= 0 && shared.at <= stored.count && shared.count >= 0 && shared.from >= 0
+        guard fits else { return stored }
+        let middle: ArraySlice<UInt8>
+        if let next, shared.from <= next.count, shared.count <= next.count - shared.from {
+            middle = next[shared.from..<(shared.from + shared.count)]
+        } else {
+            middle = Array("null".utf8)[...]
+        }
+        return Array(stored[..<shared.at]) + middle + stored[shared.at...]
+    }
+
+    /// The first journal op of `session` in `ops`.
+    private static func nextEntry(of session: String, in ops: some Collection<StoreOp>) -> EntryWrite? {
+        for op in ops { if case .journal(let x) = op, x.session == session { return x } }
+        return nil
     }
 
     /// Appends journal entries (`.journal` ops; any other op is skipped) with one statement.
@@ -465,9 +527,14 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
         guard count > 0 else { return }
         try db.run(numbered: count, SQLiteStore.insertEntries(rows: count)) { b in
             var i: Int32 = 1, g = first
+            var position = 0
             for op in ops {
+                defer { position += 1 }
                 guard case .journal(let e) = op else { continue }
-                b.int(i, g); b.text(i + 1, e.session); b.int(i + 2, e.n); b.literal(i + 3, e.direction); b.int(i + 4, e.ts); b.bytes(i + 5, e.body)
+                let sharing = (e.repeatedByNext?.count ?? 0) >= JSONWriter.markedRawMinimum
+                let next = sharing ? SQLiteStore.nextEntry(of: e.session, in: ops.dropFirst(position + 1)) : nil
+                let (body, shared) = SQLiteStore.stored(e, next: next)
+                b.int(i, g); b.text(i + 1, e.session); b.int(i + 2, e.n); b.literal(i + 3, e.direction); b.int(i + 4, e.ts); b.bytes(i + 5, body)
                 if let m = e.message {
                     b.int(i + 6, m.stream); b.int(i + 7, m.seq)
                     if let c = m.commandId { b.text(i + 8, c) } else { b.null(i + 8) }
@@ -475,7 +542,12 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
                     b.null(i + 6); b.null(i + 7); b.null(i + 8)
                 }
                 b.int(i + 9, e.journaled ? 1 : 0)
-                i += 10
+                if let shared {
+                    b.int(i + 10, shared.at); b.int(i + 11, shared.from); b.int(i + 12, shared.count)
+                } else {
+                    b.null(i + 10); b.null(i + 11); b.null(i + 12)
+                }
+                i += 13
                 g += 1
             }
         }
@@ -591,9 +663,20 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
         return try read { db throws(SQLiteError) in
             var out: [JournalEntry] = []
             for row in rows {
-                try db.run("SELECT n, direction, ts, body FROM entries WHERE g = ?", [.int(row.g)]) { r in
+                var shared: Shared?
+                try db.run("SELECT n, direction, ts, body, shared_at, shared_from, shared_count FROM entries WHERE g = ?", [.int(row.g)]) { r in
                     out.append(JournalEntry(n: Int(r.int(0)), direction: JournalEntry.direction(r.text(1) ?? "server"), ts: r.int(2), bytes: r.blob(3)[...]))
+                    if !r.isNull(6) {
+                        shared = Shared(at: Int(clamping: r.int(4)), from: Int(clamping: r.int(5)), count: Int(clamping: r.int(6)))
+                    }
                 }
+                guard let shared, let last = out.indices.last else { continue }
+                // The bytes left out are in the session's next entry.
+                var next: [UInt8]?
+                if let g = index.withLock({ $0.entry(session, n: row.n + 1)?.g }) {
+                    try db.run("SELECT body FROM entries WHERE g = ?", [.int(g)]) { r in next = r.blob(0) }
+                }
+                out[last].bytes = SQLiteStore.restored(Array(out[last].bytes), shared: shared, next: next)[...]
             }
             return out
         }

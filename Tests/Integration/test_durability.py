@@ -161,3 +161,38 @@ def test_terminal_sessions_and_tokens_survive(serve_factory):
         assert s["workerToken"].encode() not in db and s["clientToken"].encode() not in db
     finally:
         server2.stop()
+
+
+def test_the_journal_reads_back_every_message_whole_after_a_kill(serve_factory):
+    """A command's params and a response's result are stored once for the message that brought
+    them and the one that carried them on. After a SIGKILL the journal from the store lists
+    each of the four messages with those bytes in it, as the debug viewer saw them."""
+    server = serve_factory()
+    state = {}
+    params = {"expression": "document.title + " + "'x'" * 200, "arg": [1, "é", {"k": None}]}
+    result = {"value": "r" * 5000, "n": 3}
+
+    async def before():
+        s, w, c = await sb.pair(server.port)
+        await w.send({"type": "worker.command", "id": "big", "command": "evaluate", "params": params})
+        cmd = await c.expect("server.command", id="big")
+        assert cmd["params"] == params
+        await c.send({"type": "client.command_response", "id": "big", "result": result})
+        res = await w.expect("server.command_result", id="big")
+        assert res["result"] == result
+        _, journal = sb.rest(server.port, "GET", f"/v1/sessions/{s['sessionId']}/journal")
+        state.update(s=s, live=journal["entries"])
+    run(before())
+    server2 = restart(server)
+    try:
+        _, journal = sb.rest(server2.port, "GET", f"/v1/sessions/{state['s']['sessionId']}/journal")
+        entries = journal["entries"]
+        by_type = {e["message"].get("type"): e["message"] for e in entries}
+        assert by_type["worker.command"]["params"] == params
+        assert by_type["server.command"]["params"] == params
+        assert by_type["client.command_response"]["result"] == result
+        assert by_type["server.command_result"]["result"] == result
+        # The same entries, numbers and messages as the live session's journal before the kill.
+        assert [(e["n"], e["message"]) for e in entries] == [(e["n"], e["message"]) for e in state["live"]]
+    finally:
+        server2.stop()

@@ -313,6 +313,76 @@ import SwitchboardProtocol
     }
 
     /// Without a stored journal, sent messages are still stored (for replay), never listed.
+    /// A worker's command and the `server.command` that carries its params on (a response and
+    /// its result likewise) keep the params once: the command's row leaves them out when the
+    /// two are committed together and both say where the same bytes are. The journal reads
+    /// every entry back as it was written, before and after the store is reopened; entries
+    /// whose bytes differ, that are too short, or that are committed apart are stored whole.
+    @Test func bytesAMessageAndTheNextShareAreStoredOnce() throws {
+        let path = Self.path("shared")
+        defer { for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) } }
+        let params = "{\"expression\":\"" + String(repeating: "x", count: 300) + "\"}"
+        func inbound(_ n: Int, _ p: String) -> (StoreOp, [UInt8]) {
+            let head = "{\"type\":\"worker.command\",\"id\":\"c\(n)\",\"params\":", tail = ",\"command\":\"evaluate\"}"
+            let body = Array((head + p + tail).utf8)
+            return (.journal(session: "s", n: n, direction: "worker_to_server", ts: Int64(n), body: body[...], message: nil, journaled: true,
+                             repeatedByNext: head.utf8.count..<(head.utf8.count + p.utf8.count)), body)
+        }
+        func outbound(_ n: Int, seq: Int, _ p: String) -> (StoreOp, [UInt8]) {
+            let head = "{\"type\":\"server.command\",\"seq\":\(seq),\"id\":\"c\(n)\",\"command\":\"evaluate\",\"params\":", tail = ",\"timeoutMs\":30000}"
+            let body = Array((head + p + tail).utf8)
+            return (.journal(session: "s", n: n, direction: "server_to_client", ts: Int64(n), body: body[...],
+                             message: StreamPosition(stream: 1, seq: seq, commandId: "c\(n)"), journaled: true,
+                             repeatsPrevious: head.utf8.count..<(head.utf8.count + p.utf8.count)), body)
+        }
+        let short = "{\"a\":1}"
+        let ops = [inbound(1, params), outbound(2, seq: 1, params),                        // shared
+                   inbound(3, params), outbound(4, seq: 2, params.replacingOccurrences(of: "xx", with: "xy")),  // bytes differ
+                   inbound(5, short), outbound(6, seq: 3, short)]                            // too short to bother
+        let apart = [inbound(7, params), outbound(8, seq: 4, params)]                        // committed apart
+        let written = (ops + apart).map(\.1)
+        func storedSizes() throws -> [Int] {
+            var sizes: [Int] = []
+            try Database(path: path).query("SELECT length(body) FROM entries ORDER BY n") { r in sizes.append(Int(r.int(0))) }
+            return sizes
+        }
+        func readsBackAsWritten(_ store: SQLiteStore) throws {
+            let journal = try store.journal(session: "s", after: 0, limit: 100)
+            #expect(journal.map(\.n) == Array(1...8))
+            #expect(journal.map { Array($0.bytes) } == written)
+        }
+        try withStore(path) { store in
+            commit(store, ops.map(\.0))
+            commit(store, [apart[0].0])
+            commit(store, [apart[1].0])
+            try readsBackAsWritten(store)
+            let sizes = try storedSizes()
+            #expect(sizes == written.enumerated().map { $0.offset == 0 ? $0.element.count - params.utf8.count : $0.element.count })
+            // After a restart the index is read back from the tables: the same answers.
+            let loop = try EventLoop.spawn()
+            defer { loop.stop() }
+            let reopened = try SQLiteStore(path: path, loop: loop)
+            defer { reopened.close() }
+            try readsBackAsWritten(reopened)
+            // The command leaves the journal before the message that holds its params.
+            commit(reopened, [.trimJournal(session: "s", throughN: 1, keepFrom: (worker: Int.max, client: 1))])
+            #expect(try reopened.journal(session: "s", after: 0, limit: 100).map { Array($0.bytes) } == Array(written.dropFirst()))
+        }
+    }
+
+    /// The pure halves: offsets that do not fit leave the row as stored, a next entry that is
+    /// gone leaves `null` where the shared bytes were.
+    @Test func aRowIsRestoredFromItsNextEntryOrKeptValid() {
+        let stored = Array("{\"p\":,\"t\":1}".utf8), next = Array("{\"q\":[1,2]}".utf8)
+        let at = 5
+        #expect(String(decoding: SQLiteStore.restored(stored, shared: .init(at: at, from: 5, count: 5), next: next), as: UTF8.self) == "{\"p\":[1,2],\"t\":1}")
+        #expect(String(decoding: SQLiteStore.restored(stored, shared: .init(at: at, from: 5, count: 5), next: nil), as: UTF8.self) == "{\"p\":null,\"t\":1}")
+        #expect(String(decoding: SQLiteStore.restored(stored, shared: .init(at: at, from: 9, count: 5), next: next), as: UTF8.self) == "{\"p\":null,\"t\":1}")
+        #expect(SQLiteStore.restored(stored, shared: .init(at: 99, from: 0, count: 1), next: next) == stored)
+        #expect(SQLiteStore.restored(stored, shared: .init(at: -1, from: 0, count: 1), next: next) == stored)
+        #expect(SQLiteStore.restored(stored, shared: .init(at: 0, from: Int.max, count: Int.max), next: next).count == stored.count + 4)
+    }
+
     @Test func withoutAStoredJournalMessagesAreKeptForReplayOnly() throws {
         try withStore(Self.path("nojournal")) { store throws in
             commit(store, (1...3).map { entry("s", $0, "w\($0)", StreamPosition(stream: 1, seq: $0, commandId: "c\($0)"), journaled: false) })
