@@ -476,8 +476,10 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
               r.count == r2.count, r.count >= JSONWriter.markedRawMinimum,
               r.lowerBound >= 0, r.upperBound <= e.body.count, r2.lowerBound >= 0, r2.upperBound <= next.body.count
         else { return (e.body, nil) }
-        let mine = e.body.dropFirst(r.lowerBound).prefix(r.count), theirs = next.body.dropFirst(r2.lowerBound).prefix(r2.count)
-        guard mine.elementsEqual(theirs) else { return (e.body, nil) }
+        let same = e.body.withUnsafeBytes { a in
+            next.body.withUnsafeBytes { b in memcmp(a.baseAddress! + r.lowerBound, b.baseAddress! + r2.lowerBound, r.count) == 0 }
+        }
+        guard same else { return (e.body, nil) }
         var kept = [UInt8]()
         kept.reserveCapacity(e.body.count - r.count)
         kept.append(contentsOf: e.body.prefix(r.lowerBound))
