@@ -40,15 +40,17 @@ cp .build/release/switchboard "$WORK/switchboard"
 # journal): all of them go under one folder, removed when the benchmark ends.
 DATA=$(mktemp -d /tmp/switchboard-bench-data.XXXXXX)
 export TMPDIR="$DATA"
-# Each Switchboard run starts by deleting the data directories of the runs before it: their
-# pages not yet written to disk (gigabytes after a 64 KiB run) would otherwise be written back
-# during the next run, which the kernel then throttles (the next 64 KiB run measured 968
-# cmds/s that way, 1 461-1 555 alone). The peers write nothing to disk.
+# Each Switchboard run starts by deleting the data directories of the runs before it and
+# waiting for the disk to finish what it was writing: their pages not yet written (gigabytes
+# after a 64 KiB run) would otherwise be written back during the next run, which the kernel
+# then throttles (the 100-session 64 KiB run measured 968 cmds/s right after the 1-session one,
+# 1 461-1 555 alone). The peers write nothing to disk.
 cat > "$WORK/switchboard-run" <<WRAPPER
 #!/usr/bin/env bash
 mine=; prev=
 for a in "\$@"; do [ "\$prev" = --data-dir ] && mine="\$a"; prev="\$a"; done
 for d in "$DATA"/tmp.*; do [ "\$d" = "\$mine" ] || rm -rf "\$d"; done
+sync
 exec "$WORK/switchboard" "\$@"
 WRAPPER
 chmod +x "$WORK/switchboard-run"
