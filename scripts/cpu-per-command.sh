@@ -5,23 +5,14 @@
 # commands relayed. Alternate two builds to compare them:
 #   for i in 1 2 3; do for b in old new; do BIN=/tmp/sb-$b scripts/cpu-per-command.sh; done; done
 #   env: BIN, SESSIONS (100), PAYLOAD (256), DURATION (6), SWITCHBOARD_STORE, PORT
-# Run scripts/bench.sh once first (it builds the load generator under BENCH_DIR).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-WORK="${BENCH_DIR:-/tmp/switchboard-bench}"
-LOADGEN="$WORK/loadgen/loadgen"
-BIN="${BIN:-$PWD/.build/release/switchboard}"
-[ -x "$LOADGEN" ] || { echo "cpu-per-command: no load generator at $LOADGEN (run scripts/bench.sh once)" >&2; exit 1; }
-[ -x "$BIN" ] || swift build -c release --product switchboard
-export SWITCHBOARD_RATE_PER_SECOND=10000000 SWITCHBOARD_RATE_BURST=10000000 SWITCHBOARD_RATE_BYTES_PER_SECOND=1099511627776
-export SWITCHBOARD_RATE_BYTES_BURST=1099511627776 SWITCHBOARD_MAX_CONNECTIONS_PER_IP=1000000
+. scripts/relay-under-load.sh
 PORT="${PORT:-21961}"
 DATA=$(mktemp -d /tmp/switchboard-cpu.XXXXXX)
 RPID=
 trap 'if [ -n "$RPID" ]; then kill "$RPID" 2>/dev/null || true; fi; rm -rf "$DATA"' EXIT
-taskset -c 0 "$BIN" serve --host 127.0.0.1 --port "$PORT" --data-dir "$DATA" --api-key bench-key > "$DATA/relay.log" 2>&1 &
-RPID=$!
-for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+start_relay "$DATA" taskset -c 0
 ticks() { awk '{print $14 + $15}' "/proc/$RPID/stat"; }
 T0=$(ticks)
 taskset -c 1 "$LOADGEN" -url "http://127.0.0.1:$PORT" -mode closed -sessions "${SESSIONS:-100}" -payload-bytes "${PAYLOAD:-256}" \
