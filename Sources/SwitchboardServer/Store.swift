@@ -494,16 +494,20 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
     /// An entry's body as it was written, from its row (`stored`) and the next entry's body.
     /// Offsets that do not fit (a next entry that is missing) put `null` where the shared
     /// bytes were: the entry stays a JSON value.
-    static func restored(_ stored: [UInt8], shared: Shared, next: [UInt8]?) -> [UInt8] {
-        let fits = shared.at >= 0 && shared.at <= stored.count && shared.count >= 0 && shared.from >= 0
-        guard fits else { return stored }
+    static func restored(_ stored: some Collection<UInt8>, shared: Shared, next: [UInt8]?) -> [UInt8] {
+        guard shared.at >= 0, shared.at <= stored.count, shared.count >= 0, shared.from >= 0 else { return Array(stored) }
         let middle: ArraySlice<UInt8>
         if let next, shared.from <= next.count, shared.count <= next.count - shared.from {
             middle = next[shared.from..<(shared.from + shared.count)]
         } else {
             middle = Array("null".utf8)[...]
         }
-        return Array(stored[..<shared.at]) + middle + stored[shared.at...]
+        var body: [UInt8] = []
+        body.reserveCapacity(stored.count + middle.count)
+        body.append(contentsOf: stored.prefix(shared.at))
+        body.append(contentsOf: middle)
+        body.append(contentsOf: stored.dropFirst(shared.at))
+        return body
     }
 
     /// The first journal op of `session` in `ops`.
@@ -669,20 +673,23 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
         return try read { db throws(SQLiteError) in
             var out: [JournalEntry] = []
             for row in rows {
-                var shared: Shared?
+                var entry: JournalEntry?, shared: Shared?
                 try db.run("SELECT n, direction, ts, body, shared_at, shared_from, shared_count FROM entries WHERE g = ?", [.int(row.g)]) { r in
-                    out.append(JournalEntry(n: Int(r.int(0)), direction: JournalEntry.direction(r.text(1) ?? "server"), ts: r.int(2), bytes: r.blob(3)[...]))
+                    entry = JournalEntry(n: Int(r.int(0)), direction: JournalEntry.direction(r.text(1) ?? "server"), ts: r.int(2), bytes: r.blob(3)[...])
                     if !r.isNull(6) {
                         shared = Shared(at: Int(clamping: r.int(4)), from: Int(clamping: r.int(5)), count: Int(clamping: r.int(6)))
                     }
                 }
-                guard let shared, let last = out.indices.last else { continue }
-                // The bytes left out are in the session's next entry.
-                var next: [UInt8]?
-                if let g = index.withLock({ $0.entry(session, n: row.n + 1)?.g }) {
-                    try db.run("SELECT body FROM entries WHERE g = ?", [.int(g)]) { r in next = r.blob(0) }
+                guard var entry else { continue }
+                if let shared {
+                    // The bytes left out are in the session's next entry.
+                    var next: [UInt8]?
+                    if let g = index.withLock({ $0.entry(session, n: row.n + 1)?.g }) {
+                        try db.run("SELECT body FROM entries WHERE g = ?", [.int(g)]) { r in next = r.blob(0) }
+                    }
+                    entry.bytes = SQLiteStore.restored(entry.bytes, shared: shared, next: next)[...]
                 }
-                out[last].bytes = SQLiteStore.restored(Array(out[last].bytes), shared: shared, next: next)[...]
+                out.append(entry)
             }
             return out
         }
