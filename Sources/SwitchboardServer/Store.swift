@@ -541,8 +541,7 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
             for op in ops {
                 defer { position += 1 }
                 guard case .journal(let e) = op else { continue }
-                let sharing = (e.repeatedByNext?.count ?? 0) >= JSONWriter.markedRawMinimum
-                let next = sharing ? SQLiteStore.nextEntry(of: e.session, in: ops.dropFirst(position + 1)) : nil
+                let next = e.repeatedByNext == nil ? nil : SQLiteStore.nextEntry(of: e.session, in: ops.dropFirst(position + 1))
                 let (body, shared) = SQLiteStore.stored(e, next: next)
                 b.int(i, g); b.text(i + 1, e.session); b.int(i + 2, e.n); b.literal(i + 3, e.direction); b.int(i + 4, e.ts); b.bytes(i + 5, body)
                 if let m = e.message {

@@ -49,8 +49,7 @@ public enum Masking {
             for j in 0..<8 { w[j] = keyByte(j) }
         }
         // Sixteen bytes at a time (one vector XOR), then eight, then the last few.
-        var block = SIMD16<UInt8>()
-        for j in 0..<16 { block[j] = keyByte(j) }
+        let block = unsafeBitCast(SIMD2<UInt64>(repeating: word), to: SIMD16<UInt8>.self)
         while i + 16 <= count {
             let v = (base + i).loadUnaligned(as: SIMD16<UInt8>.self) ^ block
             (base + i).storeBytes(of: v, as: SIMD16<UInt8>.self)
