@@ -196,3 +196,47 @@ def test_the_journal_reads_back_every_message_whole_after_a_kill(serve_factory):
         assert [(e["n"], e["message"]) for e in entries] == [(e["n"], e["message"]) for e in state["live"]]
     finally:
         server2.stop()
+
+
+def test_relayed_bytes_at_every_edge_read_back_whole_after_a_kill(serve_factory):
+    """Params and results around the 64-byte line the store shares them from, a result of
+    escapes, control characters and multi-byte text near the client's 16 MiB limit, and a
+    worker's params near its 4 MiB limit: after a SIGKILL the journal holds every message as
+    it was sent, byte for byte."""
+    server = serve_factory()
+    state = {}
+
+    def sized(n):  # a JSON object whose encoding (json.dumps, as sent) is exactly n bytes
+        return {"expression": "x" * (n - 18)}
+
+    cases = [(sized(n), sized(n + 1)) for n in (62, 63, 64, 65, 66)]
+    assert [len(json.dumps(p)) for p, _ in cases] == [62, 63, 64, 65, 66]
+    # JSON-escaped, 40 bytes a unit for the params and 14 for the result: 3.6 MB and 15.4 MB.
+    cases.append(({"expression": "\\\"\u0001\u001f\u00e9\u4e2d\U0001F600" * 90_000}, {"s": "\\\"\n\t\u00e9" * 1_100_000}))
+    cases.append(({"expression": "q" * (4 * 1024 * 1024 - 200)}, None))
+
+    async def before():
+        s, w, c = await sb.pair(server.port)
+        for i, (params, result) in enumerate(cases):
+            cid = f"e{i}"
+            await w.send({"type": "worker.command", "id": cid, "command": "evaluate", "params": params})
+            cmd = await c.expect("server.command", id=cid, timeout=30)
+            assert cmd["params"] == params
+            await c.send({"type": "client.command_response", "id": cid, "result": result})
+            res = await w.expect("server.command_result", id=cid, timeout=30)
+            assert res["result"] == result
+        _, journal = sb.rest(server.port, "GET", f"/v1/sessions/{s['sessionId']}/journal?limit=1000")
+        state.update(s=s, live=journal["entries"])
+    run(before())
+    server2 = restart(server)
+    try:
+        _, journal = sb.rest(server2.port, "GET", f"/v1/sessions/{state['s']['sessionId']}/journal?limit=1000")
+        # The live journal keeps the latest 1 MiB in memory; the stored one keeps them all.
+        live = {e["n"]: e["message"] for e in state["live"]}
+        assert live and all(e["message"] == live[e["n"]] for e in journal["entries"] if e["n"] in live)
+        commands = [e["message"] for e in journal["entries"] if e["message"].get("type") == "worker.command"]
+        responses = [e["message"] for e in journal["entries"] if e["message"].get("type") == "client.command_response"]
+        assert [m["params"] for m in commands] == [p for p, _ in cases]
+        assert [m["result"] for m in responses] == [r for _, r in cases]
+    finally:
+        server2.stop()
