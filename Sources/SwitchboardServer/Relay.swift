@@ -3,65 +3,95 @@ import SocketServer
 import SwitchboardProtocol
 import WebSocketCore
 
-/// Server-wide settings of the relay (what `serve` reads from configuration).
+/// Server-wide settings of the relay: a configuration's values (`init(_:)`), with what `serve`
+/// adds (keys, TLS, the injection scripts' text).
 public struct RelaySettings: Sendable {
-    public var apiKeys: [String] = []
+    public var apiKeys: [String]
     /// Base of `websocketUrl` in responses; derived from the listening address when nil.
-    public var publicURL: String? = nil
+    public var publicURL: String?
     /// The listener speaks TLS: `websocketUrl` defaults to wss://.
-    public var tls = false
-    public var defaults = SessionTimeouts()
-    public var maxima: SessionTimeouts = {
-        var m = SessionTimeouts()
-        m.connectTimeoutMs = 86_400_000
-        m.sessionDurationMs = 86_400_000
-        m.disconnectGracePeriodMs = 3_600_000
-        m.commandTimeoutMs = 600_000
-        return m
-    }()
-    public var helloTimeoutMs = 10_000
-    public var maxDebugConnections = 8
+    public var tls: Bool
+    public var defaults: SessionTimeouts
+    public var maxima: SessionTimeouts
+    public var helloTimeoutMs: Int
+    public var maxDebugConnections: Int
     /// CDP channels open at once per session (docs/protocol.md section 16); 0 turns CDP off.
-    public var maxCDPChannels = 4
+    public var maxCDPChannels: Int
     /// Largest CDP frame, in either direction; a larger one closes its channel with 1009.
-    public var maxCDPFrameBytes = 8 << 20
-    public var ratePerSecond = 1000
-    public var rateBurst = 2000
+    public var maxCDPFrameBytes: Int
+    public var ratePerSecond: Int
+    public var rateBurst: Int
     /// Bytes per second per peer (token bucket), next to the message rate.
-    public var rateBytesPerSecond = 4 << 20
-    public var rateBytesBurst = 32 << 20
+    public var rateBytesPerSecond: Int
+    public var rateBytesBurst: Int
     /// Dropped messages within `rateWindowMs` that close the peer with 4029 (docs/protocol.md §11).
-    public var rateCloseAfterDrops = 2000
-    public var rateWindowMs = 10_000
+    public var rateCloseAfterDrops: Int
+    public var rateWindowMs: Int
     /// Largest message (after decompression) per role.
-    public var maxWorkerMessageBytes = 4 << 20
-    public var maxClientMessageBytes = 16 << 20
-    public var maxDebugMessageBytes = 64 << 10
+    public var maxWorkerMessageBytes: Int
+    public var maxClientMessageBytes: Int
+    public var maxDebugMessageBytes: Int
     /// Telemetry events kept per session (memory without a store; the store with one), by
     /// count and by bytes (the events' JSON size); the oldest go first.
-    public var eventsMaxBytesPerSession = 64 << 20
+    public var eventsMaxBytesPerSession: Int
     /// Bytes of journal kept per session in the store (next to `journalStoredEntries`).
-    public var journalStoredBytes = 64 << 20
-    public var replayMaxMessages = 1000
-    public var replayMaxBytes = 8 << 20
+    public var journalStoredBytes: Int
+    public var replayMaxMessages: Int
+    public var replayMaxBytes: Int
     /// Sessions that are not terminal, at most (ended ones do not count).
-    public var maxSessions = 100_000
+    public var maxSessions: Int
     /// How long a REST call waits for the store before it answers 503 `store_unavailable`.
-    public var storeWaitMs = 5_000
+    public var storeWaitMs: Int
     /// Largest `timeoutMs` a worker may give a yield.
-    public var maxYieldTimeoutMs = 86_400_000
-    public var injectionScripts: [JSON] = []
+    public var maxYieldTimeoutMs: Int
+    public var injectionScripts: [JSON]
     /// Origins a client connection may come from; empty allows any. A connection without an
     /// Origin header (a native SDK) is not a browser page and is allowed.
-    public var allowedOrigins: [String] = []
-    public var journalMaxEntries = 1_000
-    public var journalMaxBytes = 1 << 20
-    public var eventsMaxPerSession = 100_000
+    public var allowedOrigins: [String]
+    public var journalMaxEntries: Int
+    public var journalMaxBytes: Int
+    public var eventsMaxPerSession: Int
     /// Journal entries kept per session in the store (the memory keeps `journalMaxEntries`).
-    public var journalStoredEntries = 100_000
+    public var journalStoredEntries: Int
     /// Terminal sessions are deleted from the store this long after they ended.
-    public var retentionMs: Int64 = 7 * 86_400_000
-    public init() {}
+    public var retentionMs: Int64
+    /// The settings `c` gives (`Configuration()`'s defaults when none is given): no API key,
+    /// no TLS and no injection script, which `serve` sets from the key file, the certificate
+    /// and the scripts' files.
+    public init(_ c: ServeConfiguration = ServeConfiguration()) {
+        apiKeys = []
+        publicURL = c.publicURL
+        tls = false
+        defaults = c.sessionDefaults
+        maxima = c.sessionMaxima
+        helloTimeoutMs = c.helloTimeoutMs
+        maxDebugConnections = c.maxDebugConnections
+        maxCDPChannels = c.maxCDPChannels
+        maxCDPFrameBytes = c.maxCDPFrameBytes
+        ratePerSecond = c.ratePerSecond
+        rateBurst = c.rateBurst
+        rateBytesPerSecond = c.rateBytesPerSecond
+        rateBytesBurst = c.rateBytesBurst
+        rateCloseAfterDrops = c.rateCloseAfterDrops
+        rateWindowMs = c.rateWindowMs
+        maxWorkerMessageBytes = c.maxWorkerMessageBytes
+        maxClientMessageBytes = c.maxClientMessageBytes
+        maxDebugMessageBytes = c.maxDebugMessageBytes
+        eventsMaxPerSession = c.eventsMaxPerSession
+        eventsMaxBytesPerSession = c.eventsMaxBytesPerSession
+        journalMaxEntries = c.journalMaxEntries
+        journalMaxBytes = c.journalMaxBytes
+        journalStoredEntries = c.journalStoredEntries
+        journalStoredBytes = c.journalStoredBytes
+        replayMaxMessages = c.replayMaxMessages
+        replayMaxBytes = c.replayMaxBytes
+        maxSessions = c.maxSessions
+        storeWaitMs = c.storeWaitMs
+        maxYieldTimeoutMs = c.maxYieldTimeoutMs
+        injectionScripts = []
+        allowedOrigins = c.allowedOrigins
+        retentionMs = Int64(c.retentionHours) * 3_600_000
+    }
 }
 
 /// What a relay's sessions use on every message, in one object each session holds strongly:

@@ -126,38 +126,9 @@ struct Serve: ParsableCommand {
         server.maxQueuedHTTPBytes = c.maxQueuedHTTPBytes
         server.inboundBytesPerIteration = c.inboundBytesPerIteration
 
-        var settings = RelaySettings()
+        var settings = RelaySettings(c)
         settings.apiKeys = keys
-        settings.publicURL = c.publicURL
         settings.tls = tls != nil
-        settings.helloTimeoutMs = c.helloTimeoutMs
-        settings.ratePerSecond = c.ratePerSecond
-        settings.rateBurst = c.rateBurst
-        settings.replayMaxMessages = c.replayMaxMessages
-        settings.replayMaxBytes = c.replayMaxBytes
-        settings.maxDebugConnections = c.maxDebugConnections
-        settings.maxCDPChannels = c.maxCDPChannels
-        settings.maxCDPFrameBytes = c.maxCDPFrameBytes
-        settings.allowedOrigins = c.allowedOrigins
-        settings.retentionMs = Int64(c.retentionHours) * 3_600_000
-        settings.journalStoredEntries = c.journalStoredEntries
-        settings.defaults = c.sessionDefaults
-        settings.maxima = c.sessionMaxima
-        settings.maxSessions = c.maxSessions
-        settings.rateBytesPerSecond = c.rateBytesPerSecond
-        settings.rateBytesBurst = c.rateBytesBurst
-        settings.rateCloseAfterDrops = c.rateCloseAfterDrops
-        settings.rateWindowMs = c.rateWindowMs
-        settings.maxWorkerMessageBytes = c.maxWorkerMessageBytes
-        settings.maxClientMessageBytes = c.maxClientMessageBytes
-        settings.maxDebugMessageBytes = c.maxDebugMessageBytes
-        settings.eventsMaxPerSession = c.eventsMaxPerSession
-        settings.eventsMaxBytesPerSession = c.eventsMaxBytesPerSession
-        settings.journalMaxEntries = c.journalMaxEntries
-        settings.journalMaxBytes = c.journalMaxBytes
-        settings.journalStoredBytes = c.journalStoredBytes
-        settings.storeWaitMs = c.storeWaitMs
-        settings.maxYieldTimeoutMs = c.maxYieldTimeoutMs
         do { settings.injectionScripts = try InjectionScripts.load(c.injectionScripts) } catch {
             throw StartupError("\(error)")
         }

@@ -597,7 +597,7 @@ import SwitchboardProtocol
     }
 }
 
-@Suite struct ConfigurationDocs {
+@Suite struct ConfigurationTests {
     /// Every configuration key is documented, with its default, in config/switchboard.toml.
     @Test func everyKeyIsDocumentedWithItsDefault() throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
@@ -609,5 +609,24 @@ import SwitchboardProtocol
         for key in ServeConfiguration.keys.map(\.name) {
             #expect(documented.contains(key), "\(key) is not documented in config/switchboard.toml")
         }
+    }
+
+    /// The relay's settings are the configuration's values: a configured key reaches them, and
+    /// the defaults are the configuration's.
+    @Test func configuredValuesReachTheRelaySettings() throws {
+        var c = ServeConfiguration()
+        try c.load(environment: ["SWITCHBOARD_REPLAY_MAX_MESSAGES": "7", "SWITCHBOARD_RETENTION_HOURS": "2",
+                                 "SWITCHBOARD_DEFAULT_COMMAND_TIMEOUT_MS": "1234", "SWITCHBOARD_MAX_COMMAND_TIMEOUT_MS": "5678",
+                                 "SWITCHBOARD_JOURNAL_STORED_ENTRIES": "99", "SWITCHBOARD_ALLOWED_ORIGINS": "https://a.example"])
+        let s = RelaySettings(c)
+        #expect(s.replayMaxMessages == 7)
+        #expect(s.retentionMs == 2 * 3_600_000)
+        #expect(s.defaults.commandTimeoutMs == 1234)
+        #expect(s.maxima.commandTimeoutMs == 5678)
+        #expect(s.journalStoredEntries == 99)
+        #expect(s.allowedOrigins == ["https://a.example"])
+        let d = RelaySettings(), dc = ServeConfiguration()
+        #expect(d.replayMaxMessages == dc.replayMaxMessages && d.maxSessions == dc.maxSessions && d.retentionMs == Int64(dc.retentionHours) * 3_600_000)
+        #expect(d.apiKeys.isEmpty && !d.tls && d.injectionScripts.isEmpty)
     }
 }
