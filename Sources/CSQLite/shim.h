@@ -2,16 +2,13 @@
 #define SWITCHBOARD_CSQLITE_SHIM_H
 #include <sqlite3.h>
 
-// SQLITE_TRANSIENT is a macro casting -1 to a destructor pointer: Swift cannot import it.
-static inline int sb_sqlite3_bind_text(sqlite3_stmt *s, int i, const char *text, int n) {
-    return sqlite3_bind_text(s, i, text, n, SQLITE_TRANSIENT);
+// Bytes the caller keeps until the statement is reset and its bindings cleared (a literal in
+// the binary, or the store's copies): bound without SQLite making a copy of its own.
+static inline int sb_sqlite3_bind_kept_text(sqlite3_stmt *s, int i, const void *text, int n) {
+    return sqlite3_bind_text(s, i, (const char *)text, n, SQLITE_STATIC);
 }
-// Text that outlives the statement (a literal in the binary): bound without a copy.
-static inline int sb_sqlite3_bind_static_text(sqlite3_stmt *s, int i, const char *text, int n) {
-    return sqlite3_bind_text(s, i, text, n, SQLITE_STATIC);
-}
-static inline int sb_sqlite3_bind_blob(sqlite3_stmt *s, int i, const void *data, int n) {
-    return sqlite3_bind_blob(s, i, data, n, SQLITE_TRANSIENT);
+static inline int sb_sqlite3_bind_kept_blob(sqlite3_stmt *s, int i, const void *data, int n) {
+    return sqlite3_bind_blob(s, i, data, n, SQLITE_STATIC);
 }
 // Turns off SQLite's memory statistics, which take a process-wide mutex on every allocation
 // and free. Only before SQLite is initialized (the first connection opened); SQLITE_MISUSE after.

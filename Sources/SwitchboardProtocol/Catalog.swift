@@ -66,12 +66,14 @@ public enum CommandCatalog {
     ]
 
     /// The params of `command` the catalog looks at (targets included); others are only relayed.
-    public static func paramNames(_ command: String) -> Set<String> {
-        guard let spec = specs[command] else { return [] }
-        var names = Set(spec.params.map(\.name))
-        if spec.target != .none { names.formUnion(["selector", "uid"]) }
-        if command == "select" { names.insert("value") }
-        return names
+    public static func paramNames(_ command: String) -> Set<String> { paramNameSets[command] ?? [] }
+
+    /// `paramNames` of every command, made once.
+    private static let paramNameSets: [String: Set<String>] = specs.reduce(into: [:]) { sets, entry in
+        var names = Set(entry.value.params.map(\.name))
+        if entry.value.target != .none { names.formUnion(["selector", "uid"]) }
+        if entry.key == "select" { names.insert("value") }
+        sets[entry.key] = names
     }
 
     /// Every canonical command name.

@@ -166,6 +166,7 @@ public enum InboundDecoder {
                         throw .invalidCommand(id: cid, issues: [ValidationIssue(path: "params", message: "must be an object")])
                     }
                     params = JSONObject()
+                    params.members.reserveCapacity(members.members.count)
                     for m in members.members { if let v = m.value { params.members.append((key: m.key, value: v)) } }
                     rawParams = slice
                 } else {

@@ -66,8 +66,11 @@ public struct JSONParser: ~Copyable {
             return nil
         }
         p.i += 1
+        // A message has a handful of members: room for 8 spares the arrays' growth steps.
         var members: [(key: String, value: JSON?)] = []
         var ranges: [Range<Int>] = []
+        members.reserveCapacity(8)
+        ranges.reserveCapacity(8)
         p.skipSpace()
         if p.i < p.end && p.base[p.i] == UInt8(ascii: "}") {
             p.i += 1

@@ -79,19 +79,23 @@ final class Database {
 
     /// Runs `sql` with `args`, calling `row` for each result row.
     func query(_ sql: String, _ args: [SQLValue] = [], row: ((Row) -> Void)? = nil) throws(SQLiteError) {
-        if let s = statements[sql] { return try execute(s, sql, args, row) }
-        let s = try prepare(sql)
-        statements[sql] = s
-        try execute(s, sql, args, row)
+        let s: OpaquePointer
+        if let p = statements[sql] { s = p } else { s = try prepare(sql); statements[sql] = s }
+        try execute(s, sql, bind: { b in b.bind(args) }, row)
     }
 
     /// `query` for statements whose text is a literal (the store's per-row statements).
     func run(_ sql: StaticString, _ args: [SQLValue] = [], row: ((Row) -> Void)? = nil) throws(SQLiteError) {
+        try run(sql, bind: { b in b.bind(args) }, row: row)
+    }
+
+    /// `run` with the parameters bound by `bind` straight from the caller's values (no array
+    /// of them is made).
+    func run(_ sql: StaticString, bind: (Binder) -> Void, row: ((Row) -> Void)? = nil) throws(SQLiteError) {
         let key = UInt(bitPattern: sql.utf8Start)
-        if let s = staticStatements[key] { return try execute(s, sql.description, args, row) }
-        let s = try prepare(sql.description)
-        staticStatements[key] = s
-        try execute(s, sql.description, args, row)
+        let s: OpaquePointer
+        if let p = staticStatements[key] { s = p } else { s = try prepare(sql.description); staticStatements[key] = s }
+        try execute(s, sql.description, bind: bind, row)
     }
 
     private func prepare(_ sql: String) throws(SQLiteError) -> OpaquePointer {
@@ -107,20 +111,22 @@ final class Database {
     private var numbered: [Int: OpaquePointer] = [:]
 
     /// Runs the statement numbered `key` (prepared from `sql` the first time), its parameters
-    /// bound by `bind` straight from the caller's values (no array of them is made).
+    /// bound by `bind`.
     func run(numbered key: Int, _ sql: @autoclosure () -> String, bind: (Binder) -> Void) throws(SQLiteError) {
         let stmt: OpaquePointer
         if let s = numbered[key] { stmt = s } else { stmt = try prepare(sql()); numbered[key] = stmt }
-        defer { sqlite3_reset(stmt); sqlite3_clear_bindings(stmt) }
-        bind(Binder(stmt: stmt))
-        try step(stmt, sql(), nil)
+        try execute(stmt, sql(), bind: bind, nil)
     }
 
+    /// Where bound text and blobs are copied while statements run (`Binder`).
+    private let arena = BindArena()
+
     /// `sql` is the statement's text, for an error message.
-    private func execute(_ stmt: OpaquePointer, _ sql: @autoclosure () -> String, _ args: [SQLValue], _ row: ((Row) -> Void)?) throws(SQLiteError) {
+    private func execute(_ stmt: OpaquePointer, _ sql: @autoclosure () -> String, bind: (Binder) -> Void, _ row: ((Row) -> Void)?) throws(SQLiteError) {
+        arena.enter()
+        defer { arena.leave() }  // runs last: after the statement no longer holds its values
         defer { sqlite3_reset(stmt); sqlite3_clear_bindings(stmt) }
-        let b = Binder(stmt: stmt)
-        for (i, a) in args.enumerated() { b.bind(Int32(i + 1), a) }
+        bind(Binder(stmt: stmt, arena: arena))
         try step(stmt, sql(), row)
     }
 
@@ -133,22 +139,32 @@ final class Database {
         }
     }
 
-    /// Binds a statement's parameters (numbered from 1). Text and blobs are copied by SQLite,
-    /// literals are not.
+    /// Binds a statement's parameters (numbered from 1). Text and blobs are copied into the
+    /// connection's `BindArena`, which keeps them until the statement is reset (SQLite would
+    /// otherwise allocate a copy of each); literals are not copied.
     struct Binder {
         let stmt: OpaquePointer
+        let arena: BindArena
         func null(_ i: Int32) { sqlite3_bind_null(stmt, i) }
         func int(_ i: Int32, _ v: Int64) { sqlite3_bind_int64(stmt, i, v) }
         func int(_ i: Int32, _ v: Int) { sqlite3_bind_int64(stmt, i, Int64(v)) }
         func text(_ i: Int32, _ t: String) {
             var t = t
-            t.withUTF8 { u in _ = u.withMemoryRebound(to: CChar.self) { sb_sqlite3_bind_text(stmt, i, $0.baseAddress, Int32($0.count)) } }
+            t.withUTF8 { u in _ = sb_sqlite3_bind_kept_text(stmt, i, arena.copy(UnsafeRawBufferPointer(u)), Int32(u.count)) }
         }
         func bytes(_ i: Int32, _ b: ArraySlice<UInt8>) {
-            b.withUnsafeBytes { _ = sb_sqlite3_bind_blob(stmt, i, $0.baseAddress, Int32($0.count)) }
+            b.withUnsafeBytes { _ = sb_sqlite3_bind_kept_blob(stmt, i, arena.copy($0), Int32($0.count)) }
+        }
+        /// UTF-8 bytes bound as text.
+        func utf8(_ i: Int32, _ b: [UInt8]) {
+            b.withUnsafeBytes { _ = sb_sqlite3_bind_kept_text(stmt, i, arena.copy($0), Int32($0.count)) }
         }
         func literal(_ i: Int32, _ t: StaticString) {
-            _ = t.utf8Start.withMemoryRebound(to: CChar.self, capacity: t.utf8CodeUnitCount) { sb_sqlite3_bind_static_text(stmt, i, $0, Int32(t.utf8CodeUnitCount)) }
+            _ = sb_sqlite3_bind_kept_text(stmt, i, t.utf8Start, Int32(t.utf8CodeUnitCount))  // in the binary: no copy
+        }
+
+        func bind(_ args: [SQLValue]) {
+            for (i, a) in args.enumerated() { bind(Int32(i + 1), a) }
         }
 
         func bind(_ i: Int32, _ a: SQLValue) {
@@ -159,8 +175,7 @@ final class Database {
             case .blob(let b): bytes(i, b[...])
             case .bytes(let b): bytes(i, b)
             case .literal(let t): literal(i, t)
-            case .utf8(let b):
-                b.withUnsafeBytes { _ = sb_sqlite3_bind_text(stmt, i, $0.baseAddress?.assumingMemoryBound(to: CChar.self), Int32($0.count)) }
+            case .utf8(let b): utf8(i, b)
             }
         }
     }
@@ -178,6 +193,51 @@ final class Database {
             guard n > 0, let p = sqlite3_column_blob(stmt, i) else { return [] }
             return Array(UnsafeRawBufferPointer(start: p, count: n))
         }
+    }
+}
+
+/// Memory for the text and blobs bound to statements while they run: copied into a block
+/// kept from run to run, and let go of in one step when the outermost run ends (a statement
+/// may run another from a row callback). A value that does not fit in what is left of the
+/// block gets memory of its own until then.
+final class BindArena {
+    static let blockSize = 64 << 10
+    private let block = UnsafeMutableRawPointer.allocate(byteCount: BindArena.blockSize, alignment: 16)
+    private var used = 0
+    private var own: [UnsafeMutableRawPointer] = []
+    private var depth = 0
+
+    /// Before a statement is bound.
+    func enter() { depth += 1 }
+
+    /// After the statement is reset and its bindings cleared: the outermost frees every copy.
+    func leave() {
+        depth -= 1
+        guard depth == 0 else { return }
+        used = 0
+        for p in own { p.deallocate() }
+        own.removeAll(keepingCapacity: true)
+    }
+
+    /// A copy of `bytes` that stays until the outermost `leave`; never nil, also for no bytes
+    /// (SQLite binds NULL for a nil pointer).
+    func copy(_ bytes: UnsafeRawBufferPointer) -> UnsafeRawPointer {
+        let n = bytes.count
+        let to: UnsafeMutableRawPointer
+        if n <= BindArena.blockSize - used {
+            to = block + used
+            used += n
+        } else {
+            to = UnsafeMutableRawPointer.allocate(byteCount: n, alignment: 1)
+            own.append(to)
+        }
+        if n > 0, let from = bytes.baseAddress { to.copyMemory(from: from, byteCount: n) }
+        return UnsafeRawPointer(to)
+    }
+
+    deinit {
+        for p in own { p.deallocate() }
+        block.deallocate()
     }
 }
 

@@ -464,7 +464,7 @@ public actor Session {
     private func replay(to peer: Peer, lastSeq: Int?) {
         let pendingCommand = pending?.kind == .command ? pending?.id : nil
         guard let (r, messages) = withStream(peer.role, { $0.replay(after: lastSeq, pendingCommand: pendingCommand) }) else { return }
-        var w = JSONWriter(bytes: [UInt8](repeating: 0, count: FrameWriter.maxHeaderSize))
+        var w = JSONWriter(bytes: FrameWriter.headerRoom(for: messages.reduce(64) { $0 + $1.storage.count }))
         ServerReplay.write(&w, fromSeq: r.from, toSeq: r.to, complete: r.complete,
                            messages: messages.lazy.map { $0.storage[FrameWriter.maxHeaderSize...] })
         metrics.replays += 1
@@ -698,8 +698,7 @@ public actor Session {
     func emit(to role: Role, type: StaticString, id: String?, commandId: String? = nil, sensitive: Bool = false,
               durableFirst: Bool = false, _ fields: (inout JSONWriter) -> Void) {
         ensureLoaded()
-        var w = JSONWriter(bytes: [UInt8](repeating: 0, count: FrameWriter.maxHeaderSize))
-        w.bytes.reserveCapacity(FrameWriter.maxHeaderSize + 256)
+        var w = JSONWriter(bytes: FrameWriter.headerRoom(for: 256))
         let (seq, reservation) = withStream(role) { $0.next() }
         w.open(type: type, seq: seq)
         fields(&w)
@@ -753,8 +752,7 @@ public actor Session {
     /// Sends a message outside the peer's stream. `record` is what the log and journal keep
     /// when it differs from what is sent.
     private func sendUnsequenced(_ peer: Peer, _ bytes: [UInt8], type: StaticString = "server.hello", record: [UInt8]? = nil) {
-        var storage = [UInt8](repeating: 0, count: FrameWriter.maxHeaderSize)
-        storage.append(contentsOf: bytes)
+        let storage = FrameWriter.withHeaderRoom(bytes)
         let direction: StaticString = peer.role == .worker ? "server_to_worker" : "server_to_client"
         if peer.role != .debug {
             let kept = record ?? bytes

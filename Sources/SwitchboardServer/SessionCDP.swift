@@ -98,9 +98,7 @@ extension Session {
         if CDPPolicy.refused.contains(command.method) {
             metrics.cdpRefused += 1
             log.event(session: id, "cdp_refused", ["channel": .int(channel.id), "method": .string(command.method)])
-            var storage = [UInt8](repeating: 0, count: FrameWriter.maxHeaderSize)
-            storage.append(contentsOf: CDPPolicy.refusal(command))
-            channel.connection.send(OutboundMessage(reserved: storage), opcode: .text)
+            channel.connection.send(OutboundMessage(reserved: FrameWriter.withHeaderRoom(CDPPolicy.refusal(command))), opcode: .text)
             return
         }
         mirrorCDP("cdp_to_client", channel: channel.id, message.bytes)
@@ -119,8 +117,7 @@ extension Session {
             closeCDP(channel, .messageTooBig, reason: "a frame from the browser is larger than \(settings.maxCDPFrameBytes) bytes")
             return
         }
-        var storage = [UInt8](repeating: 0, count: FrameWriter.maxHeaderSize)
-        storage.append(contentsOf: data.utf8)
+        let storage = FrameWriter.withHeaderRoom(data.utf8)
         let frame = storage[FrameWriter.maxHeaderSize...]
         metrics.cdpFrames[1] += 1
         metrics.cdpBytes[1] += frame.count
@@ -164,16 +161,14 @@ extension Session {
 
     private func sendToClient(_ type: StaticString, _ bytes: [UInt8]) {
         guard let client, client.helloDone else { return }
-        var storage = [UInt8](repeating: 0, count: FrameWriter.maxHeaderSize)
-        storage.append(contentsOf: bytes)
         metrics.countOut(type)
-        client.connection.send(OutboundMessage(reserved: storage), opcode: .text)
+        client.connection.send(OutboundMessage(reserved: FrameWriter.withHeaderRoom(bytes)), opcode: .text)
     }
 
     /// Debug viewers watch CDP frames live; they are not journaled (CDP is not replayed).
     private func mirrorCDP(_ direction: StaticString, channel: Int, _ frame: ArraySlice<UInt8>) {
         guard !debugs.isEmpty else { return }
-        var w = JSONWriter(bytes: [UInt8](repeating: 0, count: FrameWriter.maxHeaderSize))
+        var w = JSONWriter(bytes: FrameWriter.headerRoom(for: frame.count + 96))
         w.raw("{\"direction\":\""); w.raw(direction)
         w.raw("\",\"ts\":\""); w.raw(Timestamps.iso(epochMillis()))
         w.raw("\",\"channel\":"); w.int(channel)

@@ -162,9 +162,7 @@ extension Session {
                 withStream(role) { $0.restoredTail(through: last) }
             }
             for row in rows {
-                var storage = [UInt8](repeating: 0, count: FrameWriter.maxHeaderSize)
-                storage.append(contentsOf: row.body)
-                var m = OutboundMessage(reserved: storage)
+                var m = OutboundMessage(reserved: FrameWriter.withHeaderRoom(row.body))
                 m.seal(.text)
                 let r = Retained(seq: row.seq, storage: m.storage, commandId: row.commandId)
                 // Rows older than what the stream numbers now (they all are: see `restore`).

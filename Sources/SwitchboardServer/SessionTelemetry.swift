@@ -46,7 +46,7 @@ struct JournalLog {
     }
 
     static func envelope(_ e: JournalEntry) -> OutboundMessage {
-        var w = JSONWriter(bytes: [UInt8](repeating: 0, count: FrameWriter.maxHeaderSize))
+        var w = JSONWriter(bytes: FrameWriter.headerRoom(for: e.bytes.count + 64))
         w.raw("{\"direction\":\""); w.raw(e.direction)
         w.raw("\",\"ts\":\""); w.raw(Timestamps.iso(e.ts))
         w.raw("\",\"message\":"); w.raw(e.bytes); w.raw("}")

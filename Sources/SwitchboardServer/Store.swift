@@ -564,7 +564,7 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
     }
 
     private func appendState(_ session: String, _ state: [UInt8], on db: Database) throws(SQLiteError) {
-        try db.run("INSERT INTO states (session, state) VALUES (?,?)", [.text(session), .utf8(state)])
+        try db.run("INSERT INTO states (session, state) VALUES (?,?)", bind: { b in b.text(1, session); b.utf8(2, state) })
         let g = db.lastInsertRowid
         index.withLock { $0.setState(session, g: g) }
     }

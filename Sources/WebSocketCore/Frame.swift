@@ -78,6 +78,22 @@ public enum FrameWriter {
     /// Largest header: 2 + 8 length bytes + 4 mask bytes.
     public static let maxHeaderSize = 14
 
+    /// A message buffer: `maxHeaderSize` zero bytes of header room, with capacity for
+    /// `payload` bytes after them, in one allocation.
+    public static func headerRoom(for payload: Int) -> [UInt8] {
+        [UInt8](unsafeUninitializedCapacity: maxHeaderSize + max(payload, 0)) { room, count in
+            room.baseAddress!.initialize(repeating: 0, count: maxHeaderSize)
+            count = maxHeaderSize
+        }
+    }
+
+    /// `bytes` after header room, in one allocation.
+    public static func withHeaderRoom(_ bytes: some Collection<UInt8>) -> [UInt8] {
+        var storage = headerRoom(for: bytes.count)
+        storage.append(contentsOf: bytes)
+        return storage
+    }
+
     public static func headerSize(length: Int, masked: Bool) -> Int {
         let base = length < 126 ? 2 : (length <= 0xFFFF ? 4 : 10)
         return base + (masked ? 4 : 0)
@@ -161,8 +177,7 @@ public struct OutboundMessage: Sendable {
     public private(set) var start: Int
 
     public init(capacity: Int = 256) {
-        storage = [UInt8](repeating: 0, count: FrameWriter.maxHeaderSize)
-        storage.reserveCapacity(FrameWriter.maxHeaderSize + capacity)
+        storage = FrameWriter.headerRoom(for: capacity)
         start = FrameWriter.maxHeaderSize
     }
 

@@ -6,8 +6,7 @@ public struct ReceivedMessage: Sendable {
     public init(storage: [UInt8]) { self.storage = storage }
 
     public init(payload: [UInt8]) {
-        storage = [UInt8](repeating: 0, count: FrameWriter.maxHeaderSize)
-        storage.append(contentsOf: payload)
+        storage = FrameWriter.withHeaderRoom(payload)
     }
 
     public var count: Int { storage.count - FrameWriter.maxHeaderSize }
@@ -95,8 +94,9 @@ public struct InboundProcessor: Sendable {
                         messageOpcode = h.opcode
                         messageCompressed = h.rsv1
                         utf8.reset()
-                        message.removeAll(keepingCapacity: true)
-                        message.append(contentsOf: repeatElement(0, count: FrameWriter.maxHeaderSize))
+                        // One allocation for the header room and the first frame (at most 1 MiB
+                        // before the limits below are checked).
+                        message = FrameWriter.headerRoom(for: min(h.length, 1 << 20))
                     }
                     let size = message.count - FrameWriter.maxHeaderSize
                     if !messageCompressed && size + h.length > limits.maxMessageSize { throw .messageTooLarge }
