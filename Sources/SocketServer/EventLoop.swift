@@ -80,7 +80,7 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
     /// Starts a thread running this loop.
     public static func spawn(name: String = "switchboard-loop") throws(SystemError) -> EventLoop {
         let loop = try EventLoop()
-        let tid = try startThread { loop.run() }
+        let tid = try startThread(name: name) { loop.run() }
         pthread_detach(tid)
         // Wait until the loop has recorded its thread, so `inLoop` is right from now on.
         while !loop.running.withLock({ $0 }) { sched_yield() }
@@ -298,7 +298,8 @@ private final class ThreadBox {
 /// Starts a POSIX thread running `body` (the loop, the log writer, the store's writer:
 /// long-lived threads outside Swift's executors).
 @discardableResult
-public func startThread(_ body: @escaping () -> Void) throws(SystemError) -> pthread_t {
+/// `name` is what `top -H`, `ps -L` and `perf` show for the thread (the kernel keeps 15 bytes).
+public func startThread(name: String, _ body: @escaping () -> Void) throws(SystemError) -> pthread_t {
     let box = Unmanaged.passRetained(ThreadBox(body))
     var tid = pthread_t()
     let rc = pthread_create(&tid, nil, { arg in
@@ -306,6 +307,7 @@ public func startThread(_ body: @escaping () -> Void) throws(SystemError) -> pth
         return nil
     }, box.toOpaque())
     guard rc == 0 else { box.release(); throw SystemError("pthread_create", rc) }
+    _ = pthread_setname_np(tid, String(decoding: name.utf8.prefix(15), as: UTF8.self))
     return tid
 }
 

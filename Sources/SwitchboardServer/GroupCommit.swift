@@ -75,7 +75,7 @@ final class GroupCommitter: @unchecked Sendable {
         guard pipe(&fds) == 0 else { throw SystemError("pipe") }
         wakeRead = fds[0]
         wakeWrite = fds[1]
-        thread = try startThread { self.run(commit: commit, recover: recover, idle: idle, fenced: fenced) }
+        thread = try startThread(name: "store-writer") { self.run(commit: commit, recover: recover, idle: idle, fenced: fenced) }
         loop.execute { [weak self] in self?.loop.onIterationEnd { self?.handOver() } }
     }
 

@@ -352,7 +352,7 @@ public final class PostgresStore: SessionStore, @unchecked Sendable {
     /// Starts renewing this node's lease; `handler` runs on the loop.
     public func startLeases(_ handler: @escaping @Sendable (LeaseEvent) -> Void) throws {
         let db = try PostgresConnection(url: url)
-        leaseThread = try startThread { [unowned self] in self.leaseLoop(db, handler) }
+        leaseThread = try startThread(name: "store-lease") { [unowned self] in self.leaseLoop(db, handler) }
     }
 
     private func leaseLoop(_ db: PostgresConnection, _ handler: @escaping @Sendable (LeaseEvent) -> Void) {

@@ -60,7 +60,7 @@ public final class TrafficLog: @unchecked Sendable {
 
     /// Starts the writer thread.
     public func start() {
-        thread = try? startThread { self.writerLoop() }
+        thread = try? startThread(name: "traffic-log") { self.writerLoop() }
     }
 
     private let droppedLines = Locked<Int>(0)

@@ -152,6 +152,15 @@ def test_sighup_reopens_the_moved_log(server):
     assert '"event":"start"' in open(path + ".moved").read()
 
 
+def test_threads_carry_the_names_the_operations_guide_gives(server):
+    """docs/operations.md names the threads `top -H` shows: the loop on the main thread, the
+    store's writer and the traffic log's writer."""
+    task = "/proc/%d/task" % server.pid
+    names = {open(os.path.join(task, t, "comm")).read().strip() for t in os.listdir(task)}
+    assert {"store-writer", "traffic-log"} <= names, names
+    assert open("/proc/%d/comm" % server.pid).read().strip() == "switchboard"
+
+
 def test_session_cli(server):
     env = dict(os.environ, SWITCHBOARD_URL=f"http://127.0.0.1:{server.port}", SWITCHBOARD_API_KEY="test-key")
     cli = lambda *a: subprocess.run([BIN, "session"] + list(a), capture_output=True, text=True, env=env, timeout=10)
