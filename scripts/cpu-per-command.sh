@@ -3,7 +3,7 @@
 # the shared load generator (closed loop, pinned to CPU 1) against it, and prints throughput,
 # latency and the CPU of all the relay's threads (utime + stime from /proc) divided by the
 # commands relayed, in all and per thread (the event loop, the store's writer, the traffic
-# log's writer). Alternate two builds to compare them:
+# log's writer) with each thread's page faults per command. Alternate two builds to compare them:
 #   for i in 1 2 3; do for b in old new; do BIN=/tmp/sb-$b scripts/cpu-per-command.sh; done; done
 #   env: BIN, SESSIONS (100), PAYLOAD (256), DURATION (6), SWITCHBOARD_STORE, PORT
 set -euo pipefail
@@ -19,7 +19,7 @@ ticks() { awk '{print $14 + $15}' "/proc/$RPID/stat"; }
 threads() {
   for t in /proc/"$RPID"/task/*; do
     name=$(cat "$t/comm"); [ "$(basename "$t")" = "$RPID" ] && name=event-loop
-    echo "$name $(awk '{print $14 + $15}' "$t/stat")"
+    echo "$name $(awk '{print $14 + $15, $10}' "$t/stat")"
   done
 }
 threads > "$DATA/threads.before"
@@ -33,10 +33,11 @@ import collections, json, os, sys
 d = json.load(sys.stdin); ticks = int(sys.argv[1]); hz = os.sysconf("SC_CLK_TCK")
 per = lambda t: t * 1e6 / hz / d["commands"]
 print("%s: %.0f cmds/s, p50 %.0f us, p99 %.0f us, CPU %.1f us per command" % (sys.argv[2], d["throughput_cps"], d["p50_us"], d["p99_us"], per(ticks)))
-spent = collections.Counter()
+spent, faults = collections.Counter(), collections.Counter()
 for path, sign in ((sys.argv[4], 1), (sys.argv[3], -1)):
     for line in open(path):
-        name, t = line.rsplit(" ", 1)
+        name, t, f = line.rsplit(" ", 2)
         spent[name] += sign * int(t)
-print("  per thread: " + ", ".join("%s %.1f us" % (n, per(t)) for n, t in spent.most_common() if t > 0))' \
+        faults[name] += sign * int(f)
+print("  per thread: " + ", ".join("%s %.1f us (%.1f page faults)" % (n, per(t), faults[n] / d["commands"]) for n, t in spent.most_common() if t > 0))' \
   "$((T1 - T0))" "$(basename "$BIN")" "$DATA/threads.before" "$DATA/threads.after"
