@@ -296,9 +296,9 @@ private final class ThreadBox {
 }
 
 /// Starts a POSIX thread running `body` (the loop, the log writer, the store's writer:
-/// long-lived threads outside Swift's executors).
+/// long-lived threads outside Swift's executors). `name` is what `top -H`, `ps -L` and `perf`
+/// show for the thread (the kernel keeps 15 bytes of it).
 @discardableResult
-/// `name` is what `top -H`, `ps -L` and `perf` show for the thread (the kernel keeps 15 bytes).
 public func startThread(name: String, _ body: @escaping () -> Void) throws(SystemError) -> pthread_t {
     let box = Unmanaged.passRetained(ThreadBox(body))
     var tid = pthread_t()
