@@ -94,15 +94,20 @@ public struct InboundProcessor: Sendable {
                         messageOpcode = h.opcode
                         messageCompressed = h.rsv1
                         utf8.reset()
-                        // One allocation for the header room and the first frame (at most 1 MiB
-                        // before the limits below are checked).
-                        message = FrameWriter.headerRoom(for: min(h.length, 1 << 20))
+                        message = []
                     }
-                    let size = message.count - FrameWriter.maxHeaderSize
+                    let size = max(message.count - FrameWriter.maxHeaderSize, 0)
                     if !messageCompressed && size + h.length > limits.maxMessageSize { throw .messageTooLarge }
                     if messageCompressed && size + h.length > limits.maxFrameSize { throw .messageTooLarge }
-                    // Limits are checked; grow once per frame, but never trust a length for more than 1 MiB up front.
-                    message.reserveCapacity(message.count + min(h.length, 1 << 20))
+                    // Limits are checked; grow once per frame, but never trust a length for more
+                    // than 1 MiB up front. A message's first frame and its header room are one
+                    // allocation.
+                    let room = min(h.length, 1 << 20)
+                    if message.isEmpty {
+                        message = FrameWriter.headerRoom(for: room)
+                    } else {
+                        message.reserveCapacity(message.count + room)
+                    }
                 }
             case .payload(let range):
                 let chunk = UnsafeRawBufferPointer(rebasing: buffer[range])

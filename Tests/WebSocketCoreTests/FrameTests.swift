@@ -137,6 +137,15 @@ import Testing
         #expect(error?.closeCode == .messageTooBig)
     }
 
+    @Test func firstFrameOverTheMessageLimitFailsBeforeThePayloadArrives() {
+        // A single frame the frame limit allows but the message limit does not: its header alone
+        // is refused.
+        let header = Array(masked(.text, [UInt8](repeating: 0x41, count: 70_000))[0..<14])
+        let (messages, error) = process(header, limits: .init(maxFrameSize: 1 << 20, maxMessageSize: 65_536))
+        #expect(messages.isEmpty)
+        #expect(error == .messageTooLarge)
+    }
+
     @Test func invalidUTF8FailsFastMidMessage() {
         // The first fragment already holds an impossible byte: fail before the message ends.
         let (messages, error) = process(masked(.text, [0x41, 0xC0, 0x80], fin: false))
