@@ -55,7 +55,7 @@ public struct RelaySettings: Sendable {
     public var journalStoredEntries: Int
     /// Terminal sessions are deleted from the store this long after they ended.
     public var retentionMs: Int64
-    /// The settings `c` gives (`Configuration()`'s defaults when none is given): no API key,
+    /// The settings `c` gives (`ServeConfiguration()`'s defaults when none is given): no API key,
     /// no TLS and no injection script, which `serve` sets from the key file, the certificate
     /// and the scripts' files.
     public init(_ c: ServeConfiguration = ServeConfiguration()) {
