@@ -115,6 +115,18 @@ async def pair(port, **create_body):
     return s, w, c
 
 
+async def relay(w, c, cid, params, result, command="evaluate", timeout=5):
+    """The worker sends a command and the client answers it: the client gets the params and the
+    worker the result, each as sent. Returns the worker's `server.command_result`."""
+    await w.send({"type": "worker.command", "id": cid, "command": command, "params": params})
+    cmd = await c.expect("server.command", id=cid, timeout=timeout)
+    assert cmd["params"] == params
+    await c.send({"type": "client.command_response", "id": cid, "result": result})
+    res = await w.expect("server.command_result", id=cid, timeout=timeout)
+    assert res["result"] == result
+    return res
+
+
 def run(coro, timeout=60):
     """Runs a test coroutine, then closes every peer it left open (as a well-behaved SDK would)."""
     async def main():

@@ -163,39 +163,41 @@ def test_terminal_sessions_and_tokens_survive(serve_factory):
         server2.stop()
 
 
-def test_the_journal_reads_back_every_message_whole_after_a_kill(serve_factory):
-    """A command's params and a response's result are stored once for the message that brought
-    them and the one that carried them on. After a SIGKILL the journal from the store lists
-    each of the four messages with those bytes in it, as the debug viewer saw them."""
+def journals_around_a_kill(serve_factory, commands, query=""):
+    """Relays `commands` ((params, result) pairs) in one session, SIGKILLs the server and starts
+    it again on the same data: the session's journal entries read before the kill and after."""
     server = serve_factory()
     state = {}
-    params = {"expression": "document.title + " + "'x'" * 200, "arg": [1, "é", {"k": None}]}
-    result = {"value": "r" * 5000, "n": 3}
 
     async def before():
         s, w, c = await sb.pair(server.port)
-        await w.send({"type": "worker.command", "id": "big", "command": "evaluate", "params": params})
-        cmd = await c.expect("server.command", id="big")
-        assert cmd["params"] == params
-        await c.send({"type": "client.command_response", "id": "big", "result": result})
-        res = await w.expect("server.command_result", id="big")
-        assert res["result"] == result
-        _, journal = sb.rest(server.port, "GET", f"/v1/sessions/{s['sessionId']}/journal")
+        for i, (params, result) in enumerate(commands):
+            await sb.relay(w, c, f"c{i}", params, result, timeout=30)
+        _, journal = sb.rest(server.port, "GET", f"/v1/sessions/{s['sessionId']}/journal{query}")
         state.update(s=s, live=journal["entries"])
     run(before())
     server2 = restart(server)
     try:
-        _, journal = sb.rest(server2.port, "GET", f"/v1/sessions/{state['s']['sessionId']}/journal")
-        entries = journal["entries"]
-        by_type = {e["message"].get("type"): e["message"] for e in entries}
-        assert by_type["worker.command"]["params"] == params
-        assert by_type["server.command"]["params"] == params
-        assert by_type["client.command_response"]["result"] == result
-        assert by_type["server.command_result"]["result"] == result
-        # The same entries, numbers and messages as the live session's journal before the kill.
-        assert [(e["n"], e["message"]) for e in entries] == [(e["n"], e["message"]) for e in state["live"]]
+        _, journal = sb.rest(server2.port, "GET", f"/v1/sessions/{state['s']['sessionId']}/journal{query}")
     finally:
         server2.stop()
+    return state["live"], journal["entries"]
+
+
+def test_the_journal_reads_back_every_message_whole_after_a_kill(serve_factory):
+    """A command's params and a response's result are stored once for the message that brought
+    them and the one that carried them on. After a SIGKILL the journal from the store lists
+    each of the four messages with those bytes in it, as the debug viewer saw them."""
+    params = {"expression": "document.title + " + "'x'" * 200, "arg": [1, "é", {"k": None}]}
+    result = {"value": "r" * 5000, "n": 3}
+    live, entries = journals_around_a_kill(serve_factory, [(params, result)])
+    by_type = {e["message"].get("type"): e["message"] for e in entries}
+    assert by_type["worker.command"]["params"] == params
+    assert by_type["server.command"]["params"] == params
+    assert by_type["client.command_response"]["result"] == result
+    assert by_type["server.command_result"]["result"] == result
+    # The same entries, numbers and messages as the live session's journal before the kill.
+    assert [(e["n"], e["message"]) for e in entries] == [(e["n"], e["message"]) for e in live]
 
 
 def test_relayed_bytes_at_every_edge_read_back_whole_after_a_kill(serve_factory):
@@ -203,9 +205,6 @@ def test_relayed_bytes_at_every_edge_read_back_whole_after_a_kill(serve_factory)
     escapes, control characters and multi-byte text near the client's 16 MiB limit, and a
     worker's params near its 4 MiB limit: after a SIGKILL the journal holds every message as
     it was sent, byte for byte."""
-    server = serve_factory()
-    state = {}
-
     def sized(n):  # a JSON object whose encoding (json.dumps, as sent) is exactly n bytes
         return {"expression": "x" * (n - 18)}
 
@@ -214,29 +213,11 @@ def test_relayed_bytes_at_every_edge_read_back_whole_after_a_kill(serve_factory)
     # JSON-escaped, 40 bytes a unit for the params and 14 for the result: 3.6 MB and 15.4 MB.
     cases.append(({"expression": "\\\"\u0001\u001f\u00e9\u4e2d\U0001F600" * 90_000}, {"s": "\\\"\n\t\u00e9" * 1_100_000}))
     cases.append(({"expression": "q" * (4 * 1024 * 1024 - 200)}, None))
-
-    async def before():
-        s, w, c = await sb.pair(server.port)
-        for i, (params, result) in enumerate(cases):
-            cid = f"e{i}"
-            await w.send({"type": "worker.command", "id": cid, "command": "evaluate", "params": params})
-            cmd = await c.expect("server.command", id=cid, timeout=30)
-            assert cmd["params"] == params
-            await c.send({"type": "client.command_response", "id": cid, "result": result})
-            res = await w.expect("server.command_result", id=cid, timeout=30)
-            assert res["result"] == result
-        _, journal = sb.rest(server.port, "GET", f"/v1/sessions/{s['sessionId']}/journal?limit=1000")
-        state.update(s=s, live=journal["entries"])
-    run(before())
-    server2 = restart(server)
-    try:
-        _, journal = sb.rest(server2.port, "GET", f"/v1/sessions/{state['s']['sessionId']}/journal?limit=1000")
-        # The live journal keeps the latest 1 MiB in memory; the stored one keeps them all.
-        live = {e["n"]: e["message"] for e in state["live"]}
-        assert live and all(e["message"] == live[e["n"]] for e in journal["entries"] if e["n"] in live)
-        commands = [e["message"] for e in journal["entries"] if e["message"].get("type") == "worker.command"]
-        responses = [e["message"] for e in journal["entries"] if e["message"].get("type") == "client.command_response"]
-        assert [m["params"] for m in commands] == [p for p, _ in cases]
-        assert [m["result"] for m in responses] == [r for _, r in cases]
-    finally:
-        server2.stop()
+    live, entries = journals_around_a_kill(serve_factory, cases, query="?limit=1000")
+    # The live journal keeps the latest 1 MiB in memory; the stored one keeps them all.
+    live = {e["n"]: e["message"] for e in live}
+    assert live and all(e["message"] == live[e["n"]] for e in entries if e["n"] in live)
+    commands = [e["message"] for e in entries if e["message"].get("type") == "worker.command"]
+    responses = [e["message"] for e in entries if e["message"].get("type") == "client.command_response"]
+    assert [m["params"] for m in commands] == [p for p, _ in cases]
+    assert [m["result"] for m in responses] == [r for _, r in cases]
