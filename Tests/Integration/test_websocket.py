@@ -158,6 +158,38 @@ def test_message_over_limit_is_1009(echo_factory):
     s.close()
 
 
+@pytest.mark.parametrize("length,code", [
+    ((1 << 63) - 1, 1009),      # the largest length a header may carry
+    ((1 << 64) - 1, 1002),      # top bit set: not a length
+    ((16 << 20) + 1, 1009),     # one byte over the default limit
+    (1 << 16, 1009),            # the smallest 64-bit length
+    (1001, 1009),               # one byte over this server's limit (a 16-bit length)
+    (1000, None),               # at the limit: the server waits for the payload
+])
+def test_worst_frame_lengths_are_refused_from_the_header(echo_factory, length, code):
+    """A header alone, claiming the worst lengths: the server closes at once, without waiting
+    for the payload, and goes on serving; at the limit it waits for the payload and echoes it."""
+    server = echo_factory("--max-message-size", "1000")
+    s = wsraw.connect(server.port)
+    size = bytes([0x81, 0xFE]) + length.to_bytes(2, "big") if length < (1 << 16) else bytes([0x81, 0xFF]) + length.to_bytes(8, "big")
+    s.sendall(size + b"\x01\x02\x03\x04")
+    if code is None:
+        s.sendall(bytes(1000))  # masked with 01 02 03 04: valid UTF-8 either way (all ASCII)
+        f = wsraw.read_frame(s)
+        assert f[0] == 0x1 and len(f[1]) == 1000
+        s.close()
+        return
+    f = wsraw.read_frame(s)
+    assert f[0] == 0x8 and wsraw.close_code(f[1]) == code
+    s.close()
+
+    async def go():
+        async with websockets.connect(f"ws://127.0.0.1:{server.port}/") as ws:
+            await ws.send("still here")
+            assert await ws.recv() == "still here"
+    run(go())
+
+
 def test_thousand_concurrent_connections(echo):
     async def one(i):
         async with websockets.connect(f"ws://127.0.0.1:{echo.port}/", compression=None, open_timeout=30) as ws:
