@@ -41,12 +41,15 @@ public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
 
 #if FUZZ_FRAMES
 /// Client frames (masked and unmasked) through frame parsing, message assembly and UTF-8
-/// validation, fed in pieces; small limits so that size checks are reached.
+/// validation, fed in pieces; small limits so that size checks are reached, the message limit
+/// above the frame limit or below it (a first frame the frame limit lets through, refused by
+/// the message limit). No message delivered is over the message limit.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     let bytes = input(data, size)
     guard let first = bytes.first else { return 0 }
-    var p = InboundProcessor(limits: .init(maxFrameSize: 1 << 16, maxMessageSize: 1 << 17), requireMask: first & 1 == 0)
+    let limits = InboundProcessor.Limits(maxFrameSize: 1 << 16, maxMessageSize: first & 2 == 0 ? 1 << 17 : 1 << 8)
+    var p = InboundProcessor(limits: limits, requireMask: first & 1 == 0)
     let step = Int(first >> 1) + 1
     var offset = 1
     do {
@@ -56,7 +59,14 @@ public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
             var chunk = Array(bytes[offset..<end])
             var used = 0
             while used < chunk.count {
-                let n = try chunk[used...].withUnsafeMutableBytes { try p.process($0, budget: 64) { _ in } }
+                let n = try chunk[used...].withUnsafeMutableBytes {
+                    try p.process($0, budget: 64) { m in
+                        switch m {
+                        case .text(let r), .binary(let r): precondition(r.count <= limits.maxMessageSize, "a message over the limit")
+                        default: break
+                        }
+                    }
+                }
                 if n == 0 { break }
                 used += n
             }
